@@ -1,0 +1,1 @@
+//! Datasets, prompt templates and tokenisation for Aligner and Stream Aligner training.

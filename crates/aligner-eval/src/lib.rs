@@ -1,0 +1,1 @@
+//! Evaluation of aligned answers: math accuracy and pairwise helpful/harmless judging.

@@ -1,0 +1,1 @@
+//! Stream Aligner: sentence segmentation and the sentence-level correction loop.
