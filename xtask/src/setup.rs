@@ -20,7 +20,7 @@ const PACKAGES: &[(&str, &str)] = &[
 /// Prints the versions of the pinned packages and where torch lives, one `name=value` per line.
 const PROBE: &str = r#"
 import importlib.metadata as md, importlib.util, os
-for name in ("torch", "transformers", "gguf"):
+for name in ("torch", "transformers", "gguf", "accelerate"):
     try:
         print(f"{name}={md.version(name)}")
     except md.PackageNotFoundError:

@@ -22,3 +22,21 @@ pub mod tokenizer;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use tokenizer::ModelTokenizer;
+
+#[cfg(feature = "torch")]
+mod cache;
+#[cfg(feature = "torch")]
+mod causal_lm;
+#[cfg(feature = "torch")]
+pub mod llama;
+#[cfg(feature = "torch")]
+pub mod load;
+
+#[cfg(feature = "torch")]
+pub use cache::KvCache;
+#[cfg(feature = "torch")]
+pub use causal_lm::CausalLm;
+#[cfg(feature = "torch")]
+pub use llama::Llama;
+#[cfg(feature = "torch")]
+pub mod generate;

@@ -1,0 +1,135 @@
+//! The per-layer key/value cache of a decoder.
+
+use tch::{Device, Kind, Tensor};
+
+/// Keys and values of every layer for the tokens seen so far, plus which of them are padding.
+///
+/// Built by [`crate::CausalLm::new_cache`]. [`KvCache::truncate`] rolls the cache back to an
+/// earlier length (e.g. to drop a rejected sentence) so that generation can continue from there
+/// without recomputing the prefix.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// `(batch, len)` bool: true where the cached token is real, false for padding. `None` while
+    /// no padding was ever fed (the common batch-1 case), which lets attention skip the mask.
+    key_mask: Option<Tensor>,
+    /// `(batch,)` int64: position id of the next token of each row.
+    next_position: Tensor,
+    batch: usize,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `num_layers` layers and `batch` rows.
+    pub fn new(num_layers: usize, batch: usize, device: Device) -> Self {
+        Self {
+            layers: (0..num_layers).map(|_| None).collect(),
+            key_mask: None,
+            next_position: Tensor::zeros([batch as i64], (Kind::Int64, device)),
+            batch,
+            len: 0,
+        }
+    }
+
+    /// Number of cached positions (padding included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of rows.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Empties the cache, keeping its batch size.
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.key_mask = None;
+        let _ = self.next_position.zero_();
+        self.len = 0;
+    }
+
+    /// Keeps only the first `len` positions (no-op if `len >= self.len()`).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        if len == 0 {
+            self.reset();
+            return;
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.narrow(2, 0, len as i64);
+            *v = v.narrow(2, 0, len as i64);
+        }
+        match &mut self.key_mask {
+            Some(mask) => {
+                *mask = mask.narrow(1, 0, len as i64);
+                self.next_position = mask.sum_dim_intlist(1, false, Kind::Int64);
+            }
+            None => self.next_position = Tensor::full([self.batch as i64], len as i64, (Kind::Int64, self.next_position.device())),
+        }
+        self.len = len;
+    }
+
+    /// Position ids `(batch, t)` for `t` new tokens with padding mask `mask` (`(batch, t)`, true =
+    /// real token), and advances the row positions. Padding tokens get the position of the next
+    /// real token; they are never attended to by real tokens.
+    pub(crate) fn positions_for(&mut self, t: usize, mask: Option<&Tensor>) -> Tensor {
+        let device = self.next_position.device();
+        let start = self.next_position.unsqueeze(1);
+        let (positions, advance) = match mask {
+            None => (start + Tensor::arange(t as i64, (Kind::Int64, device)).unsqueeze(0), Tensor::full([self.batch as i64], t as i64, (Kind::Int64, device))),
+            Some(mask) => {
+                let m = mask.to_kind(Kind::Int64);
+                let before = m.cumsum(1, Kind::Int64) - &m;
+                (start + before, m.sum_dim_intlist(1, false, Kind::Int64))
+            }
+        };
+        self.next_position = &self.next_position + advance;
+        positions
+    }
+
+    /// Records the padding mask of `t` new tokens; returns the full key mask `(batch, len + t)`
+    /// if any padding was ever recorded.
+    pub(crate) fn extend_key_mask(&mut self, t: usize, mask: Option<&Tensor>) -> Option<Tensor> {
+        let device = self.next_position.device();
+        match (&self.key_mask, mask) {
+            (None, None) => None,
+            (prev, new) => {
+                let new = match new {
+                    Some(m) => m.to_kind(Kind::Bool),
+                    None => Tensor::ones([self.batch as i64, t as i64], (Kind::Bool, device)),
+                };
+                let prev = match prev {
+                    Some(p) => p.shallow_clone(),
+                    None => Tensor::ones([self.batch as i64, self.len as i64], (Kind::Bool, device)),
+                };
+                let full = Tensor::cat(&[prev, new], 1);
+                self.key_mask = Some(full.shallow_clone());
+                Some(full)
+            }
+        }
+    }
+
+    /// Appends keys and values `(batch, kv_heads, t, head_dim)` for `layer`; returns the full ones.
+    pub(crate) fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let entry = &mut self.layers[layer];
+        let (k, v) = match entry.take() {
+            None => (k, v),
+            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+        };
+        *entry = Some((k.shallow_clone(), v.shallow_clone()));
+        (k, v)
+    }
+
+    /// Advances the cached length after all layers appended `t` positions.
+    pub(crate) fn commit(&mut self, t: usize) {
+        self.len += t;
+    }
+}

@@ -1,0 +1,268 @@
+//! Next-token choice: greedy or sampled, with repetition and frequency penalties, seeded.
+
+use std::collections::HashMap;
+
+use tch::{Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// How the next token is chosen from the logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    /// `None`: greedy (argmax). `Some(t)`: sample at temperature `t` (> 0).
+    pub temperature: Option<f64>,
+    /// Keep only the `k` most likely tokens before sampling.
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probability reaches `p` (nucleus).
+    pub top_p: Option<f64>,
+    /// Hugging Face's repetition penalty over prompt and generated tokens (1.0 = off): a seen
+    /// token's positive logit is divided by it, a negative one multiplied.
+    pub repetition_penalty: f64,
+    /// OpenAI-style frequency penalty (0.0 = off): each generated occurrence of a token lowers its
+    /// logit by this much.
+    pub frequency_penalty: f64,
+    /// Seed of the sampler's random numbers.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self { temperature: None, top_k: None, top_p: None, repetition_penalty: 1.0, frequency_penalty: 0.0, seed: 42 }
+    }
+}
+
+impl SamplingConfig {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    /// The settings the reference Stream Aligner loop samples its upstream with: top-k 40,
+    /// top-p 0.95, temperature 0.7, frequency penalty 1.2.
+    pub fn reference_upstream(seed: u64) -> Self {
+        Self { temperature: Some(0.7), top_k: Some(40), top_p: Some(0.95), repetition_penalty: 1.0, frequency_penalty: 1.2, seed }
+    }
+
+    /// Checks the values are usable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        match self.temperature {
+            Some(t) if !(t > 0.0 && t.is_finite()) => return bad(format!("temperature must be positive, got {t}")),
+            _ => {}
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k must be at least 1".into());
+        }
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return bad(format!("top_p must be in (0, 1], got {p}"));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!("repetition_penalty must be positive, got {}", self.repetition_penalty));
+        }
+        if !self.frequency_penalty.is_finite() {
+            return bad("frequency_penalty must be finite".into());
+        }
+        Ok(())
+    }
+}
+
+/// A small, fast, seedable random number generator (SplitMix64), so that a seed gives the same
+/// samples on every platform and LibTorch version.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform float in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Chooses tokens from logits according to a [`SamplingConfig`].
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    config: SamplingConfig,
+    rng: Rng,
+}
+
+impl Sampler {
+    /// A sampler; errors if the config is unusable.
+    pub fn new(config: SamplingConfig) -> Result<Self> {
+        config.validate()?;
+        let rng = Rng::new(config.seed);
+        Ok(Self { config, rng })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SamplingConfig {
+        &self.config
+    }
+
+    fn needs_host(&self) -> bool {
+        let c = &self.config;
+        c.temperature.is_some() || c.repetition_penalty != 1.0 || c.frequency_penalty != 0.0
+    }
+
+    /// The next token for one row. `logits`: `(vocab,)`; `context`: prompt and generated ids
+    /// (for the repetition penalty); `generated`: generated ids only (for the frequency penalty).
+    pub fn sample(&mut self, logits: &Tensor, context: &[u32], generated: &[u32]) -> Result<u32> {
+        if !self.needs_host() {
+            return Ok(logits.f_argmax(-1, false)?.int64_value(&[]) as u32);
+        }
+        let mut values: Vec<f32> = Vec::<f32>::try_from(logits.to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1))?;
+        self.apply_penalties(&mut values, context, generated);
+        Ok(match self.config.temperature {
+            None => argmax(&values),
+            Some(t) => self.sample_from(&mut values, t),
+        })
+    }
+
+    fn apply_penalties(&self, values: &mut [f32], context: &[u32], generated: &[u32]) {
+        let rp = self.config.repetition_penalty as f32;
+        if rp != 1.0 {
+            let mut seen: Vec<u32> = context.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for id in seen {
+                if let Some(v) = values.get_mut(id as usize) {
+                    *v = if *v < 0.0 { *v * rp } else { *v / rp };
+                }
+            }
+        }
+        let fp = self.config.frequency_penalty as f32;
+        if fp != 0.0 {
+            let mut counts: HashMap<u32, u32> = HashMap::new();
+            for &id in generated {
+                *counts.entry(id).or_default() += 1;
+            }
+            for (id, n) in counts {
+                if let Some(v) = values.get_mut(id as usize) {
+                    *v -= fp * n as f32;
+                }
+            }
+        }
+    }
+
+    fn sample_from(&mut self, values: &mut [f32], temperature: f64) -> u32 {
+        let t = temperature as f32;
+        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+        // Most likely first; ties broken by id so that results are reproducible.
+        order.sort_unstable_by(|&a, &b| values[b as usize].total_cmp(&values[a as usize]).then(a.cmp(&b)));
+        if let Some(k) = self.config.top_k {
+            order.truncate(k.max(1));
+        }
+        let max = values[order[0] as usize] / t;
+        let mut probs: Vec<f64> = order.iter().map(|&i| f64::from((values[i as usize] / t - max).exp())).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if let Some(top_p) = self.config.top_p {
+            let mut cumulative = 0.0;
+            let mut keep = probs.len();
+            for (i, p) in probs.iter().enumerate() {
+                cumulative += p;
+                if cumulative >= top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            order.truncate(keep);
+        }
+        let total: f64 = probs.iter().sum();
+        let mut r = self.rng.next_f64() * total;
+        for (p, &id) in probs.iter().zip(&order) {
+            if r < *p {
+                return id;
+            }
+            r -= p;
+        }
+        order[order.len() - 1]
+    }
+}
+
+fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(v: &[f32]) -> Tensor {
+        Tensor::from_slice(v)
+    }
+
+    #[test]
+    fn greedy_takes_the_argmax() {
+        let mut s = Sampler::new(SamplingConfig::greedy()).unwrap();
+        assert_eq!(s.sample(&logits(&[0.1, 3.0, -1.0]), &[], &[]).unwrap(), 1);
+    }
+
+    #[test]
+    fn repetition_penalty_demotes_seen_tokens() {
+        let mut s = Sampler::new(SamplingConfig { repetition_penalty: 4.0, ..SamplingConfig::greedy() }).unwrap();
+        // 3.0 / 4 = 0.75 < 1.0, so the seen token 1 loses to token 0.
+        assert_eq!(s.sample(&logits(&[1.0, 3.0, -1.0]), &[1], &[1]).unwrap(), 0);
+    }
+
+    #[test]
+    fn frequency_penalty_counts_occurrences() {
+        let mut s = Sampler::new(SamplingConfig { frequency_penalty: 1.0, ..SamplingConfig::greedy() }).unwrap();
+        assert_eq!(s.sample(&logits(&[1.0, 2.5, 0.0]), &[], &[1]).unwrap(), 1);
+        assert_eq!(s.sample(&logits(&[1.0, 2.5, 0.0]), &[], &[1, 1]).unwrap(), 0);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_seeds_repeat() {
+        let cfg = SamplingConfig { temperature: Some(1.0), top_k: Some(1), ..SamplingConfig::default() };
+        let mut s = Sampler::new(cfg).unwrap();
+        for _ in 0..20 {
+            assert_eq!(s.sample(&logits(&[0.0, 0.5, 0.4]), &[], &[]).unwrap(), 1);
+        }
+        let cfg = SamplingConfig { temperature: Some(1.0), seed: 7, ..SamplingConfig::default() };
+        let draw = |cfg: &SamplingConfig| -> Vec<u32> {
+            let mut s = Sampler::new(cfg.clone()).unwrap();
+            (0..50).map(|_| s.sample(&logits(&[0.0, 0.1, 0.2, 0.3]), &[], &[]).unwrap()).collect()
+        };
+        let a = draw(&cfg);
+        assert_eq!(a, draw(&cfg));
+        assert!(a.iter().any(|&t| t != a[0]), "temperature 1 over near-equal logits must vary: {a:?}");
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus_only() {
+        // Token 0 has ~0.97 of the mass, so with top_p 0.9 only it survives.
+        let cfg = SamplingConfig { temperature: Some(1.0), top_p: Some(0.9), ..SamplingConfig::default() };
+        let mut s = Sampler::new(cfg).unwrap();
+        for _ in 0..50 {
+            assert_eq!(s.sample(&logits(&[5.0, 1.0, 0.0, -1.0]), &[], &[]).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        assert!(Sampler::new(SamplingConfig { temperature: Some(0.0), ..SamplingConfig::default() }).is_err());
+        assert!(Sampler::new(SamplingConfig { top_p: Some(1.5), ..SamplingConfig::default() }).is_err());
+        assert!(Sampler::new(SamplingConfig { top_k: Some(0), ..SamplingConfig::default() }).is_err());
+    }
+}
