@@ -72,7 +72,13 @@ impl KvCache {
                 *mask = mask.narrow(1, 0, len as i64);
                 self.next_position = mask.sum_dim_intlist(1, false, Kind::Int64);
             }
-            None => self.next_position = Tensor::full([self.batch as i64], len as i64, (Kind::Int64, self.next_position.device())),
+            None => {
+                self.next_position = Tensor::full(
+                    [self.batch as i64],
+                    len as i64,
+                    (Kind::Int64, self.next_position.device()),
+                )
+            }
         }
         self.len = len;
     }
@@ -84,7 +90,10 @@ impl KvCache {
         let device = self.next_position.device();
         let start = self.next_position.unsqueeze(1);
         let (positions, advance) = match mask {
-            None => (start + Tensor::arange(t as i64, (Kind::Int64, device)).unsqueeze(0), Tensor::full([self.batch as i64], t as i64, (Kind::Int64, device))),
+            None => (
+                start + Tensor::arange(t as i64, (Kind::Int64, device)).unsqueeze(0),
+                Tensor::full([self.batch as i64], t as i64, (Kind::Int64, device)),
+            ),
             Some(mask) => {
                 let m = mask.to_kind(Kind::Int64);
                 let before = m.cumsum(1, Kind::Int64) - &m;
@@ -108,7 +117,9 @@ impl KvCache {
                 };
                 let prev = match prev {
                     Some(p) => p.shallow_clone(),
-                    None => Tensor::ones([self.batch as i64, self.len as i64], (Kind::Bool, device)),
+                    None => {
+                        Tensor::ones([self.batch as i64, self.len as i64], (Kind::Bool, device))
+                    }
                 };
                 let full = Tensor::cat(&[prev, new], 1);
                 self.key_mask = Some(full.shallow_clone());

@@ -23,11 +23,21 @@ pub trait CausalLm {
     /// Logits `(batch, t, vocab)` for `input_ids` `(batch, t)` following what `cache` holds, which
     /// is extended with the new tokens. `mask` `(batch, t)` marks real tokens (1) and padding (0);
     /// `None` means no padding.
-    fn forward(&self, input_ids: &Tensor, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor>;
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor>;
 
     /// Like [`CausalLm::forward`] but returns only the last position's logits `(batch, vocab)`,
     /// which is all generation needs and saves the LM head on every other position.
-    fn forward_last(&self, input_ids: &Tensor, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward_last(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let logits = self.forward(input_ids, cache, mask)?;
         let t = logits.size()[1];
         Ok(logits.select(1, t - 1))

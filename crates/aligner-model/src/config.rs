@@ -299,6 +299,69 @@ impl Config {
         HfConfig::from_file(path)?.into_config(path)
     }
 
+    /// The Hugging Face `config.json` image of this configuration (for exports).
+    pub fn to_hf(&self) -> HfConfig {
+        let (rope_scaling, rope_type) = match self.rope {
+            Rope::Default => (None, None),
+            Rope::Linear { factor } => (Some((factor, None, None, None)), Some("linear")),
+            Rope::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => (
+                Some((
+                    factor,
+                    Some(low_freq_factor),
+                    Some(high_freq_factor),
+                    Some(original_max_position_embeddings),
+                )),
+                Some("llama3"),
+            ),
+        };
+        // Qwen2 is the Llama family member with q/k/v bias but none on the output projection.
+        let (class, model_type) = if self.qkv_bias && !self.o_bias {
+            ("Qwen2ForCausalLM", "qwen2")
+        } else {
+            ("LlamaForCausalLM", "llama")
+        };
+        HfConfig {
+            architectures: vec![class.into()],
+            model_type: Some(model_type.into()),
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_layers,
+            num_attention_heads: self.num_heads,
+            num_key_value_heads: Some(self.num_kv_heads),
+            head_dim: Some(self.head_dim),
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: Some(self.rope_theta),
+            rope_scaling: rope_scaling.map(|(factor, low, high, original)| RopeScaling {
+                rope_type: rope_type.map(str::to_owned),
+                rope_theta: None,
+                factor: Some(factor),
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_position_embeddings: original,
+            }),
+            rope_parameters: None,
+            max_position_embeddings: Some(self.max_position_embeddings),
+            tie_word_embeddings: self.tie_word_embeddings,
+            attention_bias: Some(self.o_bias),
+            mlp_bias: self.mlp_bias,
+            hidden_act: Some("silu".into()),
+            bos_token_id: self.bos_token_id.map(TokenIds::One),
+            eos_token_id: match self.eos_token_ids.as_slice() {
+                [] => None,
+                [one] => Some(TokenIds::One(*one)),
+                many => Some(TokenIds::Many(many.to_vec())),
+            },
+            pad_token_id: self.pad_token_id.map(TokenIds::One),
+            torch_dtype: Some("float32".into()),
+        }
+    }
+
     /// A tiny random-weight configuration for tests and examples.
     pub fn tiny(vocab_size: usize) -> Self {
         Config {

@@ -24,7 +24,14 @@ struct Linear {
 impl Linear {
     fn new(vs: nn::Path<'_>, in_dim: usize, out_dim: usize, bias: bool) -> Self {
         let bound = 1.0 / (in_dim as f64).sqrt();
-        let weight = vs.var("weight", &[out_dim as i64, in_dim as i64], Init::Uniform { lo: -bound, up: bound });
+        let weight = vs.var(
+            "weight",
+            &[out_dim as i64, in_dim as i64],
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
         let bias = bias.then(|| vs.var("bias", &[out_dim as i64], Init::Const(0.0)));
         Self { weight, bias }
     }
@@ -43,7 +50,10 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn new(vs: nn::Path<'_>, size: usize, eps: f64) -> Self {
-        Self { weight: vs.var("weight", &[size as i64], Init::Const(1.0)), eps }
+        Self {
+            weight: vs.var("weight", &[size as i64], Init::Const(1.0)),
+            eps,
+        }
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
@@ -65,33 +75,54 @@ struct RotaryEmbedding {
 impl RotaryEmbedding {
     fn new(config: &Config, device: Device) -> Self {
         let dim = config.head_dim as i64;
-        let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / dim as f64;
+        let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device))
+            .to_kind(Kind::Float)
+            / dim as f64;
         let mut inv_freq = Tensor::pow_scalar(config.rope_theta, &exponents).reciprocal();
         match config.rope {
             Rope::Default => {}
             Rope::Linear { factor } => inv_freq = inv_freq / factor,
-            Rope::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            Rope::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
                 let old_len = original_max_position_embeddings as f64;
                 let low_freq_wavelen = old_len / low_freq_factor;
                 let high_freq_wavelen = old_len / high_freq_factor;
                 let wavelen = inv_freq.reciprocal() * (2.0 * std::f64::consts::PI);
                 // Long wavelengths are divided by `factor`, short ones kept, the band between blended.
-                let scaled = inv_freq.where_self(&wavelen.le(low_freq_wavelen), &(&inv_freq / factor));
-                let smooth = (wavelen.reciprocal() * old_len - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                let scaled =
+                    inv_freq.where_self(&wavelen.le(low_freq_wavelen), &(&inv_freq / factor));
+                let smooth = (wavelen.reciprocal() * old_len - low_freq_factor)
+                    / (high_freq_factor - low_freq_factor);
                 let blended: Tensor = (-&smooth + 1.0) * &scaled / factor + &smooth * &scaled;
-                let medium = wavelen.ge(high_freq_wavelen).logical_and(&wavelen.le(low_freq_wavelen));
+                let medium = wavelen
+                    .ge(high_freq_wavelen)
+                    .logical_and(&wavelen.le(low_freq_wavelen));
                 inv_freq = blended.where_self(&medium, &scaled);
             }
         }
-        let positions = Tensor::arange(config.max_position_embeddings as i64, (Kind::Int64, device)).to_kind(Kind::Float);
+        let positions =
+            Tensor::arange(config.max_position_embeddings as i64, (Kind::Int64, device))
+                .to_kind(Kind::Float);
         let freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
         let emb = Tensor::cat(&[&freqs, &freqs], -1);
-        Self { cos: emb.cos(), sin: emb.sin() }
+        Self {
+            cos: emb.cos(),
+            sin: emb.sin(),
+        }
     }
 
     /// `cos`, `sin` for `positions` `(batch, t)`, shaped `(batch, 1, t, head_dim)` in `kind`.
     fn at(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
-        let pick = |table: &Tensor| table.index_select(0, &positions.flatten(0, -1)).view([positions.size()[0], 1, positions.size()[1], -1]).to_kind(kind);
+        let pick = |table: &Tensor| {
+            table
+                .index_select(0, &positions.flatten(0, -1))
+                .view([positions.size()[0], 1, positions.size()[1], -1])
+                .to_kind(kind)
+        };
         (pick(&self.cos), pick(&self.sin))
     }
 }
@@ -142,15 +173,37 @@ impl Attention {
 
     /// # Shapes
     /// `xs`: `(batch, t, hidden)` -> `(batch, t, hidden)`.
-    fn forward(&self, xs: &Tensor, layer: usize, cache: &mut KvCache, ctx: &AttentionContext) -> Tensor {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        layer: usize,
+        cache: &mut KvCache,
+        ctx: &AttentionContext,
+    ) -> Tensor {
         let (b, t, _) = xs.size3().unwrap_or((0, 0, 0));
-        let heads = |proj: &Linear, n: i64| proj.forward(xs).view([b, t, n, self.head_dim]).transpose(1, 2);
+        let heads = |proj: &Linear, n: i64| {
+            proj.forward(xs)
+                .view([b, t, n, self.head_dim])
+                .transpose(1, 2)
+        };
         let q = apply_rotary(&heads(&self.q_proj, self.num_heads), &ctx.cos, &ctx.sin);
         let k = apply_rotary(&heads(&self.k_proj, self.num_kv_heads), &ctx.cos, &ctx.sin);
         let v = heads(&self.v_proj, self.num_kv_heads);
         let (k, v) = cache.append(layer, k, v);
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, ctx.mask.as_ref(), 0.0, ctx.causal, None, self.num_heads != self.num_kv_heads);
-        self.o_proj.forward(&y.transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]))
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            ctx.mask.as_ref(),
+            0.0,
+            ctx.causal,
+            None,
+            self.num_heads != self.num_kv_heads,
+        );
+        self.o_proj.forward(
+            &y.transpose(1, 2)
+                .reshape([b, t, self.num_heads * self.head_dim]),
+        )
     }
 }
 
@@ -165,14 +218,30 @@ struct Mlp {
 impl Mlp {
     fn new(vs: nn::Path<'_>, c: &Config) -> Self {
         Self {
-            gate_proj: Linear::new(&vs / "gate_proj", c.hidden_size, c.intermediate_size, c.mlp_bias),
-            up_proj: Linear::new(&vs / "up_proj", c.hidden_size, c.intermediate_size, c.mlp_bias),
-            down_proj: Linear::new(&vs / "down_proj", c.intermediate_size, c.hidden_size, c.mlp_bias),
+            gate_proj: Linear::new(
+                &vs / "gate_proj",
+                c.hidden_size,
+                c.intermediate_size,
+                c.mlp_bias,
+            ),
+            up_proj: Linear::new(
+                &vs / "up_proj",
+                c.hidden_size,
+                c.intermediate_size,
+                c.mlp_bias,
+            ),
+            down_proj: Linear::new(
+                &vs / "down_proj",
+                c.intermediate_size,
+                c.hidden_size,
+                c.mlp_bias,
+            ),
         }
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
-        self.down_proj.forward(&(self.gate_proj.forward(xs).silu() * self.up_proj.forward(xs)))
+        self.down_proj
+            .forward(&(self.gate_proj.forward(xs).silu() * self.up_proj.forward(xs)))
     }
 }
 
@@ -190,13 +259,26 @@ impl DecoderLayer {
         Self {
             input_layernorm: RmsNorm::new(&vs / "input_layernorm", c.hidden_size, c.rms_norm_eps),
             self_attn: Attention::new(&vs / "self_attn", c),
-            post_attention_layernorm: RmsNorm::new(&vs / "post_attention_layernorm", c.hidden_size, c.rms_norm_eps),
+            post_attention_layernorm: RmsNorm::new(
+                &vs / "post_attention_layernorm",
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
             mlp: Mlp::new(&vs / "mlp", c),
         }
     }
 
-    fn forward(&self, xs: &Tensor, layer: usize, cache: &mut KvCache, ctx: &AttentionContext) -> Tensor {
-        let h = xs + self.self_attn.forward(&self.input_layernorm.forward(xs), layer, cache, ctx);
+    fn forward(
+        &self,
+        xs: &Tensor,
+        layer: usize,
+        cache: &mut KvCache,
+        ctx: &AttentionContext,
+    ) -> Tensor {
+        let h = xs
+            + self
+                .self_attn
+                .forward(&self.input_layernorm.forward(xs), layer, cache, ctx);
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
 }
@@ -222,12 +304,24 @@ impl Llama {
         let embed_tokens = (&model / "embed_tokens").var(
             "weight",
             &[config.vocab_size as i64, config.hidden_size as i64],
-            Init::Randn { mean: 0.0, stdev: std },
+            Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
         );
-        let layers = (0..config.num_layers).map(|i| DecoderLayer::new(&model / "layers" / i, config)).collect();
+        let layers = (0..config.num_layers)
+            .map(|i| DecoderLayer::new(&model / "layers" / i, config))
+            .collect();
         let norm = RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps);
         let lm_head = (!config.tie_word_embeddings).then(|| {
-            (vs / "lm_head").var("weight", &[config.vocab_size as i64, config.hidden_size as i64], Init::Randn { mean: 0.0, stdev: std })
+            (vs / "lm_head").var(
+                "weight",
+                &[config.vocab_size as i64, config.hidden_size as i64],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
+            )
         });
         Self {
             embed_tokens,
@@ -251,64 +345,30 @@ impl Llama {
         let model = Self::new(&vs.root(), &config);
         load::load_safetensors_dir(&mut vs, dir)?;
         if !matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half) {
-            return Err(Error::InvalidArgument(format!("model dtype {kind:?} is not supported (f32, bf16, f16 are)")));
+            return Err(Error::InvalidArgument(format!(
+                "model dtype {kind:?} is not supported (f32, bf16, f16 are)"
+            )));
         }
         if kind != Kind::Float {
             vs.set_kind(kind);
         }
-        // `set_kind` replaced the variables; rebuild the model's handles to them.
-        let model = if kind == Kind::Float { model } else { Self::from_var_store(&vs, &config)? };
+        // `set_kind` swaps the data of the very tensors the model holds, so its handles stay valid.
         Ok((model, vs))
     }
 
-    /// Rebuilds the model's tensor handles from an already populated `VarStore`.
-    pub fn from_var_store(vs: &nn::VarStore, config: &Config) -> Result<Self> {
-        let vars = vs.variables();
-        let get = |name: &str| vars.get(name).map(Tensor::shallow_clone).ok_or_else(|| Error::MissingTensor { path: "<var store>".into(), tensor: name.to_owned() });
-        let linear = |prefix: String, bias: bool| -> Result<Linear> {
-            Ok(Linear { weight: get(&format!("{prefix}.weight"))?, bias: if bias { Some(get(&format!("{prefix}.bias"))?) } else { None } })
-        };
-        let norm = |name: String| -> Result<RmsNorm> { Ok(RmsNorm { weight: get(&format!("{name}.weight"))?, eps: config.rms_norm_eps }) };
-        let c = config;
-        let layers = (0..c.num_layers)
-            .map(|i| {
-                let p = format!("model.layers.{i}");
-                Ok(DecoderLayer {
-                    input_layernorm: norm(format!("{p}.input_layernorm"))?,
-                    self_attn: Attention {
-                        q_proj: linear(format!("{p}.self_attn.q_proj"), c.qkv_bias)?,
-                        k_proj: linear(format!("{p}.self_attn.k_proj"), c.qkv_bias)?,
-                        v_proj: linear(format!("{p}.self_attn.v_proj"), c.qkv_bias)?,
-                        o_proj: linear(format!("{p}.self_attn.o_proj"), c.o_bias)?,
-                        num_heads: c.num_heads as i64,
-                        num_kv_heads: c.num_kv_heads as i64,
-                        head_dim: c.head_dim as i64,
-                    },
-                    post_attention_layernorm: norm(format!("{p}.post_attention_layernorm"))?,
-                    mlp: Mlp {
-                        gate_proj: linear(format!("{p}.mlp.gate_proj"), c.mlp_bias)?,
-                        up_proj: linear(format!("{p}.mlp.up_proj"), c.mlp_bias)?,
-                        down_proj: linear(format!("{p}.mlp.down_proj"), c.mlp_bias)?,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            embed_tokens: get("model.embed_tokens.weight")?,
-            layers,
-            norm: norm("model.norm".into())?,
-            lm_head: if c.tie_word_embeddings { None } else { Some(get("lm_head.weight")?) },
-            rotary: RotaryEmbedding::new(c, vs.device()),
-            config: c.clone(),
-            device: vs.device(),
-        })
-    }
-
     /// Final hidden states `(batch, t, hidden)` for `input_ids` `(batch, t)`.
-    fn hidden_states(&self, input_ids: &Tensor, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.size2()?;
         if b as usize != cache.batch() {
-            return Err(Error::InvalidArgument(format!("input batch {b} differs from the cache's {}", cache.batch())));
+            return Err(Error::InvalidArgument(format!(
+                "input batch {b} differs from the cache's {}",
+                cache.batch()
+            )));
         }
         let total = cache.len() + t as usize;
         if total > self.config.max_position_embeddings {
@@ -326,18 +386,28 @@ impl Llama {
             None if past == 0 => (None, t > 1),
             None if t == 1 => (None, false),
             key_mask => {
-                let q_pos = Tensor::arange_start(past, past + t, (Kind::Int64, self.device)).view([t, 1]);
-                let k_pos = Tensor::arange(total as i64, (Kind::Int64, self.device)).view([1, total as i64]);
+                let q_pos =
+                    Tensor::arange_start(past, past + t, (Kind::Int64, self.device)).view([t, 1]);
+                let k_pos = Tensor::arange(total as i64, (Kind::Int64, self.device))
+                    .view([1, total as i64]);
                 let causal = k_pos.le_tensor(&q_pos);
                 let allowed = match key_mask {
                     // A padding query may attend to itself only, so that no row is fully masked.
-                    Some(km) => causal.unsqueeze(0).logical_and(&km.unsqueeze(1)).logical_or(&k_pos.eq_tensor(&q_pos).unsqueeze(0)),
+                    Some(km) => causal
+                        .unsqueeze(0)
+                        .logical_and(&km.unsqueeze(1))
+                        .logical_or(&k_pos.eq_tensor(&q_pos).unsqueeze(0)),
                     None => causal.unsqueeze(0).expand([b, t, total as i64], false),
                 };
                 (Some(allowed.unsqueeze(1)), false)
             }
         };
-        let ctx = AttentionContext { cos, sin, mask, causal };
+        let ctx = AttentionContext {
+            cos,
+            sin,
+            mask,
+            causal,
+        };
         let mut xs = self.embed_tokens.embedding_ids(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, i, cache, &ctx);
@@ -378,12 +448,22 @@ impl CausalLm for Llama {
         KvCache::new(self.config.num_layers, batch, self.device)
     }
 
-    fn forward(&self, input_ids: &Tensor, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let hidden = self.hidden_states(input_ids, cache, mask)?;
         Ok(self.logits(&hidden))
     }
 
-    fn forward_last(&self, input_ids: &Tensor, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward_last(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let hidden = self.hidden_states(input_ids, cache, mask)?;
         let t = hidden.size()[1];
         Ok(self.logits(&hidden.narrow(1, t - 1, 1).squeeze_dim(1)))

@@ -18,7 +18,10 @@ fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<HashMap<String, 
     }
     let index = dir.join("model.safetensors.index.json");
     if !index.is_file() {
-        return Err(Error::MissingTensor { path: dir.to_path_buf(), tensor: "model.safetensors (or model.safetensors.index.json)".into() });
+        return Err(Error::MissingTensor {
+            path: dir.to_path_buf(),
+            tensor: "model.safetensors (or model.safetensors.index.json)".into(),
+        });
     }
     #[derive(serde::Deserialize)]
     struct Index {
@@ -28,7 +31,11 @@ fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<HashMap<String, 
     let mut files: Vec<PathBuf> = parsed.weight_map.values().map(|f| dir.join(f)).collect();
     files.sort();
     files.dedup();
-    let map = parsed.weight_map.into_iter().map(|(k, f)| (k, dir.join(f))).collect();
+    let map = parsed
+        .weight_map
+        .into_iter()
+        .map(|(k, f)| (k, dir.join(f)))
+        .collect();
     Ok((files, Some(map)))
 }
 
@@ -57,7 +64,10 @@ pub fn load_safetensors_dir(vs: &mut nn::VarStore, dir: &Path) -> Result<()> {
         let handle = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
         // SAFETY: read-only private map of a checkpoint file, dropped at the end of this loop.
         let mmap = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| Error::io(file, e))?;
-        let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::Safetensors { path: file.clone(), reason: e.to_string() })?;
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::Safetensors {
+            path: file.clone(),
+            reason: e.to_string(),
+        })?;
         let names: Vec<String> = remaining
             .keys()
             .filter(|n| index.as_ref().is_none_or(|m| m.get(*n) == Some(file)))
@@ -69,7 +79,12 @@ pub fn load_safetensors_dir(vs: &mut nn::VarStore, dir: &Path) -> Result<()> {
             let expected = var.size();
             let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             if found != expected {
-                return Err(Error::ShapeMismatch { path: file.clone(), tensor: name, expected, found });
+                return Err(Error::ShapeMismatch {
+                    path: file.clone(),
+                    tensor: name,
+                    expected,
+                    found,
+                });
             }
             let kind = kind_of(view.dtype()).ok_or_else(|| Error::UnsupportedDtype {
                 path: file.clone(),
@@ -81,8 +96,15 @@ pub fn load_safetensors_dir(vs: &mut nn::VarStore, dir: &Path) -> Result<()> {
         }
     }
     if let Some(name) = remaining.keys().min() {
-        let path = if files.len() == 1 { files[0].clone() } else { dir.to_path_buf() };
-        return Err(Error::MissingTensor { path, tensor: name.clone() });
+        let path = if files.len() == 1 {
+            files[0].clone()
+        } else {
+            dir.to_path_buf()
+        };
+        return Err(Error::MissingTensor {
+            path,
+            tensor: name.clone(),
+        });
     }
     Ok(())
 }

@@ -35,17 +35,34 @@ fn logits_match_transformers_in_f32() {
     let prompts = prompts(&tokenizer);
     let ids = write_json(tmp.path(), "prompts.json", &prompts);
     let out = tmp.path().join("logits.safetensors");
-    reference(&["logits", "--model", dir.to_str().unwrap(), "--prompts", &ids, "--out", out.to_str().unwrap()]);
+    reference(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompts",
+        &ids,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
 
     let (model, _vs) = Llama::load(&dir, Kind::Float, Device::Cpu).unwrap();
     let _guard = tch::no_grad_guard();
     for (i, p) in prompts.iter().enumerate() {
-        let input = Tensor::from_slice(&p.iter().map(|&t| i64::from(t)).collect::<Vec<_>>()).unsqueeze(0);
+        let input =
+            Tensor::from_slice(&p.iter().map(|&t| i64::from(t)).collect::<Vec<_>>()).unsqueeze(0);
         let mut cache = model.new_cache(1);
-        let ours: Vec<f32> = model.forward(&input, &mut cache, None).unwrap().flatten(0, -1).try_into().unwrap();
+        let ours: Vec<f32> = model
+            .forward(&input, &mut cache, None)
+            .unwrap()
+            .flatten(0, -1)
+            .try_into()
+            .unwrap();
         let theirs = read_f32(&out, &format!("logits_{i}"));
         let diff = max_abs_diff(&ours, &theirs);
-        eprintln!("prompt {i}: {} positions, max |Δlogit| = {diff:.2e}", p.len());
+        eprintln!(
+            "prompt {i}: {} positions, max |Δlogit| = {diff:.2e}",
+            p.len()
+        );
         assert!(diff <= LOGIT_TOLERANCE, "prompt {i}: max |Δlogit| = {diff}");
     }
 }
@@ -58,14 +75,39 @@ fn greedy_continuations_match_transformers() {
     let prompts = prompts(&tokenizer);
     let ids = write_json(tmp.path(), "prompts.json", &prompts);
     let out = tmp.path().join("greedy.json");
-    reference(&["greedy", "--model", dir.to_str().unwrap(), "--prompts", &ids, "--new", "40", "--out", out.to_str().unwrap()]);
+    reference(&[
+        "greedy",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompts",
+        &ids,
+        "--new",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let theirs: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
 
     let (model, _vs) = Llama::load(&dir, Kind::Float, Device::Cpu).unwrap();
-    let config = GenerationConfig { max_new_tokens: 40, ..GenerationConfig::default() };
+    let config = GenerationConfig {
+        max_new_tokens: 40,
+        ..GenerationConfig::default()
+    };
     for (p, theirs) in prompts.iter().zip(&theirs) {
-        let ours = generate(&model, &tokenizer, std::slice::from_ref(p), &config, |_, _| {}).unwrap();
-        assert_eq!(&ours.generations[0].token_ids, theirs, "prompt {:?}", tokenizer.decode(p, false).unwrap());
+        let ours = generate(
+            &model,
+            &tokenizer,
+            std::slice::from_ref(p),
+            &config,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(
+            &ours.generations[0].token_ids,
+            theirs,
+            "prompt {:?}",
+            tokenizer.decode(p, false).unwrap()
+        );
     }
     // The same prompts as one left-padded batch give the same continuations.
     let batch = generate(&model, &tokenizer, &prompts, &config, |_, _| {}).unwrap();
@@ -89,7 +131,15 @@ fn tokenizer_ids_match_transformers_gguf_tokenizer() {
     let tmp = tempfile::tempdir().unwrap();
     let input = write_json(tmp.path(), "texts.json", &texts);
     let out = tmp.path().join("ids.json");
-    reference(&["tokenize", "--gguf", gguf.to_str().unwrap(), "--texts", &input, "--out", out.to_str().unwrap()]);
+    reference(&[
+        "tokenize",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--texts",
+        &input,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let theirs: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
 
     let file = GgufFile::open(&gguf).unwrap();
@@ -98,7 +148,11 @@ fn tokenizer_ids_match_transformers_gguf_tokenizer() {
     for (text, theirs) in texts.iter().zip(&theirs) {
         let ours = built.encode(*text, false).unwrap().get_ids().to_vec();
         assert_eq!(&ours, theirs, "text {text:?}");
-        assert_eq!(&saved.encode(text, false).unwrap(), theirs, "saved tokenizer.json, text {text:?}");
+        assert_eq!(
+            &saved.encode(text, false).unwrap(),
+            theirs,
+            "saved tokenizer.json, text {text:?}"
+        );
         assert_eq!(saved.decode(&ours, false).unwrap(), *text, "round trip");
     }
 }
@@ -112,14 +166,31 @@ fn gguf_dequantisation_matches_gguf_package() {
         .tensors()
         .iter()
         .map(|t| t.name.as_str())
-        .filter(|n| n.starts_with("blk.0.") || *n == "token_embd.weight" || *n == "output_norm.weight")
+        .filter(|n| {
+            n.starts_with("blk.0.") || *n == "token_embd.weight" || *n == "output_norm.weight"
+        })
         .collect();
-    let types: std::collections::HashSet<_> = names.iter().map(|n| file.tensor_info(n).unwrap().ggml_type).collect();
-    assert!(types.contains(&GgmlType::Q4_1) && types.contains(&GgmlType::Q8_0) && types.contains(&GgmlType::F32));
+    let types: std::collections::HashSet<_> = names
+        .iter()
+        .map(|n| file.tensor_info(n).unwrap().ggml_type)
+        .collect();
+    assert!(
+        types.contains(&GgmlType::Q4_1)
+            && types.contains(&GgmlType::Q8_0)
+            && types.contains(&GgmlType::F32)
+    );
     let tmp = tempfile::tempdir().unwrap();
     let list = write_json(tmp.path(), "names.json", &names);
     let out = tmp.path().join("deq.safetensors");
-    reference(&["dequant", "--gguf", gguf.to_str().unwrap(), "--names", &list, "--out", out.to_str().unwrap()]);
+    reference(&[
+        "dequant",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--names",
+        &list,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     for name in names {
         let ours = file.dequantize(name).unwrap();
         let theirs = read_f32(&out, name);
@@ -151,7 +222,10 @@ fn every_quant_type_matches_gguf_package_on_random_blocks() {
         // Both compute in f32; k-quants multiply scale products in a different order.
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
         let diff = max_abs_diff(&ours, &theirs);
-        assert!(diff <= scale * 1e-6, "{name}: max diff {diff} (scale {scale})");
+        assert!(
+            diff <= scale * 1e-6,
+            "{name}: max diff {diff} (scale {scale})"
+        );
     }
 }
 
@@ -165,10 +239,30 @@ fn import_equals_transformers_own_gguf_loading() {
     let ids = write_json(tmp.path(), "prompts.json", &prompts);
     let theirs = tmp.path().join("gguf.safetensors");
     let ours = tmp.path().join("imported.safetensors");
-    reference(&["gguf-logits", "--gguf", gguf.to_str().unwrap(), "--prompts", &ids, "--out", theirs.to_str().unwrap()]);
-    reference(&["logits", "--model", dir.to_str().unwrap(), "--prompts", &ids, "--out", ours.to_str().unwrap()]);
+    reference(&[
+        "gguf-logits",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--prompts",
+        &ids,
+        "--out",
+        theirs.to_str().unwrap(),
+    ]);
+    reference(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompts",
+        &ids,
+        "--out",
+        ours.to_str().unwrap(),
+    ]);
     for i in 0..prompts.len() {
         let name = format!("logits_{i}");
-        assert_eq!(read_f32(&ours, &name), read_f32(&theirs, &name), "prompt {i}");
+        assert_eq!(
+            read_f32(&ours, &name),
+            read_f32(&theirs, &name),
+            "prompt {i}"
+        );
     }
 }

@@ -41,7 +41,12 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 256, sampling: SamplingConfig::greedy(), stop_token_ids: vec![], stop_strings: vec![] }
+        Self {
+            max_new_tokens: 256,
+            sampling: SamplingConfig::greedy(),
+            stop_token_ids: vec![],
+            stop_strings: vec![],
+        }
     }
 }
 
@@ -123,7 +128,10 @@ pub fn generate<M: CausalLm>(
     mut on_delta: impl FnMut(usize, &str),
 ) -> Result<GenerationOutput> {
     if prompts.is_empty() {
-        return Ok(GenerationOutput { generations: vec![], stats: GenerationStats::default() });
+        return Ok(GenerationOutput {
+            generations: vec![],
+            stats: GenerationStats::default(),
+        });
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(Error::InvalidArgument(format!("prompt {i} is empty")));
@@ -131,11 +139,21 @@ pub fn generate<M: CausalLm>(
     let _guard = tch::no_grad_guard();
     let device = model.device();
     let mut samplers = (0..prompts.len())
-        .map(|i| Sampler::new(SamplingConfig { seed: config.sampling.seed.wrapping_add(i as u64), ..config.sampling.clone() }))
+        .map(|i| {
+            Sampler::new(SamplingConfig {
+                seed: config.sampling.seed.wrapping_add(i as u64),
+                ..config.sampling.clone()
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut stop_ids: Vec<u32> = tokenizer.eos_ids().to_vec();
     stop_ids.extend(&config.stop_token_ids);
-    let max_stop_len = config.stop_strings.iter().map(String::len).max().unwrap_or(0);
+    let max_stop_len = config
+        .stop_strings
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
 
     let batch = prompts.len();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -143,21 +161,43 @@ pub fn generate<M: CausalLm>(
     let mut ids = Vec::with_capacity(batch * longest);
     let mut mask = Vec::with_capacity(batch * longest);
     for p in prompts {
-        ids.extend(std::iter::repeat_n(pad, longest - p.len()).chain(p.iter().map(|&t| i64::from(t))));
-        mask.extend(std::iter::repeat_n(0i64, longest - p.len()).chain(std::iter::repeat_n(1, p.len())));
+        ids.extend(
+            std::iter::repeat_n(pad, longest - p.len()).chain(p.iter().map(|&t| i64::from(t))),
+        );
+        mask.extend(
+            std::iter::repeat_n(0i64, longest - p.len()).chain(std::iter::repeat_n(1, p.len())),
+        );
     }
     let padded = prompts.iter().any(|p| p.len() != longest);
-    let input = Tensor::from_slice(&ids).view([batch as i64, longest as i64]).to_device(device);
-    let mask = padded.then(|| Tensor::from_slice(&mask).view([batch as i64, longest as i64]).to_device(device));
+    let input = Tensor::from_slice(&ids)
+        .view([batch as i64, longest as i64])
+        .to_device(device);
+    let mask = padded.then(|| {
+        Tensor::from_slice(&mask)
+            .view([batch as i64, longest as i64])
+            .to_device(device)
+    });
 
     let mut rows: Vec<Row> = prompts
         .iter()
-        .map(|p| Row { context: p.clone(), generated: vec![], stream: TextStream::new(tokenizer.clone()), emitted: 0, finish: None, text: String::new() })
+        .map(|p| Row {
+            context: p.clone(),
+            generated: vec![],
+            stream: TextStream::new(tokenizer.clone()),
+            emitted: 0,
+            finish: None,
+            text: String::new(),
+        })
         .collect();
-    let mut stats = GenerationStats { prefill_tokens: prompts.iter().map(Vec::len).sum(), ..GenerationStats::default() };
+    let mut stats = GenerationStats {
+        prefill_tokens: prompts.iter().map(Vec::len).sum(),
+        ..GenerationStats::default()
+    };
     let mut cache = model.new_cache(batch);
     let start = Instant::now();
-    let mut logits = model.forward_last(&input, &mut cache, mask.as_ref())?.to_kind(Kind::Float);
+    let mut logits = model
+        .forward_last(&input, &mut cache, mask.as_ref())?
+        .to_kind(Kind::Float);
     let mut decode_start = None;
     for step in 0..config.max_new_tokens {
         let mut next = Vec::with_capacity(batch);
@@ -175,16 +215,22 @@ pub fn generate<M: CausalLm>(
             } else {
                 row.text.push_str(&row.stream.push(token)?);
             }
-            if row.finish.is_none() {
-                if let Some((at, stop)) = find_stop(&row.text, &config.stop_strings) {
-                    row.text.truncate(at);
-                    row.finish = Some(FinishReason::StopString(stop));
-                } else if row.generated.len() >= config.max_new_tokens {
-                    row.finish = Some(FinishReason::Length);
-                }
+            if row.finish.is_none() && row.generated.len() >= config.max_new_tokens {
+                row.finish = Some(FinishReason::Length);
+            }
+            if row.finish.is_some() {
+                row.text.push_str(&row.stream.flush()?);
+            }
+            if let Some((at, stop)) = find_stop(&row.text, &config.stop_strings) {
+                row.text.truncate(at);
+                row.finish = Some(FinishReason::StopString(stop));
             }
             // Hold back a tail that may still grow into a stop string.
-            let safe = if row.finish.is_some() { row.text.len() } else { safe_prefix(&row.text, max_stop_len, &config.stop_strings) };
+            let safe = if row.finish.is_some() {
+                row.text.len()
+            } else {
+                safe_prefix(&row.text, max_stop_len, &config.stop_strings)
+            };
             if safe > row.emitted {
                 on_delta(i, &row.text[row.emitted..safe]);
                 row.emitted = safe;
@@ -198,24 +244,40 @@ pub fn generate<M: CausalLm>(
         if rows.iter().all(|r| r.finish.is_some()) {
             break;
         }
-        let step_input = Tensor::from_slice(&next).view([batch as i64, 1]).to_device(device);
-        logits = model.forward_last(&step_input, &mut cache, None)?.to_kind(Kind::Float);
+        let step_input = Tensor::from_slice(&next)
+            .view([batch as i64, 1])
+            .to_device(device);
+        logits = model
+            .forward_last(&step_input, &mut cache, None)?
+            .to_kind(Kind::Float);
     }
     if let Some(t) = decode_start {
         stats.decode_time = t.elapsed();
     }
     // Each row's first token belongs to the prefill.
-    stats.decode_tokens = rows.iter().map(|r| r.generated.len()).sum::<usize>().saturating_sub(batch);
+    stats.decode_tokens = rows
+        .iter()
+        .map(|r| r.generated.len())
+        .sum::<usize>()
+        .saturating_sub(batch);
     let generations = rows
         .into_iter()
-        .map(|r| Generation { token_ids: r.generated, text: r.text, finish_reason: r.finish.unwrap_or(FinishReason::Length) })
+        .map(|r| Generation {
+            token_ids: r.generated,
+            text: r.text,
+            finish_reason: r.finish.unwrap_or(FinishReason::Length),
+        })
         .collect();
     Ok(GenerationOutput { generations, stats })
 }
 
 /// The first stop string in `text`: its byte offset and the string.
 fn find_stop(text: &str, stops: &[String]) -> Option<(usize, String)> {
-    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str()).map(|at| (at, s.clone()))).min_by_key(|(at, _)| *at)
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()).map(|at| (at, s.clone())))
+        .min_by_key(|(at, _)| *at)
 }
 
 /// Length of the prefix of `text` that cannot be part of a stop string still being written.
@@ -227,7 +289,10 @@ fn safe_prefix(text: &str, max_stop_len: usize, stops: &[String]) -> usize {
     let mut cut = text.len();
     for (start, _) in text.char_indices().rev().take(max_stop_len) {
         let tail = &text[start..];
-        if stops.iter().any(|s| s.len() > tail.len() && s.starts_with(tail)) {
+        if stops
+            .iter()
+            .any(|s| s.len() > tail.len() && s.starts_with(tail))
+        {
             cut = start;
         }
     }
@@ -244,6 +309,9 @@ mod tests {
         assert_eq!(safe_prefix("Hello\nUs", 6, &stops), 5);
         assert_eq!(safe_prefix("Hello", 6, &stops), 5);
         assert_eq!(safe_prefix("Hello\n", 6, &stops), 5);
-        assert_eq!(find_stop("Hi\nUser: x", &stops), Some((2, "\nUser:".to_owned())));
+        assert_eq!(
+            find_stop("Hi\nUser: x", &stops),
+            Some((2, "\nUser:".to_owned()))
+        );
     }
 }

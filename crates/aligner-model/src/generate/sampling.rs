@@ -27,7 +27,14 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { temperature: None, top_k: None, top_p: None, repetition_penalty: 1.0, frequency_penalty: 0.0, seed: 42 }
+        Self {
+            temperature: None,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            seed: 42,
+        }
     }
 }
 
@@ -40,14 +47,23 @@ impl SamplingConfig {
     /// The settings the reference Stream Aligner loop samples its upstream with: top-k 40,
     /// top-p 0.95, temperature 0.7, frequency penalty 1.2.
     pub fn reference_upstream(seed: u64) -> Self {
-        Self { temperature: Some(0.7), top_k: Some(40), top_p: Some(0.95), repetition_penalty: 1.0, frequency_penalty: 1.2, seed }
+        Self {
+            temperature: Some(0.7),
+            top_k: Some(40),
+            top_p: Some(0.95),
+            repetition_penalty: 1.0,
+            frequency_penalty: 1.2,
+            seed,
+        }
     }
 
     /// Checks the values are usable.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         match self.temperature {
-            Some(t) if !(t > 0.0 && t.is_finite()) => return bad(format!("temperature must be positive, got {t}")),
+            Some(t) if !(t > 0.0 && t.is_finite()) => {
+                return bad(format!("temperature must be positive, got {t}"));
+            }
             _ => {}
         }
         if self.top_k == Some(0) {
@@ -57,7 +73,10 @@ impl SamplingConfig {
             return bad(format!("top_p must be in (0, 1], got {p}"));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!("repetition_penalty must be positive, got {}", self.repetition_penalty));
+            return bad(format!(
+                "repetition_penalty must be positive, got {}",
+                self.repetition_penalty
+            ));
         }
         if !self.frequency_penalty.is_finite() {
             return bad("frequency_penalty must be finite".into());
@@ -123,7 +142,12 @@ impl Sampler {
         if !self.needs_host() {
             return Ok(logits.f_argmax(-1, false)?.int64_value(&[]) as u32);
         }
-        let mut values: Vec<f32> = Vec::<f32>::try_from(logits.to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1))?;
+        let mut values: Vec<f32> = Vec::<f32>::try_from(
+            logits
+                .to_kind(Kind::Float)
+                .to_device(tch::Device::Cpu)
+                .flatten(0, -1),
+        )?;
         self.apply_penalties(&mut values, context, generated);
         Ok(match self.config.temperature {
             None => argmax(&values),
@@ -161,12 +185,19 @@ impl Sampler {
         let t = temperature as f32;
         let mut order: Vec<u32> = (0..values.len() as u32).collect();
         // Most likely first; ties broken by id so that results are reproducible.
-        order.sort_unstable_by(|&a, &b| values[b as usize].total_cmp(&values[a as usize]).then(a.cmp(&b)));
+        order.sort_unstable_by(|&a, &b| {
+            values[b as usize]
+                .total_cmp(&values[a as usize])
+                .then(a.cmp(&b))
+        });
         if let Some(k) = self.config.top_k {
             order.truncate(k.max(1));
         }
         let max = values[order[0] as usize] / t;
-        let mut probs: Vec<f64> = order.iter().map(|&i| f64::from((values[i as usize] / t - max).exp())).collect();
+        let mut probs: Vec<f64> = order
+            .iter()
+            .map(|&i| f64::from((values[i as usize] / t - max).exp()))
+            .collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if let Some(top_p) = self.config.top_p {
@@ -220,49 +251,98 @@ mod tests {
 
     #[test]
     fn repetition_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplingConfig { repetition_penalty: 4.0, ..SamplingConfig::greedy() }).unwrap();
+        let mut s = Sampler::new(SamplingConfig {
+            repetition_penalty: 4.0,
+            ..SamplingConfig::greedy()
+        })
+        .unwrap();
         // 3.0 / 4 = 0.75 < 1.0, so the seen token 1 loses to token 0.
         assert_eq!(s.sample(&logits(&[1.0, 3.0, -1.0]), &[1], &[1]).unwrap(), 0);
     }
 
     #[test]
     fn frequency_penalty_counts_occurrences() {
-        let mut s = Sampler::new(SamplingConfig { frequency_penalty: 1.0, ..SamplingConfig::greedy() }).unwrap();
+        let mut s = Sampler::new(SamplingConfig {
+            frequency_penalty: 1.0,
+            ..SamplingConfig::greedy()
+        })
+        .unwrap();
         assert_eq!(s.sample(&logits(&[1.0, 2.5, 0.0]), &[], &[1]).unwrap(), 1);
-        assert_eq!(s.sample(&logits(&[1.0, 2.5, 0.0]), &[], &[1, 1]).unwrap(), 0);
+        assert_eq!(
+            s.sample(&logits(&[1.0, 2.5, 0.0]), &[], &[1, 1]).unwrap(),
+            0
+        );
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seeds_repeat() {
-        let cfg = SamplingConfig { temperature: Some(1.0), top_k: Some(1), ..SamplingConfig::default() };
+        let cfg = SamplingConfig {
+            temperature: Some(1.0),
+            top_k: Some(1),
+            ..SamplingConfig::default()
+        };
         let mut s = Sampler::new(cfg).unwrap();
         for _ in 0..20 {
             assert_eq!(s.sample(&logits(&[0.0, 0.5, 0.4]), &[], &[]).unwrap(), 1);
         }
-        let cfg = SamplingConfig { temperature: Some(1.0), seed: 7, ..SamplingConfig::default() };
+        let cfg = SamplingConfig {
+            temperature: Some(1.0),
+            seed: 7,
+            ..SamplingConfig::default()
+        };
         let draw = |cfg: &SamplingConfig| -> Vec<u32> {
             let mut s = Sampler::new(cfg.clone()).unwrap();
-            (0..50).map(|_| s.sample(&logits(&[0.0, 0.1, 0.2, 0.3]), &[], &[]).unwrap()).collect()
+            (0..50)
+                .map(|_| s.sample(&logits(&[0.0, 0.1, 0.2, 0.3]), &[], &[]).unwrap())
+                .collect()
         };
         let a = draw(&cfg);
         assert_eq!(a, draw(&cfg));
-        assert!(a.iter().any(|&t| t != a[0]), "temperature 1 over near-equal logits must vary: {a:?}");
+        assert!(
+            a.iter().any(|&t| t != a[0]),
+            "temperature 1 over near-equal logits must vary: {a:?}"
+        );
     }
 
     #[test]
     fn top_p_keeps_the_nucleus_only() {
         // Token 0 has ~0.97 of the mass, so with top_p 0.9 only it survives.
-        let cfg = SamplingConfig { temperature: Some(1.0), top_p: Some(0.9), ..SamplingConfig::default() };
+        let cfg = SamplingConfig {
+            temperature: Some(1.0),
+            top_p: Some(0.9),
+            ..SamplingConfig::default()
+        };
         let mut s = Sampler::new(cfg).unwrap();
         for _ in 0..50 {
-            assert_eq!(s.sample(&logits(&[5.0, 1.0, 0.0, -1.0]), &[], &[]).unwrap(), 0);
+            assert_eq!(
+                s.sample(&logits(&[5.0, 1.0, 0.0, -1.0]), &[], &[]).unwrap(),
+                0
+            );
         }
     }
 
     #[test]
     fn invalid_settings_are_rejected() {
-        assert!(Sampler::new(SamplingConfig { temperature: Some(0.0), ..SamplingConfig::default() }).is_err());
-        assert!(Sampler::new(SamplingConfig { top_p: Some(1.5), ..SamplingConfig::default() }).is_err());
-        assert!(Sampler::new(SamplingConfig { top_k: Some(0), ..SamplingConfig::default() }).is_err());
+        assert!(
+            Sampler::new(SamplingConfig {
+                temperature: Some(0.0),
+                ..SamplingConfig::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Sampler::new(SamplingConfig {
+                top_p: Some(1.5),
+                ..SamplingConfig::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Sampler::new(SamplingConfig {
+                top_k: Some(0),
+                ..SamplingConfig::default()
+            })
+            .is_err()
+        );
     }
 }

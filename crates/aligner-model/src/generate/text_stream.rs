@@ -20,14 +20,23 @@ pub struct TextStream {
 impl TextStream {
     /// A stream with no tokens yet.
     pub fn new(tokenizer: ModelTokenizer) -> Self {
-        Self { tokenizer, ids: vec![], prefix_offset: 0, read_offset: 0 }
+        Self {
+            tokenizer,
+            ids: vec![],
+            prefix_offset: 0,
+            read_offset: 0,
+        }
     }
 
     /// Adds a token; returns the text it completes (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
-        let prefix = self.tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
-        let full = self.tokenizer.decode(&self.ids[self.prefix_offset..], false)?;
+        let prefix = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
+        let full = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..], false)?;
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
             let delta = full[prefix.len()..].to_owned();
             self.prefix_offset = self.read_offset;
@@ -36,6 +45,20 @@ impl TextStream {
         } else {
             Ok(String::new())
         }
+    }
+
+    /// Releases text still held back, even if it ends in an incomplete character (shown as
+    /// U+FFFD); call it when the token stream has ended.
+    pub fn flush(&mut self) -> Result<String> {
+        let prefix = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
+        let full = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..], false)?;
+        self.prefix_offset = self.read_offset;
+        self.read_offset = self.ids.len();
+        Ok(full.get(prefix.len()..).unwrap_or_default().to_owned())
     }
 
     /// All ids pushed so far.

@@ -386,7 +386,10 @@ impl GgufFile {
 pub fn dequantize_bytes(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
     if bytes.len() % bb != 0 {
-        return Err(Error::InvalidArgument(format!("{} bytes are not a whole number of {ty:?} blocks of {bb} bytes", bytes.len())));
+        return Err(Error::InvalidArgument(format!(
+            "{} bytes are not a whole number of {ty:?} blocks of {bb} bytes",
+            bytes.len()
+        )));
     }
     let mut out = vec![0f32; bytes.len() / bb * bs];
     dequant::dequantize(ty, bytes, &mut out);

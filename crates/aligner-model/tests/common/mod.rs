@@ -10,20 +10,31 @@ use aligner_model::hub;
 /// The imported default model. `cargo xtask setup` (run by the README's test command) makes it.
 pub fn model_dir() -> PathBuf {
     let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
-    assert!(hub::is_imported(&dir), "{} is missing: run `cargo xtask setup` first", dir.display());
+    assert!(
+        hub::is_imported(&dir),
+        "{} is missing: run `cargo xtask setup` first",
+        dir.display()
+    );
     dir
 }
 
 /// The GGUF file the default model was imported from.
 pub fn gguf_path() -> PathBuf {
-    let path = hub::cache_dir().join("downloads").join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.is_file(), "{} is missing: run `cargo xtask setup` first", path.display());
+    let path = hub::cache_dir()
+        .join("downloads")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask setup` first",
+        path.display()
+    );
     path
 }
 
 /// Runs `tests/reference/hf_reference.py` with the cached environment's Python.
 pub fn reference(args: &[&str]) {
-    let python = hub::venv_python().expect("the Python environment is missing: run `cargo xtask setup` first");
+    let python = hub::venv_python()
+        .expect("the Python environment is missing: run `cargo xtask setup` first");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/hf_reference.py");
     let out = Command::new(python)
         .arg(&script)
@@ -32,7 +43,11 @@ pub fn reference(args: &[&str]) {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .expect("run the reference script");
-    assert!(out.status.success(), "reference script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reference script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Writes `value` as JSON into `dir/name` and returns the path as a string.
@@ -47,7 +62,10 @@ pub fn read_f32(path: &Path, name: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let view = st.tensor(name).unwrap();
-    view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    view.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Reads a raw u8 tensor from a safetensors file.
@@ -60,5 +78,8 @@ pub fn read_u8(path: &Path, name: &str) -> Vec<u8> {
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
