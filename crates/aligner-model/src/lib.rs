@@ -6,11 +6,22 @@
 //! needed); `cargo xtask` uses it that way before LibTorch is installed.
 //!
 //! ```
-//! use aligner_model::config::Config;
-//! let config = Config::tiny(100);
-//! assert_eq!(config.num_heads % config.num_kv_heads, 0);
+//! # #[cfg(feature = "torch")] {
+//! use aligner_model::{CausalLm, Config, Llama};
+//! use tch::{Device, Tensor, nn};
+//!
+//! // A tiny random model; `Llama::load(dir, kind, device)` loads a real checkpoint.
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let model = Llama::new(&vs.root(), &Config::tiny(100));
+//! let mut cache = model.new_cache(1);
+//! let logits = model.forward(&Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0), &mut cache, None)?;
+//! assert_eq!(logits.size(), [1, 3, 100]);
+//! assert_eq!(cache.len(), 3);
+//! # }
+//! # Ok::<(), aligner_model::Error>(())
 //! ```
 
+pub mod chat;
 pub mod config;
 mod error;
 pub mod gguf;
@@ -28,6 +39,8 @@ mod cache;
 #[cfg(feature = "torch")]
 mod causal_lm;
 #[cfg(feature = "torch")]
+pub mod device;
+#[cfg(feature = "torch")]
 pub mod llama;
 #[cfg(feature = "torch")]
 pub mod load;
@@ -36,6 +49,8 @@ pub mod load;
 pub use cache::KvCache;
 #[cfg(feature = "torch")]
 pub use causal_lm::CausalLm;
+#[cfg(feature = "torch")]
+pub use device::{DType, auto_device, parse_device};
 #[cfg(feature = "torch")]
 pub use llama::Llama;
 #[cfg(feature = "torch")]

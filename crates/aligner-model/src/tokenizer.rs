@@ -405,6 +405,15 @@ impl ModelTokenizer {
             })
     }
 
+    /// The model's chat template, if its `tokenizer_config.json` has one.
+    pub fn chat_template(&self) -> Result<Option<crate::chat::ChatTemplate>> {
+        self.config
+            .chat_template
+            .as_deref()
+            .map(|source| crate::chat::ChatTemplate::new(source, self.config.bos_token.clone(), self.config.eos_token.clone()))
+            .transpose()
+    }
+
     /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         save_tokenizer(&self.inner, &self.config, dir.as_ref())

@@ -37,6 +37,8 @@ pub struct GenerationConfig {
     pub stop_token_ids: Vec<u32>,
     /// Texts that end a row; the text is cut before the stop string.
     pub stop_strings: Vec<String>,
+    /// Keep generating past EOS until `max_new_tokens` (for benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerationConfig {
@@ -46,6 +48,7 @@ impl Default for GenerationConfig {
             sampling: SamplingConfig::greedy(),
             stop_token_ids: vec![],
             stop_strings: vec![],
+            ignore_eos: false,
         }
     }
 }
@@ -146,7 +149,7 @@ pub fn generate<M: CausalLm>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut stop_ids: Vec<u32> = tokenizer.eos_ids().to_vec();
+    let mut stop_ids: Vec<u32> = if config.ignore_eos { vec![] } else { tokenizer.eos_ids().to_vec() };
     stop_ids.extend(&config.stop_token_ids);
     let max_stop_len = config
         .stop_strings

