@@ -354,6 +354,25 @@ fn cjk_terminators_need_no_space() {
     assert_eq!(pieces("Hello.你好"), ["Hello.", "你好"]);
 }
 
+// The limits the module documents.
+
+#[test]
+fn documented_limits() {
+    whole("She lives in the U.S. He left.");
+    whole("It was Plan B. Then it failed.");
+    whole("He stopped. then he went on.");
+    assert_eq!(
+        pieces("Steps: 1. Mix 2. Bake"),
+        ["Steps: 1. ", "Mix 2. ", "Bake"]
+    );
+    assert_eq!(
+        pieces("It wraps at\n1. point"),
+        ["It wraps at\n", "1. point"]
+    );
+    whole("> A quote\n> goes on");
+    whole("Paragraph\r\rNext");
+}
+
 // Streaming.
 
 #[test]

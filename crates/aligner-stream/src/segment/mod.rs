@@ -67,8 +67,8 @@
 //!   `She lives in the U.S. He` and `Plan B. Then` stay whole;
 //! - a period before a lowercase word never ends a sentence, so a sentence that starts in
 //!   lowercase is joined to the one before;
-//! - an inline enumeration (`Steps: 1. Mix 2. Bake`) is cut after `1. `; a hard-wrapped line
-//!   that starts with `1. ` or `- ` is taken for a list item;
+//! - an inline enumeration is cut after each number (`Steps: 1. ` | `Mix 2. ` | `Bake`); a
+//!   hard-wrapped line that starts with `1. ` or `- ` is taken for a list item;
 //! - blockquotes are running text, indented code blocks (four spaces) are not recognised, and
 //!   only `\n` ends a line (`\r\n` works, a lone `\r` does not).
 
