@@ -3,6 +3,10 @@
 //! in small deltas as a model would write it.
 //!
 //! Run: `cargo bench -p aligner-stream --bench segmenter`
+#![expect(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented public function"
+)]
 
 use std::hint::black_box;
 

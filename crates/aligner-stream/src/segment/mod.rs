@@ -50,13 +50,15 @@
 //!   fence, even after a single newline and without a terminator;
 //! - after a heading, a table row or a closing code fence, which are whole lines.
 //!
-//! A lone period is no end after a decimal or a dotted name without a space (`3.14`, `v1.2.3`,
-//! `1,000.5`, `example.com`, `a.b@c.org`; the period after them does end a sentence), after a
-//! title or Latin form (`Mr.`, `Mrs.`, `Ms.`, `Dr.`, `Prof.`, `St.`, `e.g.`, `i.e.`, `vs.`,
-//! `cf.`, `et al.`, `approx.`), after initials (`J.`, `U.S.`, `Ph.D.`), after `No.`, `Fig.`,
-//! `p.`, `Jan.` and the like before a number, or after a number that opens the piece (the `1.`
-//! of a list). Code fences (` ``` ` or `~~~`, up to the closing fence or the end of the text)
-//! and inline code spans (`` `a.b()` ``) are never cut.
+//! A terminator that neither whitespace nor CJK text follows is no end: decimals, versions,
+//! URLs, e-mail addresses and file names stay whole (`3.14`, `1,000.5`, `v1.2.3`, `example.com`,
+//! `a.b@c.org`, `main.rs`), while the period after them does end a sentence. A lone period is
+//! no end either after a title or Latin form (`Mr.`, `Mrs.`, `Ms.`, `Dr.`, `Prof.`, `St.`,
+//! `e.g.`, `i.e.`, `vs.`, `cf.`, `et al.`, `approx.`), after initials (`J.`, `U.S.`, `Ph.D.`,
+//! but not the unit in `180 °C.`), after `No.`, `Fig.`, `p.`, `Jan.` and the like before a
+//! number, or after a number that opens the piece (the `1.` of a list). Code fences (` ``` ` or
+//! `~~~`, up to the closing fence or the end of the text) and inline code spans (`` `a.b()` ``)
+//! are never cut.
 //!
 //! # Limits
 //!
@@ -65,7 +67,7 @@
 //! - `etc.`, `a.m.`, `p.m.`, `Inc.` and `Jr.` end a sentence before a capital (`at 7 a.m. Then`)
 //!   but not before a lowercase word (`at 7 a.m. on`); initials and titles never end one, so
 //!   `She lives in the U.S. He` and `Plan B. Then` stay whole;
-//! - a period before a lowercase word never ends a sentence, so a sentence that starts in
+//! - a terminator before a lowercase word never ends a sentence, so a sentence that starts in
 //!   lowercase is joined to the one before;
 //! - an inline enumeration is cut after each number (`Steps: 1. ` | `Mix 2. ` | `Bake`); a
 //!   hard-wrapped line that starts with `1. ` or `- ` is taken for a list item;
