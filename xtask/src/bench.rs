@@ -1,0 +1,143 @@
+//! `cargo xtask bench`: our benchmark and the transformers reference back to back on the same
+//! imported weights, written to `docs/benchmarks.md` with ratios.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use aligner_model::hub;
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+
+use crate::setup::{fetch_model, repo_root};
+
+/// Rows of the table: JSON key, what it measures.
+const ROWS: &[(&str, &str)] = &[
+    ("decode_tok_s_f32", "decode, batch 1, f32 (tok/s)"),
+    ("decode_tok_s_bf16", "decode, batch 1, bf16 (tok/s)"),
+    ("prefill512_tok_s_f32", "prefill 512 tokens, f32 (tok/s)"),
+    ("prefill512_tok_s_bf16", "prefill 512 tokens, bf16 (tok/s)"),
+];
+
+pub fn bench() -> Result<()> {
+    let root = repo_root()?;
+    let model = fetch_model()?;
+    let out_dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let ours_path = out_dir.join("aligner-rs.json");
+    let reference_path = out_dir.join("transformers.json");
+
+    println!("== aligner-rs");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--example",
+            "bench_model",
+            "--",
+            "--json",
+        ])
+        .arg(&ours_path)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("bench_model failed ({status})");
+    }
+
+    println!("== transformers (../shared/tools/hf_reference.py)");
+    let script = root
+        .join("..")
+        .join("shared")
+        .join("tools")
+        .join("hf_reference.py");
+    if !script.is_file() {
+        bail!(
+            "{} not found: the reference script lives in shared/ beside the repository",
+            script.display()
+        );
+    }
+    let python = hub::venv_python().context("no Python environment: run `cargo xtask setup`")?;
+    let status = Command::new(python)
+        .arg(&script)
+        .arg(&model)
+        .arg("--json")
+        .arg(&reference_path)
+        .arg("--skip-train")
+        .status()
+        .context("running the reference script")?;
+    if !status.success() {
+        bail!("reference script failed ({status})");
+    }
+
+    let ours = read(&ours_path)?;
+    let reference = read(&reference_path)?;
+    let doc = render(&ours, &reference);
+    let path = root.join("docs").join("benchmarks.md");
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Map<String, Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    match serde_json::from_str(&text)? {
+        Value::Object(map) => Ok(map),
+        _ => bail!("{} is not a JSON object", path.display()),
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Written by `cargo xtask bench`, which runs `examples/bench_model.rs` and then \
+         `../shared/tools/hf_reference.py` (Hugging Face transformers, PyTorch eager, torch {}) \
+         back to back on the same machine and the same imported SmolLM2-135M-Instruct weights. \
+         Both measure the same work: decode = greedy, batch 1, 16-token prompt, 128 new tokens, \
+         128 / wall time of the call (best of 2 after a warm-up); prefill = one forward pass over \
+         512 tokens with logits at every position (best of 3). Compare ratios, not absolute \
+         numbers: they drift between runs and machines.\n",
+        reference
+            .get("torch")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {} ({cores} cores), LibTorch threads: {}.\n",
+        cpu_model(),
+        ours.get("threads").unwrap_or(&Value::Null)
+    );
+    let _ = writeln!(s, "| measurement | aligner-rs | transformers | ratio |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for (key, label) in ROWS {
+        let a = ours.get(*key).and_then(Value::as_f64);
+        let b = reference.get(*key).and_then(Value::as_f64);
+        let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "–".into(),
+        };
+        let _ = writeln!(s, "| {label} | {} | {} | {ratio} |", fmt(a), fmt(b));
+    }
+    s
+}
