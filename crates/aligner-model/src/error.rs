@@ -128,6 +128,14 @@ pub enum Error {
         /// Its exit status and the end of its output, or why it could not start.
         reason: String,
     },
+    /// An HTTP endpoint failed, answered an error, or sent something unreadable.
+    #[error("{url}: {reason}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A caller passed an argument that cannot work (empty batch, bad option, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -28,6 +28,7 @@ pub mod gguf;
 pub mod hub;
 pub mod import;
 mod io;
+pub mod remote;
 pub mod tokenizer;
 
 pub use config::Config;

@@ -9,9 +9,12 @@ use tch::{Kind, Tensor, nn};
 
 use crate::{Error, Result};
 
+/// Which file holds each tensor, for sharded checkpoints.
+type WeightMap = HashMap<String, PathBuf>;
+
 /// The checkpoint files of a Hugging Face layout folder, with the tensor names each holds when
 /// the checkpoint is sharded.
-fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<HashMap<String, PathBuf>>)> {
+fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok((vec![single], None));

@@ -2,6 +2,8 @@
 //! Hugging Face transformers for logits, greedy decoding and tokenisation, and the `gguf`
 //! package for dequantisation. The reference side runs `tests/reference/hf_reference.py`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use aligner_model::generate::{GenerationConfig, generate};

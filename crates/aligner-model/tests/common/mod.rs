@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: where the imported default model, its GGUF file and
 //! the reference Python environment are, and how to run the reference script.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
