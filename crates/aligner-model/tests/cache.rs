@@ -65,7 +65,7 @@ fn truncate_then_continue_equals_recomputation() {
     let (model, _vs) = tiny();
     let _guard = tch::no_grad_guard();
     let mut cache = model.new_cache(1);
-    model
+    let _prefill = model
         .forward(&ids(&[5, 17, 3, 88, 42, 42, 9, 60, 1, 2]), &mut cache, None)
         .unwrap();
     cache.truncate(6);

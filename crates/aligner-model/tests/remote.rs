@@ -15,8 +15,11 @@ use aligner_model::remote::{Client, CompletionParams, EndpointConfig};
 /// One scripted answer: status line and body.
 type Reply = (u16, String);
 
+/// The requests a server saw: path and body.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
 /// Serves `replies` in order, one per connection, recording each request's path and body.
-fn serve(replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+fn serve(replies: Vec<Reply>) -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
