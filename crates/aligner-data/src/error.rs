@@ -17,6 +17,9 @@ pub enum FieldIssue {
         /// The JSON type found, e.g. `number`.
         found: &'static str,
     },
+    /// A template could not render the record.
+    #[error("template failed: {0}")]
+    Render(String),
 }
 
 /// A problem with one named field, before it is tied to a file and row.
