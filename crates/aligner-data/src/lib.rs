@@ -1,5 +1,6 @@
 //! Datasets, prompt templates and tokenisation for Aligner and Stream Aligner training.
 
+pub mod batch;
 pub mod error;
 pub mod format;
 pub mod mix;
