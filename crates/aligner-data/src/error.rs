@@ -209,6 +209,14 @@ pub enum Error {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// A shard holds something other than what [`crate::prepare`] writes.
+    #[error("{path}: not an aligner-data shard: {reason}")]
+    InvalidShard {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {

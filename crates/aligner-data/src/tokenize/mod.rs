@@ -94,7 +94,7 @@ pub struct TokenizeStats {
 
 impl TokenizeStats {
     /// Adds one encoded example's counts (`kept`: whether it is trained on).
-    fn add(&mut self, index: usize, e: &Encoded) {
+    pub(crate) fn add(&mut self, index: usize, e: &Encoded) {
         self.examples += 1;
         if e.trained_tokens() == 0 {
             self.dropped.push(DroppedExample {
