@@ -1,4 +1,5 @@
 //! End to end: specs -> mix -> tokens -> shards + manifest.
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Property tests of the invariants: masks, truncation, shuffling, sampling,
 //! sentence splitting, batching and packing.
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure.
 
 mod common;
 

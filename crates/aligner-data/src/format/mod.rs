@@ -128,3 +128,89 @@ impl Registry {
         self.formats.keys().map(String::as_str).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(v: serde_json::Value) -> Record {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn builtins_build_exact_prompts() {
+        let r = Registry::with_builtins();
+        assert_eq!(
+            r.names(),
+            [
+                "correction-json",
+                "correction-plus",
+                "correction-v1",
+                "empathy-json",
+                "prompt-completion"
+            ]
+        );
+        let qa = rec(json!({"question": "Q", "answer": "A", "correction": "C"}));
+        let ex = r.get("empathy-json").unwrap().example(&qa).unwrap();
+        assert_eq!(
+            ex.prompt,
+            "BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more empathic and helpful: Q | A ASSISTANT:"
+        );
+        assert_eq!(ex.target, "C");
+        let id = r
+            .get("correction-json")
+            .unwrap()
+            .identity(&qa)
+            .unwrap()
+            .unwrap();
+        assert_eq!(id["correction"], "A");
+
+        let s = rec(
+            json!({"question": "Q", "prefix": "P", "last": "L", "correction": "C", "eos": true}),
+        );
+        let plus = r.get("correction-plus").unwrap();
+        let ex = plus.example(&s).unwrap();
+        assert_eq!(
+            format!("<bos>{}{}<eos>", ex.prompt, ex.target),
+            "<bos><start_of_turn>user\n##Question: Q | ##Answer_Prefix: P | ##Answer_Last_Sentence: L | ##Your_Revision: <end_of_turn>\n<start_of_turn>modelC<eos>"
+        );
+        assert_eq!(plus.identity(&s).unwrap().unwrap()["correction"], "L");
+
+        let pc = rec(json!({"prompt": "p", "completion": "c"}));
+        let pass = r.get("prompt-completion").unwrap();
+        assert_eq!(
+            pass.example(&pc).unwrap(),
+            Example {
+                prompt: "p".into(),
+                target: "c".into()
+            }
+        );
+        assert!(pass.identity(&pc).is_none());
+        assert_eq!(
+            pass.example(&qa).unwrap_err(),
+            FieldError::missing("prompt")
+        );
+        assert!(matches!(r.get("nope"), Err(Error::UnknownFormat { .. })));
+    }
+
+    #[test]
+    fn chat_format_wraps_the_inner_prompt() {
+        let t = crate::template::ChatTemplate::new(
+            "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+            None,
+            None,
+        )
+        .unwrap();
+        let inner = Registry::with_builtins()
+            .get("prompt-completion")
+            .unwrap()
+            .clone();
+        let f = ChatFormat::new("chat", inner, Arc::new(t), Some("S".into()));
+        let ex = f
+            .example(&rec(json!({"prompt": "hi", "completion": "yo"})))
+            .unwrap();
+        assert_eq!(ex.prompt, "<system>S<user>hi<assistant>");
+        assert_eq!(ex.target, "yo");
+    }
+}

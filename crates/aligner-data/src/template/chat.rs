@@ -212,7 +212,7 @@ impl ChatTemplate {
     pub fn from_config(config: &TokenizerConfig) -> Result<Self> {
         let source = config
             .template("default")
-            .or_else(|| match config.chat_templates.as_slice() {
+            .or(match config.chat_templates.as_slice() {
                 [(_, only)] => Some(only.as_str()),
                 _ => None,
             })

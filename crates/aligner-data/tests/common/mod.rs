@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: a word-level tokenizer built in
 //! code and a Parquet writer (no downloads, no binary fixtures).
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::fs::File;
 use std::path::Path;
