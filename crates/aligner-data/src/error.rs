@@ -209,7 +209,7 @@ pub enum Error {
         #[source]
         source: safetensors::SafeTensorError,
     },
-    /// A shard holds something other than what [`crate::prepare`] writes.
+    /// A shard holds something other than what [`crate::prepare()`] writes.
     #[error("{path}: not an aligner-data shard: {reason}")]
     InvalidShard {
         /// The file concerned.

@@ -8,7 +8,7 @@
 //! 2. [`spec`]: `NAME[:PROPORTION[:PATH]]` dataset specs with seeded
 //!    sub-sampling ([`DatasetSpec`]); [`mix`] loads several into one set,
 //!    optionally with identity warm-up rows ([`warmup`]).
-//! 3. [`format`]: a [`Registry`] of named [`Format`]s turning records into
+//! 3. [`format`](mod@format): a [`Registry`] of named [`Format`]s turning records into
 //!    (prompt, target) [`Example`]s with the byte-exact [`template`]s of the
 //!    reference code, or a model's own Jinja [`template::ChatTemplate`].
 //! 4. [`tokenize`]: ids and loss masks ([`Encoder`]): `[BOS] prompt target EOS`,

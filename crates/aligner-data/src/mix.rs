@@ -204,3 +204,108 @@ pub fn load_mix(specs: &[DatasetSpec], registry: &Registry, options: &MixOptions
         identity_rows,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_rows(dir: &std::path::Path, n: usize) -> PathBuf {
+        let p = dir.join("rows.jsonl");
+        let text: String = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"question\": \"q{i}\", \"answer\": \"a{i}\", \"correction\": \"c{i}\"}}\n"
+                )
+            })
+            .collect();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_rows(dir.path(), 50);
+        let reg = Registry::with_builtins();
+        let spec = |s: &str| {
+            format!("correction-json:{s}:{}", p.display())
+                .parse::<DatasetSpec>()
+                .unwrap()
+        };
+        let specs = [spec("0.5"), spec("1/10"), spec("7/-1")];
+        let a = load_mix(&specs, &reg, &MixOptions::default()).unwrap();
+        let counts: Vec<usize> = a.sources.iter().map(|s| s.selected).collect();
+        assert_eq!(counts, [25, 5, 7]);
+        assert_eq!(a.examples.len(), 37);
+        assert_eq!(a, load_mix(&specs, &reg, &MixOptions::default()).unwrap());
+        let b = load_mix(
+            &specs,
+            &reg,
+            &MixOptions {
+                seed: 7,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_ne!(a.examples, b.examples);
+        // Within a spec, file order is kept.
+        let rows: Vec<usize> = a
+            .examples
+            .iter()
+            .filter(|e| e.source == 0)
+            .map(|e| e.row)
+            .collect();
+        assert!(rows.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn identity_rows_take_their_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_rows(dir.path(), 40);
+        let reg = Registry::with_builtins();
+        let specs = [DatasetSpec::new("correction-json", &p)];
+        let opts = MixOptions {
+            identity_share: Some(0.2),
+            ..Default::default()
+        };
+        let m = load_mix(&specs, &reg, &opts).unwrap();
+        assert_eq!(m.identity_rows, 10);
+        assert_eq!(m.examples.len(), 50);
+        assert!(m.examples[..10].iter().all(|e| e.identity));
+        assert!(m.examples[10..].iter().all(|e| !e.identity));
+        for e in &m.examples[..10] {
+            // Q-A-A: the target is the answer of the same row.
+            assert_eq!(e.example.target, format!("a{}", e.row - 1));
+        }
+        let mixed = MixOptions {
+            identity_placement: IdentityPlacement::Mixed,
+            ..opts
+        };
+        let m2 = load_mix(&specs, &reg, &mixed).unwrap();
+        assert_eq!(m2.examples.iter().filter(|e| e.identity).count(), 10);
+        assert!(!m2.examples[..10].iter().all(|e| e.identity));
+
+        let pc = dir.path().join("pc.jsonl");
+        std::fs::write(
+            &pc,
+            "{\"prompt\": \"p\", \"completion\": \"c\"}\n".repeat(8),
+        )
+        .unwrap();
+        let err = load_mix(&[DatasetSpec::new("prompt-completion", &pc)], &reg, &opts).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidOption {
+                name: "identity_share",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn errors_are_send_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Error>();
+        check::<Registry>();
+        check::<crate::Encoder>();
+    }
+}

@@ -7,6 +7,12 @@
 //! appended and trained on. Labels equal the ids with every prompt position
 //! (and BOS) set to [`IGNORE_INDEX`]. Labels come from positions, never from
 //! comparing ids with the pad id, so EOS stays trained when pad == eos.
+//!
+//! Tokenising the two parts separately makes the prompt/target boundary
+//! exact, but it can differ from tokenising `prompt + target` in one go at
+//! the seam: a BPE merge across the boundary is not made, and a
+//! SentencePiece tokenizer that prepends `▁` to the first word of each call
+//! (Llama-2, Gemma) gives the target's first word a leading-space piece.
 
 mod special;
 
