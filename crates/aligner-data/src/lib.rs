@@ -1,1 +1,66 @@
 //! Datasets, prompt templates and tokenisation for Aligner and Stream Aligner training.
+//!
+//! The pipeline, one module per step:
+//!
+//! 1. [`read`]: rows from a JSON array, JSON lines or Parquet, streamed, with
+//!    typed errors naming file, row and field, and optional skipping that
+//!    lists every skipped row ([`read_rows`], [`CorrectionRow`], [`StreamRow`]).
+//! 2. [`spec`]: `NAME[:PROPORTION[:PATH]]` dataset specs with seeded
+//!    sub-sampling ([`DatasetSpec`]); [`mix`] loads several into one set,
+//!    optionally with identity warm-up rows ([`warmup`]).
+//! 3. [`format`](mod@format): a [`Registry`] of named [`Format`]s turning records into
+//!    (prompt, target) [`Example`]s with the byte-exact [`template`]s of the
+//!    reference code, or a model's own Jinja [`template::ChatTemplate`].
+//! 4. [`tokenize`]: ids and loss masks ([`Encoder`]): `[BOS] prompt target EOS`,
+//!    labels -100 on the prompt, truncation counted.
+//! 5. [`batch`]: right-padded batches, length buckets, packing.
+//! 6. [`prepare`](mod@prepare): all of the above to safetensors shards and a manifest.
+//!
+//! [`sentences`] builds sentence-level Stream Aligner rows from whole answers.
+//!
+//! # Example
+//!
+//! ```
+//! use aligner_data::{Example, Format, Registry, Record, template};
+//!
+//! // A correction record in the current Aligner prompt format.
+//! let record: Record = serde_json::from_str(
+//!     r#"{"question": "Is the sky green?", "answer": "Yes.", "correction": "No, it is blue."}"#,
+//! )?;
+//! let registry = Registry::with_builtins();
+//! let example = registry.get("correction-json")?.example(&record)?;
+//! assert_eq!(
+//!     example.prompt,
+//!     "BEGINNING OF CONVERSATION: USER: ##Question: Is the sky green?\n##Answer: Yes.\n##Correction:  ASSISTANT:"
+//! );
+//! assert_eq!(example.target, "No, it is blue.");
+//!
+//! // Stream Aligner prompts use the Gemma wrapper (BOS/EOS are added as ids).
+//! let input = template::stream_instruction("Q", "", "It is 5.");
+//! assert!(template::gemma_prompt(&input).ends_with("<start_of_turn>model"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod batch;
+pub mod error;
+pub mod format;
+pub mod mix;
+pub mod prepare;
+pub mod read;
+pub mod rng;
+pub mod row;
+pub mod sentences;
+pub mod spec;
+pub mod template;
+pub mod tokenize;
+pub mod warmup;
+
+pub use error::{Error, FieldError, FieldIssue, Result};
+pub use format::{Example, Format, Registry};
+pub use mix::{Mix, MixOptions, MixedExample, load_mix};
+pub use prepare::{DatasetInput, Manifest, PrepareOptions, Progress, prepare};
+pub use read::{FileKind, Loaded, ReadOptions, SkippedRow, read_rows};
+pub use row::{CorrectionRow, FromRecord, Record, StreamRow};
+pub use sentences::{split_sentences, stream_rows};
+pub use spec::{DatasetSpec, Proportion};
+pub use tokenize::{Encoded, Encoder, IGNORE_INDEX, TokenizeStats, add_missing_special_tokens};
