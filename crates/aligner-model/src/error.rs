@@ -136,6 +136,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Data handling (chat templates, tokenizer configs) failed.
+    #[error(transparent)]
+    Data(#[from] aligner_data::Error),
     /// A caller passed an argument that cannot work (empty batch, bad option, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -418,6 +418,7 @@ impl ModelTokenizer {
                 )
             })
             .transpose()
+            .map_err(Error::from)
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`.
