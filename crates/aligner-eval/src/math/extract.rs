@@ -122,8 +122,10 @@ pub(crate) fn extract_with(output: &str, strategy: Strategy) -> Option<(Strategy
 
 /// The trimmed content of the last well-formed `\boxed{..}` or `\fbox{..}`
 /// (braces matched, nested groups allowed), or of `\boxed 5` written without
-/// braces. Empty boxes are skipped.
+/// braces. Empty boxes are skipped; only the last 16 boxes are tried, which
+/// keeps a flood of unclosed `\boxed{` linear.
 pub(crate) fn last_boxed(s: &str) -> Option<&str> {
+    const MAX_TRIED: usize = 16;
     let mut hits: Vec<(usize, usize)> = ["boxed", "fbox"]
         .iter()
         .flat_map(|name| {
@@ -133,25 +135,28 @@ pub(crate) fn last_boxed(s: &str) -> Option<&str> {
         })
         .collect();
     hits.sort_unstable();
-    hits.into_iter().rev().find_map(|(_, after)| {
-        let rest = s.get(after..)?;
-        let body = rest.trim_start();
-        let start = after + (rest.len() - body.len());
-        let content = if body.starts_with('{') {
-            let close = matching_brace(s, start)?;
-            s.get(start + 1..close)?
-        } else if start > after {
-            // `\boxed 5$`: a space, then everything up to whitespace or `$`.
-            let end = body
-                .find(|c: char| c.is_whitespace() || c == '$')
-                .unwrap_or(body.len());
-            body.get(..end)?
-        } else {
-            return None;
-        };
-        let content = content.trim();
-        (!content.is_empty()).then_some(content)
-    })
+    hits.into_iter()
+        .rev()
+        .take(MAX_TRIED)
+        .find_map(|(_, after)| {
+            let rest = s.get(after..)?;
+            let body = rest.trim_start();
+            let start = after + (rest.len() - body.len());
+            let content = if body.starts_with('{') {
+                let close = matching_brace(s, start)?;
+                s.get(start + 1..close)?
+            } else if start > after {
+                // `\boxed 5$`: a space, then everything up to whitespace or `$`.
+                let end = body
+                    .find(|c: char| c.is_whitespace() || c == '$')
+                    .unwrap_or(body.len());
+                body.get(..end)?
+            } else {
+                return None;
+            };
+            let content = content.trim();
+            (!content.is_empty()).then_some(content)
+        })
 }
 
 /// The answer phrase after the last `The (final) answer is`.
@@ -304,6 +309,8 @@ mod tests {
         // The last box is broken: fall back to the last well-formed one.
         assert_eq!(b(r"\boxed{3} and \boxed{4").as_deref(), Some("3"));
         assert_eq!(b(r"\boxed{}"), None);
+        let flood = format!(r"\boxed{{1}}{}", r"\boxed{".repeat(10_000));
+        assert_eq!(b(&flood), None);
         assert_eq!(b(r"\boxed"), None);
         assert_eq!(b(r"\boxedfoo{3}"), None);
     }

@@ -213,6 +213,17 @@ fn replace_groups(s: &str, commands: &[&str], how: Group) -> String {
 /// `\sqrt` braced arguments (`\frac12` -> `\frac{1}{2}`, `\sqrt2` ->
 /// `\sqrt{2}`), recursively.
 fn rewrite_shorthand(s: &str) -> String {
+    rewrite_nested(s, 0)
+}
+
+/// Nesting deeper than this is copied as it is (no real answer nests so deep;
+/// the limit keeps hostile input from exhausting the stack).
+const MAX_NESTING: usize = 32;
+
+fn rewrite_nested(s: &str, depth: usize) -> String {
+    if depth > MAX_NESTING {
+        return s.to_owned();
+    }
     let mut out = String::with_capacity(s.len() + 8);
     let mut i = 0;
     while let Some(rest) = s.get(i..) {
@@ -231,9 +242,9 @@ fn rewrite_shorthand(s: &str) -> String {
                     && let Some(den) = read_argument(s, num.end)
                 {
                     out.push_str("\\frac{");
-                    out.push_str(&rewrite_shorthand(num.content));
+                    out.push_str(&rewrite_nested(num.content, depth + 1));
                     out.push_str("}{");
-                    out.push_str(&rewrite_shorthand(den.content));
+                    out.push_str(&rewrite_nested(den.content, depth + 1));
                     out.push('}');
                     i = den.end;
                     continue;
@@ -252,7 +263,7 @@ fn rewrite_shorthand(s: &str) -> String {
                     out.push_str("\\sqrt");
                     out.push_str(index);
                     out.push('{');
-                    out.push_str(&rewrite_shorthand(radicand.content));
+                    out.push_str(&rewrite_nested(radicand.content, depth + 1));
                     out.push('}');
                     i = radicand.end;
                     continue;
