@@ -116,7 +116,11 @@ fn http_judge_swaps_positions_and_caches() {
     );
     for d in Dimension::ALL {
         let t = Tally::of(&results, d);
-        assert_eq!((t.wins, t.losses, t.ties, t.invalid), (5, 0, 0, 0), "{d}");
+        assert_eq!(
+            (t.counts.wins, t.counts.losses, t.counts.equal, t.invalid),
+            (5, 0, 0, 0),
+            "{d}"
+        );
         assert_eq!(t.win_rate(), Some(100.0));
     }
     // A second run is served from the cache.
@@ -163,5 +167,5 @@ fn local_model_judge_produces_counted_outcomes() {
         !results[0].original_first_reply.is_empty() && !results[0].aligned_first_reply.is_empty()
     );
     let t = Tally::of(&results, Dimension::Helpfulness);
-    assert_eq!(t.wins + t.losses + t.ties + t.invalid, 1);
+    assert_eq!(t.counts.total() + t.invalid, 1);
 }

@@ -48,7 +48,10 @@ impl<M: CausalLm> Judge for LocalJudge<M> {
     }
 
     fn reply(&self, messages: &[ChatMessage]) -> Result<String> {
-        let prompt = self.template.render(messages, true)?;
+        let prompt = self
+            .template
+            .render(messages, true)
+            .map_err(aligner_model::Error::from)?;
         let ids = self.tokenizer.encode(&prompt, true)?;
         let config = GenerationConfig {
             max_new_tokens: self.max_new_tokens,
@@ -95,7 +98,7 @@ impl ResponseCache {
     pub fn put(&self, key: &str, reply: &str) -> Result<()> {
         let path = self.path(key);
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Write {
             path: dir.to_path_buf(),
             source: e,
         })?;
@@ -104,11 +107,11 @@ impl ResponseCache {
             std::process::id(),
             std::thread::current().id()
         ));
-        std::fs::write(&tmp, reply).map_err(|e| Error::Io {
+        std::fs::write(&tmp, reply).map_err(|e| Error::Write {
             path: tmp.clone(),
             source: e,
         })?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::Io { path, source: e })
+        std::fs::rename(&tmp, &path).map_err(|e| Error::Write { path, source: e })
     }
 }
 
