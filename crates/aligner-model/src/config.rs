@@ -207,14 +207,14 @@ impl HfConfig {
         let is_qwen2 = self.model_type.as_deref() == Some("qwen2");
         let num_heads = self.num_attention_heads;
         let num_kv_heads = self.num_key_value_heads.unwrap_or(num_heads);
-        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+        if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
             return Err(err(format!(
                 "{num_heads} attention heads cannot be grouped over {num_kv_heads} key/value heads"
             )));
         }
         let head_dim = match self.head_dim {
             Some(d) => d,
-            None if self.hidden_size % num_heads == 0 => self.hidden_size / num_heads,
+            None if self.hidden_size.is_multiple_of(num_heads) => self.hidden_size / num_heads,
             None => {
                 return Err(err(format!(
                     "hidden_size {} is not divisible by {num_heads} heads",

@@ -385,7 +385,7 @@ impl GgufFile {
 /// Errors if `bytes` is not a whole number of blocks.
 pub fn dequantize_bytes(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
-    if bytes.len() % bb != 0 {
+    if !bytes.len().is_multiple_of(bb) {
         return Err(Error::InvalidArgument(format!(
             "{} bytes are not a whole number of {ty:?} blocks of {bb} bytes",
             bytes.len()
