@@ -3,9 +3,11 @@
 //! - `cargo xtask setup`: Python environment with PyTorch (LibTorch) and the numerical
 //!   references, the `.libtorch` link that the build uses, and the embedded default model.
 //! - `cargo xtask fetch-model`: fetch and import the embedded default model only.
+//! - `cargo xtask prepare`: rows to tokenised shards and a manifest.
 //! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md.
 
 mod bench;
+mod prepare;
 mod setup;
 
 use anyhow::Result;
@@ -33,12 +35,15 @@ enum Cmd {
     /// Run our benchmarks and the transformers reference back to back and write
     /// docs/benchmarks.md.
     Bench,
+    /// Tokenise files of rows into safetensors shards and a JSON manifest.
+    Prepare(prepare::PrepareArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup { no_model } => setup::setup(!no_model),
         Cmd::Bench => bench::bench(),
+        Cmd::Prepare(args) => prepare::run(args),
         Cmd::FetchModel => {
             let dir = setup::fetch_model()?;
             println!("{}", dir.display());
