@@ -41,6 +41,7 @@
 mod error;
 pub mod judge;
 pub mod math;
+pub mod report;
 pub mod stats;
 
 pub use error::{Error, Result};

@@ -169,3 +169,40 @@ fn local_model_judge_produces_counted_outcomes() {
     let t = Tally::of(&results, Dimension::Helpfulness);
     assert_eq!(t.counts.total() + t.invalid, 1);
 }
+
+#[test]
+fn win_rate_chart_renders_a_png() {
+    use aligner_eval::report::{Bar, BarChart, write_bar_chart};
+    use aligner_eval::stats::Interval;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("winrate.png");
+    let chart = BarChart {
+        title: "Win rate of aligned answers".into(),
+        y_label: "win rate (%)".into(),
+        bars: vec![
+            Bar {
+                label: "helpfulness".into(),
+                interval: Interval {
+                    estimate: 40.0,
+                    lower: 20.0,
+                    upper: 60.0,
+                    confidence: 0.95,
+                },
+            },
+            Bar {
+                label: "harmlessness".into(),
+                interval: Interval {
+                    estimate: -10.0,
+                    lower: -30.0,
+                    upper: 5.0,
+                    confidence: 0.95,
+                },
+            },
+        ],
+        y_min: -100.0,
+        y_max: 100.0,
+    };
+    write_bar_chart(&path, &chart).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+}
