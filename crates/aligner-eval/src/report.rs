@@ -168,3 +168,285 @@ mod tests {
         assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
     }
 }
+
+/// Accuracy of one run of answers over a problem set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunAccuracy {
+    /// The run's name (e.g. `upstream`, `stream-aligner`).
+    pub name: String,
+    /// Problems in the set; unanswered problems count as wrong.
+    pub problems: usize,
+    /// Problems with an answer in this run.
+    pub answered: usize,
+    /// Problems answered correctly.
+    pub correct: usize,
+    /// Accuracy with a Wilson 95% interval, in percent.
+    pub accuracy: Interval,
+    /// Percentile bootstrap 95% interval of the accuracy, in percent.
+    pub bootstrap: Interval,
+    /// Per problem id: answered correctly?
+    pub outcomes: Vec<(String, bool)>,
+}
+
+/// Accuracy of one or more runs on the same problems, and the paired change of each run against
+/// the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MathReport {
+    /// Problems in the set.
+    pub problems: usize,
+    /// One entry per run, in the order given.
+    pub runs: Vec<RunAccuracy>,
+    /// Each later run against the first: `(baseline, candidate, comparison)`.
+    pub paired: Vec<(String, String, crate::stats::PairedComparison)>,
+}
+
+/// Scores `runs` (name and answers) against `problems` with the automatic extraction strategy.
+pub fn math_report(
+    problems: &[crate::math::Problem],
+    runs: &[(String, Vec<crate::math::Answer>)],
+    bootstrap: &crate::stats::BootstrapConfig,
+) -> Result<MathReport> {
+    use crate::math::{Strategy, match_answers};
+    use crate::stats::{Accuracy, bootstrap_accuracy, compare_paired};
+    let mut out = Vec::with_capacity(runs.len());
+    for (name, answers) in runs {
+        let matching = match_answers(problems, answers);
+        let mut correct_by_id = std::collections::HashMap::new();
+        for pair in &matching.pairs {
+            correct_by_id.insert(pair.problem.id.clone(), pair.judge(Strategy::Auto).correct);
+        }
+        let outcomes: Vec<(String, bool)> = problems
+            .iter()
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    correct_by_id.get(&p.id).copied().unwrap_or(false),
+                )
+            })
+            .collect();
+        let flags: Vec<bool> = outcomes.iter().map(|(_, ok)| *ok).collect();
+        let accuracy = Accuracy::from_outcomes(&flags);
+        out.push(RunAccuracy {
+            name: name.clone(),
+            problems: problems.len(),
+            answered: matching.pairs.len(),
+            correct: accuracy.correct as usize,
+            accuracy: accuracy.wilson(0.95)?,
+            bootstrap: bootstrap_accuracy(&flags, bootstrap)?,
+            outcomes,
+        });
+    }
+    let mut paired = Vec::new();
+    if let Some((first, rest)) = out.split_first() {
+        for run in rest {
+            paired.push((
+                first.name.clone(),
+                run.name.clone(),
+                compare_paired(&first.outcomes, &run.outcomes)?,
+            ));
+        }
+    }
+    Ok(MathReport {
+        problems: problems.len(),
+        runs: out,
+        paired,
+    })
+}
+
+impl MathReport {
+    /// The report as Markdown: an accuracy table and the paired changes.
+    pub fn to_markdown(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    format!("{}/{}", r.correct, r.problems),
+                    format_interval(&r.accuracy),
+                    format!("[{:.1}, {:.1}]", r.bootstrap.lower, r.bootstrap.upper),
+                    format!("{}", r.problems - r.answered),
+                ]
+            })
+            .collect();
+        let mut s = markdown_table(
+            &[
+                "run",
+                "correct",
+                "accuracy (Wilson 95%)",
+                "bootstrap 95%",
+                "unanswered",
+            ],
+            &rows,
+        );
+        if !self.paired.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .paired
+                .iter()
+                .map(|(a, b, p)| {
+                    vec![
+                        format!("{a} → {b}"),
+                        p.accuracy_gain()
+                            .map(|g| format!("{g:+.1} pts"))
+                            .unwrap_or_default(),
+                        p.wrong_to_right.len().to_string(),
+                        p.right_to_wrong.len().to_string(),
+                        format!("{:.3}", p.p_value),
+                    ]
+                })
+                .collect();
+            s.push('\n');
+            s.push_str(&markdown_table(
+                &[
+                    "change",
+                    "accuracy",
+                    "wrong→right",
+                    "right→wrong",
+                    "McNemar p",
+                ],
+                &rows,
+            ));
+        }
+        s
+    }
+
+    /// Accuracy per run as a bar chart.
+    pub fn chart(&self) -> BarChart {
+        BarChart {
+            title: "Math accuracy".into(),
+            y_label: "accuracy (%)".into(),
+            bars: self
+                .runs
+                .iter()
+                .map(|r| Bar {
+                    label: r.name.clone(),
+                    interval: r.accuracy.clone(),
+                })
+                .collect(),
+            y_min: 0.0,
+            y_max: 100.0,
+        }
+    }
+}
+
+/// The result of one judged dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DimensionResult {
+    /// The dimension.
+    pub dimension: crate::judge::Dimension,
+    /// The judge prompt's version.
+    pub prompt_version: String,
+    /// W, L, E and invalid counts.
+    pub tally: crate::judge::Tally,
+    /// Win rate with a bootstrap 95% interval, in percent; `None` without valid pairs.
+    pub win_rate: Option<Interval>,
+}
+
+/// Win rates of aligned over original answers, per dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeReport {
+    /// The judge's name.
+    pub judge: String,
+    /// Pairs judged.
+    pub pairs: usize,
+    /// One result per dimension.
+    pub dimensions: Vec<DimensionResult>,
+    /// Every judgement with both raw replies.
+    pub judgements: Vec<crate::judge::PairJudgement>,
+}
+
+/// Summarises `judgements` of `pairs` pairs.
+pub fn judge_report(
+    judge: &str,
+    pairs: usize,
+    judgements: Vec<crate::judge::PairJudgement>,
+    bootstrap: &crate::stats::BootstrapConfig,
+) -> Result<JudgeReport> {
+    use crate::judge::{Dimension, Tally, verdicts};
+    let mut dimensions = Vec::new();
+    for d in Dimension::ALL {
+        if !judgements.iter().any(|j| j.dimension == d) {
+            continue;
+        }
+        let v = verdicts(&judgements, d);
+        let win_rate = if v.is_empty() {
+            None
+        } else {
+            Some(crate::stats::bootstrap_win_rate(&v, bootstrap)?)
+        };
+        dimensions.push(DimensionResult {
+            dimension: d,
+            prompt_version: d.prompt().version.to_owned(),
+            tally: Tally::of(&judgements, d),
+            win_rate,
+        });
+    }
+    Ok(JudgeReport {
+        judge: judge.to_owned(),
+        pairs,
+        dimensions,
+        judgements,
+    })
+}
+
+impl JudgeReport {
+    /// The report as a Markdown table.
+    pub fn to_markdown(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .dimensions
+            .iter()
+            .map(|d| {
+                let c = d.tally.counts;
+                vec![
+                    d.dimension.to_string(),
+                    d.win_rate
+                        .as_ref()
+                        .map(format_interval)
+                        .unwrap_or_else(|| "–".into()),
+                    c.wins.to_string(),
+                    c.losses.to_string(),
+                    c.equal.to_string(),
+                    d.tally.invalid.to_string(),
+                    d.prompt_version.clone(),
+                ]
+            })
+            .collect();
+        format!(
+            "Judge: {}, {} pairs, each judged in both A/B orders.\n\n{}",
+            self.judge,
+            self.pairs,
+            markdown_table(
+                &[
+                    "dimension",
+                    "win rate (bootstrap 95%)",
+                    "W",
+                    "L",
+                    "E",
+                    "invalid",
+                    "prompt"
+                ],
+                &rows
+            )
+        )
+    }
+
+    /// Win rate per dimension as a bar chart.
+    pub fn chart(&self) -> BarChart {
+        BarChart {
+            title: "Win rate of aligned over original answers".into(),
+            y_label: "win rate (%)".into(),
+            bars: self
+                .dimensions
+                .iter()
+                .filter_map(|d| {
+                    d.win_rate.clone().map(|interval| Bar {
+                        label: d.dimension.to_string(),
+                        interval,
+                    })
+                })
+                .collect(),
+            y_min: -100.0,
+            y_max: 100.0,
+        }
+    }
+}
