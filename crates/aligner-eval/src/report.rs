@@ -320,7 +320,7 @@ impl MathReport {
                 .iter()
                 .map(|r| Bar {
                     label: r.name.clone(),
-                    interval: r.accuracy.clone(),
+                    interval: r.accuracy,
                 })
                 .collect(),
             y_min: 0.0,
@@ -439,7 +439,7 @@ impl JudgeReport {
                 .dimensions
                 .iter()
                 .filter_map(|d| {
-                    d.win_rate.clone().map(|interval| Bar {
+                    d.win_rate.map(|interval| Bar {
                         label: d.dimension.to_string(),
                         interval,
                     })
