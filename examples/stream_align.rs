@@ -92,7 +92,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let question = args.question.clone().unwrap_or_else(|| DEFAULT_QUESTION.to_owned());
+    let question = args
+        .question
+        .clone()
+        .unwrap_or_else(|| DEFAULT_QUESTION.to_owned());
     if question.trim().is_empty() {
         anyhow::bail!("the question is empty");
     }
@@ -104,8 +107,14 @@ fn main() -> anyhow::Result<()> {
     };
     let (upstream_model, _upstream_vs) = load(&upstream_dir)?;
     // One copy of the weights when both roles use the same model.
-    let separate_aligner = if aligner_dir == upstream_dir { None } else { Some(load(&aligner_dir)?) };
-    let aligner_model = separate_aligner.as_ref().map_or(&upstream_model, |(m, _)| m);
+    let separate_aligner = if aligner_dir == upstream_dir {
+        None
+    } else {
+        Some(load(&aligner_dir)?)
+    };
+    let aligner_model = separate_aligner
+        .as_ref()
+        .map_or(&upstream_model, |(m, _)| m);
 
     let sampling = if args.greedy {
         SamplingConfig::greedy()
@@ -120,10 +129,24 @@ fn main() -> anyhow::Result<()> {
             ..SamplingConfig::default()
         }
     };
-    let upstream_config = UpstreamConfig { sampling, ..UpstreamConfig::default() };
-    let mut upstream = LocalUpstream::new(&upstream_model, ModelTokenizer::from_dir(&upstream_dir)?, upstream_config)?;
-    let corrector_config = CorrectorConfig { chat_template: !args.raw_aligner_prompt, ..CorrectorConfig::default() };
-    let mut corrector = LocalCorrector::new(aligner_model, ModelTokenizer::from_dir(&aligner_dir)?, corrector_config)?;
+    let upstream_config = UpstreamConfig {
+        sampling,
+        ..UpstreamConfig::default()
+    };
+    let mut upstream = LocalUpstream::new(
+        &upstream_model,
+        ModelTokenizer::from_dir(&upstream_dir)?,
+        upstream_config,
+    )?;
+    let corrector_config = CorrectorConfig {
+        chat_template: !args.raw_aligner_prompt,
+        ..CorrectorConfig::default()
+    };
+    let mut corrector = LocalCorrector::new(
+        aligner_model,
+        ModelTokenizer::from_dir(&aligner_dir)?,
+        corrector_config,
+    )?;
 
     let mut printer = Printer::new(args.quiet, args.mode);
     if !args.quiet {
@@ -137,10 +160,22 @@ fn main() -> anyhow::Result<()> {
                 max_sentence_tokens: args.max_sentence_tokens,
                 max_total_tokens: args.max_tokens,
             };
-            StreamMachine::new(question.clone(), config)?.run(&mut upstream, &mut corrector, on_event)?
+            StreamMachine::new(question.clone(), config)?.run(
+                &mut upstream,
+                &mut corrector,
+                on_event,
+            )?
         }
-        ModeArg::Aligner => modes::whole_answer(&mut upstream, &mut corrector, &question, args.max_tokens, on_event)?,
-        ModeArg::Upstream => modes::upstream_only(&mut upstream, &question, args.max_tokens, on_event)?,
+        ModeArg::Aligner => modes::whole_answer(
+            &mut upstream,
+            &mut corrector,
+            &question,
+            args.max_tokens,
+            on_event,
+        )?,
+        ModeArg::Upstream => {
+            modes::upstream_only(&mut upstream, &question, args.max_tokens, on_event)?
+        }
         ModeArg::Reference => {
             let config = ReferenceConfig {
                 rounds: args.max_rounds.unwrap_or(16),
@@ -195,7 +230,9 @@ impl Printer {
 
 fn summarise(record: &Record, mode: ModeArg) {
     let s = &record.summary;
-    let first = s.first_sentence_ms.map_or("-".to_owned(), |t| format!("{:.2} s", t / 1e3));
+    let first = s
+        .first_sentence_ms
+        .map_or("-".to_owned(), |t| format!("{:.2} s", t / 1e3));
     let upstream_rate = s.upstream_tokens as f64 / (s.upstream_ms / 1e3).max(1e-9);
     eprintln!(
         "\n[{mode:?}] {} rounds, {} sentences, {} changed by the aligner, ended by {:?}",

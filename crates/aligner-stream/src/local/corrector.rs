@@ -25,6 +25,10 @@ pub struct CorrectorConfig {
     /// Keep only the first sentence of a sentence correction (an aligner trained on single
     /// sentences stops by itself; an untrained one may go on).
     pub one_sentence: bool,
+    /// Keep the draft when the correction repeats text already in the accepted prefix. An
+    /// untrained aligner (the default model prompted with the instruction) tends to copy the
+    /// prefix's first sentence, which would make the answer loop; a trained one never needs it.
+    pub reject_repeats: bool,
 }
 
 impl Default for CorrectorConfig {
@@ -35,6 +39,7 @@ impl Default for CorrectorConfig {
             chat_template: true,
             system: None,
             one_sentence: true,
+            reject_repeats: true,
         }
     }
 }
@@ -158,10 +163,18 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
 impl<M: CausalLm> Corrector for LocalCorrector<'_, M> {
     fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction> {
         let instruction = stream_instruction(question, prefix.trim(), last.trim());
-        self.complete(
+        let mut correction = self.complete(
             &instruction,
             self.config.max_sentence_tokens,
             self.config.one_sentence,
-        )
+        )?;
+        if self.config.reject_repeats
+            && !correction.text.is_empty()
+            && correction.text != last.trim()
+            && prefix.contains(correction.text.as_str())
+        {
+            correction.text = last.trim().to_owned();
+        }
+        Ok(correction)
     }
 }
