@@ -16,8 +16,8 @@ fn model() -> (Llama, tch::nn::VarStore, ModelTokenizer) {
         "{} is missing: run `cargo xtask setup` first",
         dir.display()
     );
-    let (model, vs) = Llama::load(&dir, Kind::Float, Device::Cpu).unwrap();
-    (model, vs, ModelTokenizer::from_dir(&dir).unwrap())
+    let (model, vs) = Llama::load(&dir, Kind::Float, Device::Cpu).expect("load the default model");
+    (model, vs, ModelTokenizer::from_dir(&dir).expect("load its tokenizer"))
 }
 
 /// With an identity corrector, stopping at every sentence boundary (and at a small per-sentence
@@ -41,7 +41,7 @@ fn identity_stream_equals_plain_greedy_generation() {
         let plain = generate(
             &model,
             &tokenizer,
-            &[prompt_ids.clone()],
+            std::slice::from_ref(&prompt_ids),
             &config,
             |_, _| {},
         )

@@ -363,7 +363,7 @@ impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
         for i in 0..max_tokens {
             if !heal.is_empty() {
                 if let Some(mask) = self.heal_mask(&heal)? {
-                    logits = logits + mask;
+                    logits += mask;
                 }
                 heal.clear();
             }
