@@ -17,7 +17,11 @@ fn model() -> (Llama, tch::nn::VarStore, ModelTokenizer) {
         dir.display()
     );
     let (model, vs) = Llama::load(&dir, Kind::Float, Device::Cpu).expect("load the default model");
-    (model, vs, ModelTokenizer::from_dir(&dir).expect("load its tokenizer"))
+    (
+        model,
+        vs,
+        ModelTokenizer::from_dir(&dir).expect("load its tokenizer"),
+    )
 }
 
 /// With an identity corrector, stopping at every sentence boundary (and at a small per-sentence
