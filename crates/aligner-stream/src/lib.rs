@@ -1,23 +1,65 @@
-//! Stream Aligner: sentence segmentation and the sentence-level correction loop.
+//! Stream Aligner: correct an upstream model's answer one sentence at a time with a small
+//! aligner model, as the upstream writes it.
 //!
-//! The Stream Aligner corrects an upstream model's answer one sentence at a time. This crate
-//! cuts answers into sentences losslessly ([`segment`]): whole texts with [`split_sentences`],
-//! and text being generated with [`StreamingSegmenter`], which hands a sentence out as soon as
-//! its end is certain, so that the upstream can be stopped right there.
+//! - [`segment`] cuts answers into sentences losslessly, whole ([`split_sentences`]) or while
+//!   they are generated ([`StreamingSegmenter`]), so that the upstream can stop right there.
+//! - [`machine`] is the correction loop as an explicit state machine ([`StreamMachine`]) over two
+//!   small traits, [`Upstream`] and [`Corrector`]; it knows nothing about models.
+//! - [`local`] implements both traits with local LibTorch models ([`LocalUpstream`],
+//!   [`LocalCorrector`]), keeping KV caches across rounds.
+//! - [`modes`] has the baselines: the upstream alone, the whole-answer Aligner and the published
+//!   loop; [`record`] the JSON Lines records of every run.
 //!
 //! ```
-//! use aligner_stream::{StreamingSegmenter, split_sentences};
+//! use aligner_stream::{Correction, Corrector, Draft, DraftStop, MachineConfig, StreamMachine, Upstream};
 //!
-//! let answer = "First, preheat the oven to 180 °C. Then:\n- mix\n- bake";
-//! assert_eq!(split_sentences(answer).len(), 4);
+//! /// An upstream that writes a fixed answer, one sentence per call (a model would continue
+//! /// `accepted`, which ends with the corrected sentence).
+//! struct Fixed(std::vec::IntoIter<&'static str>);
+//! impl Upstream for Fixed {
+//!     fn draft(&mut self, _q: &str, _accepted: &str, _max: usize) -> aligner_stream::Result<Draft> {
+//!         let text = self.0.next().unwrap_or_default().to_owned();
+//!         let stop = if self.0.len() == 0 { DraftStop::Eos } else { DraftStop::Sentence };
+//!         Ok(Draft { tokens: text.len(), text, stop })
+//!     }
+//! }
+//! /// A corrector that softens one word.
+//! struct Polite;
+//! impl Corrector for Polite {
+//!     fn correct(&mut self, _q: &str, _prefix: &str, last: &str) -> aligner_stream::Result<Correction> {
+//!         Ok(Correction { text: last.replace("Obviously", "Yes"), tokens: 2 })
+//!     }
+//! }
 //!
-//! let mut segmenter = StreamingSegmenter::new();
-//! let first: Vec<&str> = segmenter.push("First, preheat the oven to 180 °C. Th").collect();
-//! assert_eq!(first, ["First, preheat the oven to 180 °C. "]);
+//! let mut upstream = Fixed(vec!["Obviously, water boils at 100 °C.\n", "- at sea level\n", "- in a pot"].into_iter());
+//! let mut machine = StreamMachine::new("When does water boil?", MachineConfig::default())?;
+//! let mut shown = String::new();
+//! let record = machine.run(&mut upstream, &mut Polite, |event| {
+//!     if let aligner_stream::Event::Committed(round) = event {
+//!         shown.push_str(&round.committed); // final text, sentence by sentence
+//!     }
+//! })?;
+//! assert_eq!(record.answer, "Yes, water boils at 100 °C.\n- at sea level\n- in a pot");
+//! assert_eq!(shown, record.answer);
+//! assert_eq!((record.summary.rounds, record.summary.changed), (3, 1));
+//! # Ok::<(), aligner_stream::Error>(())
 //! ```
 
+mod error;
+pub mod local;
+pub mod machine;
+pub mod modes;
+pub mod prompt;
+pub mod record;
 pub mod segment;
 
+pub use error::{Error, Result};
+pub use local::{CorrectorConfig, LocalCorrector, LocalUpstream, UpstreamConfig};
+pub use machine::{
+    Correction, Corrector, DoneReason, Draft, DraftStop, Event, Identity, MachineConfig, State,
+    StreamMachine, Upstream,
+};
+pub use record::{JsonlWriter, Mode, Record, RoundRecord, Summary};
 pub use segment::{
     Completed, Sentences, StreamingSegmenter, first_sentence_end, sentences, split_sentences,
 };

@@ -1,0 +1,52 @@
+//! The error type of `aligner-stream`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while correcting an answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model, its tokenizer or its chat template failed.
+    #[error(transparent)]
+    Model(#[from] aligner_model::Error),
+    /// A LibTorch operation failed.
+    #[error(transparent)]
+    Tch(#[from] tch::TchError),
+    /// A configuration value is unusable.
+    #[error("invalid config: `{field}` {reason}")]
+    InvalidConfig {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An [`Upstream`](crate::Upstream) or [`Corrector`](crate::Corrector) broke its contract.
+    #[error("{component}: {reason}")]
+    Protocol {
+        /// `upstream` or `corrector`.
+        component: &'static str,
+        /// What it did wrong.
+        reason: String,
+    },
+    /// Writing records failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record could not be serialised.
+    #[error("{}: JSON: {source}", path.display())]
+    Json {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

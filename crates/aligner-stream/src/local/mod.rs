@@ -1,0 +1,113 @@
+//! Model-backed [`Upstream`](crate::Upstream) and [`Corrector`](crate::Corrector), generic over
+//! [`CausalLm`], each keeping its KV cache between calls.
+
+mod corrector;
+mod upstream;
+
+use aligner_model::chat::{ChatMessage, ChatTemplate};
+use aligner_model::{CausalLm, KvCache, ModelTokenizer};
+use tch::{Kind, Tensor};
+
+pub use corrector::{CorrectorConfig, LocalCorrector};
+pub use upstream::{LocalUpstream, UpstreamConfig, UpstreamStats};
+
+use crate::{Error, Result};
+
+/// What one cache synchronisation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncInfo {
+    /// Cached positions kept (the common token prefix, prompt included).
+    pub kept: usize,
+    /// Positions forwarded to reach the new context.
+    pub fed: usize,
+    /// Positions in the cache afterwards.
+    pub len: usize,
+}
+
+/// A KV cache and the ids it holds (`cache.len() == ids.len()` always).
+#[derive(Debug)]
+struct Context {
+    cache: KvCache,
+    ids: Vec<u32>,
+}
+
+impl Context {
+    fn new<M: CausalLm>(model: &M) -> Self {
+        Self {
+            cache: model.new_cache(1),
+            ids: Vec::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.cache.reset();
+        self.ids.clear();
+    }
+
+    /// Makes the cache hold exactly `ids` and returns the logits `(vocab,)` after the last one.
+    /// Keeps the longest common prefix of what was cached and `ids` and forwards only the rest;
+    /// when `ids` is all cached already, its last position is forwarded again for its logits.
+    fn sync<M: CausalLm>(&mut self, model: &M, ids: &[u32]) -> Result<(Tensor, SyncInfo)> {
+        if ids.is_empty() {
+            return Err(Error::Protocol {
+                component: "context",
+                reason: "empty prompt".into(),
+            });
+        }
+        let mut kept = common_prefix(&self.ids, ids);
+        if kept == ids.len() {
+            kept -= 1;
+        }
+        self.cache.truncate(kept);
+        self.ids.truncate(kept);
+        let logits = self.feed(model, &ids[kept..])?;
+        let info = SyncInfo {
+            kept,
+            fed: ids.len() - kept,
+            len: self.ids.len(),
+        };
+        Ok((logits, info))
+    }
+
+    /// Forwards `ids` after the cached ones; returns the logits `(vocab,)` after the last.
+    fn feed<M: CausalLm>(&mut self, model: &M, ids: &[u32]) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let input: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        let input = Tensor::from_slice(&input)
+            .unsqueeze(0)
+            .to_device(model.device());
+        let logits = model.forward_last(&input, &mut self.cache, None)?;
+        self.ids.extend_from_slice(ids);
+        Ok(logits.f_select(0, 0)?.to_kind(Kind::Float))
+    }
+}
+
+/// Length of the longest common prefix of two id sequences.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The prompt text for one user message: through `template` (with an optional system message)
+/// when there is one, else the message itself.
+fn render(template: Option<&ChatTemplate>, system: Option<&str>, user: &str) -> Result<String> {
+    match template {
+        Some(template) => {
+            let mut messages = Vec::with_capacity(2);
+            if let Some(system) = system {
+                messages.push(ChatMessage::system(system));
+            }
+            messages.push(ChatMessage::user(user));
+            Ok(template.render(&messages, true)?)
+        }
+        None => Ok(user.to_owned()),
+    }
+}
+
+/// The tokenizer's chat template when `wanted`, else `None`.
+fn template_of(tokenizer: &ModelTokenizer, wanted: bool) -> Result<Option<ChatTemplate>> {
+    if wanted {
+        Ok(tokenizer.chat_template()?)
+    } else {
+        Ok(None)
+    }
+}

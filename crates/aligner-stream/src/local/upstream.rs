@@ -1,0 +1,442 @@
+//! The upstream: a local causal LM that writes the answer a sentence at a time.
+
+use std::collections::HashMap;
+
+use aligner_model::chat::ChatTemplate;
+use aligner_model::generate::{Sampler, SamplingConfig, TextStream};
+use aligner_model::{CausalLm, ModelTokenizer};
+use tch::Tensor;
+
+use super::{Context, SyncInfo, render, template_of};
+use crate::machine::{Draft, DraftStop, Upstream};
+use crate::segment::StreamingSegmenter;
+use crate::{Error, Result};
+
+/// How the upstream is prompted and samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Token choice.
+    pub sampling: SamplingConfig,
+    /// Render the question with the model's chat template (if it has one).
+    pub chat_template: bool,
+    /// System message for the chat template.
+    pub system: Option<String>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingConfig::greedy(),
+            chat_template: true,
+            system: None,
+        }
+    }
+}
+
+/// Counters of the upstream's work, over its lifetime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// Positions forwarded through the model (prompt, re-fed corrections and generated tokens).
+    pub forwarded: usize,
+    /// Cached positions reused instead of recomputed, over all rounds.
+    pub reused: usize,
+    /// Tokens sampled.
+    pub generated: usize,
+    /// The cache synchronisation of the last round that touched the model.
+    pub last_sync: SyncInfo,
+}
+
+/// A local model as [`Upstream`]: it keeps its KV cache across rounds and stops at a sentence
+/// boundary.
+///
+/// The upstream holds the ids of everything it has written for the current question, including
+/// a few tokens past the last boundary (the segmenter needs to see the next sentence start).
+/// When the accepted text is a prefix of what it wrote (the corrector kept the sentence), those
+/// tokens are simply kept: nothing is recomputed and the lookahead becomes the start of the next
+/// sentence, so with an identity corrector the answer is exactly the model's plain generation.
+/// When the accepted text differs, the ids are cut after the last token whose text is still a
+/// prefix of it, the rest of the accepted text is tokenised, and the cache is truncated to the
+/// common token prefix of the old and new ids; only the new tokens are forwarded.
+///
+/// Trailing spaces of a corrected text are not fed as tokens of their own (a byte-level BPE model
+/// writes `" The"`, not `" "` then `"The"`): the first token after them is restricted to tokens
+/// that start with those spaces ("token healing").
+pub struct LocalUpstream<'m, M: CausalLm> {
+    model: &'m M,
+    tokenizer: ModelTokenizer,
+    template: Option<ChatTemplate>,
+    config: UpstreamConfig,
+    sampler: Sampler,
+    question: Option<String>,
+    prompt_ids: Vec<u32>,
+    /// Answer ids written or accepted so far (the last one may not be forwarded yet).
+    gen_ids: Vec<u32>,
+    /// Their text.
+    gen_text: String,
+    /// `gen_text.len()` after each id of `gen_ids`.
+    gen_ends: Vec<usize>,
+    stream: TextStream,
+    /// The model wrote EOS after `gen_ids`.
+    ended: bool,
+    ctx: Context,
+    vocab_text: Option<Vec<String>>,
+    heal_masks: HashMap<String, Tensor>,
+    stats: UpstreamStats,
+}
+
+impl<M: CausalLm> std::fmt::Debug for LocalUpstream<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalUpstream")
+            .field("config", &self.config)
+            .field("question", &self.question)
+            .field("gen_text", &self.gen_text)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'m, M: CausalLm> LocalUpstream<'m, M> {
+    /// An upstream running `model` with `tokenizer`; errors on an unusable sampling config or a
+    /// chat template that does not compile.
+    pub fn new(model: &'m M, tokenizer: ModelTokenizer, config: UpstreamConfig) -> Result<Self> {
+        let sampler = Sampler::new(config.sampling.clone())?;
+        let template = template_of(&tokenizer, config.chat_template)?;
+        Ok(Self {
+            model,
+            stream: TextStream::new(tokenizer.clone()),
+            tokenizer,
+            template,
+            config,
+            sampler,
+            question: None,
+            prompt_ids: Vec::new(),
+            gen_ids: Vec::new(),
+            gen_text: String::new(),
+            gen_ends: Vec::new(),
+            ended: false,
+            ctx: Context::new(model),
+            vocab_text: None,
+            heal_masks: HashMap::new(),
+            stats: UpstreamStats::default(),
+        })
+    }
+
+    /// Work counters.
+    #[must_use]
+    pub fn stats(&self) -> UpstreamStats {
+        self.stats
+    }
+
+    /// The prompt ids of the current question.
+    #[must_use]
+    pub fn prompt_ids(&self) -> &[u32] {
+        &self.prompt_ids
+    }
+
+    /// The ids whose keys and values are in the cache (prompt included).
+    #[must_use]
+    pub fn cached_ids(&self) -> &[u32] {
+        &self.ctx.ids
+    }
+
+    /// The tokenizer.
+    #[must_use]
+    pub fn tokenizer(&self) -> &ModelTokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt text for `question`.
+    pub fn render_prompt(&self, question: &str) -> Result<String> {
+        render(
+            self.template.as_ref(),
+            self.config.system.as_deref(),
+            question,
+        )
+    }
+
+    /// Starts a new question (fresh sampler, nothing written); the cache keeps the common prefix.
+    fn start(&mut self, question: &str) -> Result<()> {
+        let prompt = self.render_prompt(question)?;
+        self.prompt_ids = self.tokenizer.encode(&prompt, true)?;
+        if self.prompt_ids.is_empty() {
+            return Err(Error::InvalidConfig {
+                field: "question",
+                reason: "renders to an empty prompt".into(),
+            });
+        }
+        self.question = Some(question.to_owned());
+        self.sampler = Sampler::new(self.config.sampling.clone())?;
+        self.gen_ids.clear();
+        self.gen_text.clear();
+        self.gen_ends.clear();
+        self.stream = TextStream::new(self.tokenizer.clone());
+        self.ended = false;
+        Ok(())
+    }
+
+    /// Replaces what was written by `accepted`, keeping the longest token prefix whose text is
+    /// a prefix of it. Returns the trailing spaces left for token healing.
+    fn rewind(&mut self, accepted: &str) -> Result<String> {
+        let trimmed = accepted.trim_end_matches([' ', '\t']);
+        let heal_possible =
+            trimmed.len() < accepted.len() && self.heal_mask(&accepted[trimmed.len()..])?.is_some();
+        let target = if heal_possible { trimmed } else { accepted };
+        let heal = accepted[target.len()..].to_owned();
+
+        let same = common_text_prefix(&self.gen_text, target);
+        let mut k = self.gen_ends.iter().take_while(|&&end| end <= same).count();
+        // Token ends are where the text was known; check the cut decodes exactly (a token that
+        // ends inside a multi-byte character has no clean cut).
+        let kept_len = loop {
+            if k == 0 {
+                break 0;
+            }
+            let end = self.gen_ends[k - 1];
+            if self.tokenizer.decode(&self.gen_ids[..k], false)? == target[..end] {
+                break end;
+            }
+            k -= 1;
+        };
+        let mut ids = self.gen_ids[..k].to_vec();
+        ids.extend(self.tokenizer.encode(&target[kept_len..], false)?);
+        if self.tokenizer.decode(&ids, false)? != target {
+            // A tokenizer that does not decode piecewise (e.g. one that adds a prefix space):
+            // tokenise the whole accepted text instead.
+            k = 0;
+            ids = self.tokenizer.encode(target, false)?;
+        }
+        // Rebuild the detokeniser's state: prime it with the kept tokens, then replay the rest.
+        let mut stream = TextStream::new(self.tokenizer.clone());
+        for &id in &ids[k.saturating_sub(4)..k] {
+            stream.push(id)?;
+        }
+        stream.flush()?;
+        let mut ends = self.gen_ends[..k].to_vec();
+        let mut end = ends.last().copied().unwrap_or(0);
+        for &id in &ids[k..] {
+            end += stream.push(id)?.len();
+            ends.push(end.min(target.len()));
+        }
+        self.gen_ids = ids;
+        self.gen_ends = ends;
+        self.gen_text = target.to_owned();
+        self.stream = stream;
+        self.ended = false;
+        Ok(heal)
+    }
+
+    /// The additive logit mask `(vocab,)` that allows only tokens whose text starts with
+    /// `prefix`; `None` if no token does.
+    fn heal_mask(&mut self, prefix: &str) -> Result<Option<Tensor>> {
+        if let Some(mask) = self.heal_masks.get(prefix) {
+            return Ok(Some(mask.shallow_clone()));
+        }
+        let vocab = self.model.config().vocab_size;
+        if self.vocab_text.is_none() {
+            let texts = (0..vocab as u32)
+                .map(|id| self.tokenizer.decode(&[id], false).unwrap_or_default())
+                .collect();
+            self.vocab_text = Some(texts);
+        }
+        let texts = self.vocab_text.as_deref().unwrap_or_default();
+        let mask: Vec<f32> = texts
+            .iter()
+            .map(|t| {
+                if t.starts_with(prefix) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        if mask.iter().all(|m| m.is_infinite()) {
+            return Ok(None);
+        }
+        let mask = Tensor::from_slice(&mask).to_device(self.model.device());
+        self.heal_masks
+            .insert(prefix.to_owned(), mask.shallow_clone());
+        Ok(Some(mask))
+    }
+
+    /// Writes a whole answer (to EOS or `max_tokens`) with no sentence stops, streaming its text
+    /// to `on_delta`; returns the text and the number of tokens. Reuses the cache like
+    /// [`Upstream::draft`], continuing from `prefix`.
+    pub fn answer(
+        &mut self,
+        question: &str,
+        prefix: &str,
+        max_tokens: usize,
+        mut on_delta: impl FnMut(&str),
+    ) -> Result<(String, usize, bool)> {
+        let mut text = String::new();
+        let mut tokens = 0;
+        let mut eos = false;
+        let mut accepted = prefix.to_owned();
+        while tokens < max_tokens {
+            let draft = self.draft(question, &accepted, max_tokens - tokens)?;
+            tokens += draft.tokens;
+            on_delta(&draft.text);
+            text.push_str(&draft.text);
+            accepted.push_str(&draft.text);
+            if draft.stop == DraftStop::Eos {
+                eos = true;
+                break;
+            }
+            if draft.text.is_empty() && draft.tokens == 0 {
+                break;
+            }
+        }
+        Ok((text, tokens, eos))
+    }
+
+    /// Writes a whole continuation of `prefix` from an empty cache, as the reference loop does
+    /// (no reuse, no sentence stop, up to EOS or `max_tokens`).
+    pub fn continuation_from_scratch(
+        &mut self,
+        question: &str,
+        prefix: &str,
+        max_tokens: usize,
+    ) -> Result<(String, usize)> {
+        self.ctx.reset();
+        self.question = None;
+        let prompt = self.render_prompt(question)? + prefix;
+        let prompt_ids = self.tokenizer.encode(&prompt, true)?;
+        let (mut logits, info) = self.ctx.sync(self.model, &prompt_ids)?;
+        self.stats.forwarded += info.fed;
+        self.stats.last_sync = info;
+        let mut generated: Vec<u32> = Vec::new();
+        let mut context = prompt_ids;
+        let eos_ids = self.tokenizer.eos_ids().to_vec();
+        for i in 0..max_tokens {
+            let token = self.sampler.sample(&logits, &context, &generated)?;
+            self.stats.generated += 1;
+            if eos_ids.contains(&token) {
+                break;
+            }
+            generated.push(token);
+            context.push(token);
+            if i + 1 < max_tokens {
+                logits = self.ctx.feed(self.model, &[token])?;
+                self.stats.forwarded += 1;
+            }
+        }
+        let text = self.tokenizer.decode(&generated, false)?;
+        // The next `draft` must not trust this cache.
+        self.ctx.reset();
+        Ok((text, generated.len()))
+    }
+}
+
+impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
+    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        if self.question.as_deref() != Some(question) {
+            self.start(question)?;
+        }
+        let mut heal = String::new();
+        if !self.gen_text.starts_with(accepted) {
+            heal = self.rewind(accepted)?;
+        }
+        let mut segmenter = StreamingSegmenter::continuing(accepted);
+        // Text written past `accepted` in an earlier round: the start of this sentence.
+        let mut consumed = accepted.len();
+        if let Some(lookahead) = self.gen_text.get(consumed..).filter(|t| !t.is_empty()) {
+            consumed = self.gen_text.len();
+            if let Some(sentence) = segmenter.push(lookahead).next() {
+                let text = sentence.to_owned();
+                return Ok(Draft {
+                    text,
+                    tokens: 0,
+                    stop: DraftStop::Sentence,
+                });
+            }
+        }
+        if self.ended {
+            return Ok(last_pieces(accepted, &self.gen_text, 0));
+        }
+        let mut context = self.prompt_ids.clone();
+        context.extend(&self.gen_ids);
+        let (mut logits, info) = self.ctx.sync(self.model, &context)?;
+        self.stats.forwarded += info.fed;
+        self.stats.reused += info.kept;
+        self.stats.last_sync = info;
+        let eos_ids = self.tokenizer.eos_ids().to_vec();
+        for i in 0..max_tokens {
+            if !heal.is_empty() {
+                if let Some(mask) = self.heal_mask(&heal)? {
+                    logits += mask;
+                }
+                heal.clear();
+            }
+            let token = self.sampler.sample(&logits, &context, &self.gen_ids)?;
+            self.stats.generated += 1;
+            let tokens = i + 1;
+            if eos_ids.contains(&token) {
+                self.ended = true;
+                let tail = self.stream.flush()?;
+                self.gen_text.push_str(&tail);
+                return Ok(last_pieces(accepted, &self.gen_text, tokens));
+            }
+            self.gen_ids.push(token);
+            context.push(token);
+            let delta = self.stream.push(token)?;
+            self.gen_text.push_str(&delta);
+            self.gen_ends.push(self.gen_text.len());
+            if self.gen_text.len() > consumed {
+                let new = &self.gen_text[consumed..];
+                consumed = self.gen_text.len();
+                if let Some(sentence) = segmenter.push(new).next() {
+                    let text = sentence.to_owned();
+                    return Ok(Draft {
+                        text,
+                        tokens,
+                        stop: DraftStop::Sentence,
+                    });
+                }
+            }
+            if tokens < max_tokens {
+                logits = self.ctx.feed(self.model, &[token])?;
+                self.stats.forwarded += 1;
+            }
+        }
+        Ok(Draft {
+            text: segmenter.pending().to_owned(),
+            tokens: max_tokens,
+            stop: DraftStop::TokenCap,
+        })
+    }
+}
+
+/// The first sentence of a finished text `written` after `accepted`: `Eos` if it is the last.
+fn last_pieces(accepted: &str, written: &str, tokens: usize) -> Draft {
+    let rest = written.get(accepted.len()..).unwrap_or_default();
+    let mut segmenter = StreamingSegmenter::continuing(accepted);
+    let mut pieces: Vec<String> = segmenter.push(rest).map(str::to_owned).collect();
+    pieces.extend(segmenter.finish().map(str::to_owned));
+    let stop = if pieces.len() > 1 {
+        DraftStop::Sentence
+    } else {
+        DraftStop::Eos
+    };
+    let text = pieces.into_iter().next().unwrap_or_default();
+    Draft { text, tokens, stop }
+}
+
+/// Length in bytes of the longest common prefix of `a` and `b`, on a character boundary.
+fn common_text_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_text_prefix;
+
+    #[test]
+    fn common_text_prefix_stops_at_characters() {
+        assert_eq!(common_text_prefix("héllo", "hélp"), 4);
+        assert_eq!(common_text_prefix("ab", "abc"), 2);
+        assert_eq!(common_text_prefix("é", "è"), 0);
+    }
+}

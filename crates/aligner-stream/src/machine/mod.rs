@@ -1,0 +1,546 @@
+//! The Stream Aligner correction loop as an explicit state machine.
+//!
+//! ```text
+//!            ┌──────────────────────────────────────────────┐
+//!            v                                              │
+//!  Drafting ──> SentenceReady ──> Correcting ──> Committed ─┘
+//!     │               └─(whitespace only)───────────^   │
+//!     └─(limit, EOS with no text, stall)──> Done <──(EOS)┘
+//! ```
+//!
+//! - **Drafting**: the [`Upstream`] continues the accepted answer and stops after one sentence
+//!   (or at EOS, or at its token cap).
+//! - **SentenceReady**: a draft sentence is in hand; whitespace-only drafts skip the corrector.
+//! - **Correcting**: the [`Corrector`] rewrites the sentence from (question, accepted prefix,
+//!   sentence).
+//! - **Committed**: the correction, in the draft's layout ([`join_correction`]), is appended to
+//!   the accepted answer; EOS ends the run, otherwise the next round drafts.
+//! - **Done**: nothing more happens; [`StreamMachine::record`] has the answer.
+//!
+//! Every round costs at least one upstream call, and the rounds, the tokens per sentence and the
+//! upstream's total tokens are capped ([`MachineConfig`]), so the machine always terminates,
+//! whatever the upstream and corrector do. The machine knows nothing about models: the unit tests
+//! drive it with scripted fakes, and [`crate::local`] has the model-backed implementations.
+//!
+//! ```
+//! use aligner_stream::machine::{Correction, Corrector, Draft, DraftStop, MachineConfig, StreamMachine, Upstream};
+//!
+//! /// Writes a fixed answer one sentence per call.
+//! struct Script(Vec<&'static str>);
+//! impl Upstream for Script {
+//!     fn draft(&mut self, _q: &str, _accepted: &str, _max: usize) -> aligner_stream::Result<Draft> {
+//!         let text = self.0.remove(0).to_owned();
+//!         let stop = if self.0.is_empty() { DraftStop::Eos } else { DraftStop::Sentence };
+//!         Ok(Draft { text, tokens: 3, stop })
+//!     }
+//! }
+//! /// Fixes one spelling mistake.
+//! struct Speller;
+//! impl Corrector for Speller {
+//!     fn correct(&mut self, _q: &str, _prefix: &str, last: &str) -> aligner_stream::Result<Correction> {
+//!         Ok(Correction { text: last.replace("gren", "green"), tokens: 4 })
+//!     }
+//! }
+//!
+//! let mut machine = StreamMachine::new("What colour is grass?", MachineConfig::default())?;
+//! let record = machine.run(&mut Script(vec!["Grass is gren.\n\n", "Mostly."]), &mut Speller, |_| {})?;
+//! assert_eq!(record.answer, "Grass is green.\n\nMostly.");
+//! assert_eq!(record.draft, "Grass is gren.\n\nMostly.");
+//! assert_eq!(record.summary.changed, 1);
+//! # Ok::<(), aligner_stream::Error>(())
+//! ```
+
+mod join;
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use join::join_correction;
+
+use crate::record::{Mode, Record, RoundRecord, Summary};
+use crate::{Error, Result};
+
+/// Why the upstream stopped writing a draft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftStop {
+    /// A sentence ended (the upstream has more to say).
+    Sentence,
+    /// The upstream wrote its end-of-sequence token: the answer is complete.
+    Eos,
+    /// The token cap of the call was reached mid-sentence.
+    TokenCap,
+}
+
+/// One sentence written by the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// The sentence with the whitespace after it (segmenter convention); the final text of an
+    /// answer may have no terminator.
+    pub text: String,
+    /// Tokens generated for it (a lookahead past the boundary included).
+    pub tokens: usize,
+    /// Why the upstream stopped.
+    pub stop: DraftStop,
+}
+
+/// The corrector's rewrite of one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correction {
+    /// The rewritten sentence; its surrounding whitespace does not matter.
+    pub text: String,
+    /// Tokens generated for it.
+    pub tokens: usize,
+}
+
+/// The model that writes the answer.
+pub trait Upstream {
+    /// Continues the answer to `question` whose accepted text so far is `accepted` (which may
+    /// differ from what this upstream wrote: it ends with the corrected sentence), and returns
+    /// the next sentence. It stops at the first sentence boundary (see [`crate::segment`]), at
+    /// EOS, or after `max_tokens` (>= 1) generated tokens, and says which in [`Draft::stop`].
+    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft>;
+}
+
+/// The model that rewrites one sentence at a time.
+pub trait Corrector {
+    /// Rewrites `last`, the upstream's next sentence, given the question and the accepted
+    /// answer `prefix` before it.
+    fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction>;
+}
+
+impl<T: Upstream + ?Sized> Upstream for &mut T {
+    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        (**self).draft(question, accepted, max_tokens)
+    }
+}
+
+impl<T: Corrector + ?Sized> Corrector for &mut T {
+    fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction> {
+        (**self).correct(question, prefix, last)
+    }
+}
+
+/// A corrector that changes nothing: with it the machine streams the upstream's own answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Identity;
+
+impl Corrector for Identity {
+    fn correct(&mut self, _question: &str, _prefix: &str, last: &str) -> Result<Correction> {
+        Ok(Correction {
+            text: last.to_owned(),
+            tokens: 0,
+        })
+    }
+}
+
+/// Limits that make every run finite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MachineConfig {
+    /// Most rounds (upstream calls).
+    pub max_rounds: usize,
+    /// Most upstream tokens per sentence; a longer sentence is cut there and corrected as is.
+    pub max_sentence_tokens: usize,
+    /// Most upstream tokens over the whole answer.
+    pub max_total_tokens: usize,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            max_rounds: 64,
+            max_sentence_tokens: 128,
+            max_total_tokens: 1024,
+        }
+    }
+}
+
+impl MachineConfig {
+    /// Checks that every limit is at least 1.
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("max_rounds", self.max_rounds),
+            ("max_sentence_tokens", self.max_sentence_tokens),
+            ("max_total_tokens", self.max_total_tokens),
+        ] {
+            if value == 0 {
+                return Err(Error::InvalidConfig {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneReason {
+    /// The upstream ended its answer.
+    #[default]
+    Eos,
+    /// [`MachineConfig::max_rounds`] rounds ran.
+    MaxRounds,
+    /// The upstream used [`MachineConfig::max_total_tokens`].
+    MaxTotalTokens,
+    /// The upstream returned no text, no tokens and no EOS: it cannot go on.
+    Stalled,
+}
+
+/// Where the machine is. Each [`StreamMachine::step`] makes one transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Next: ask the upstream for a sentence.
+    Drafting,
+    /// Next: decide whether the sentence needs the corrector.
+    SentenceReady {
+        /// The upstream's sentence.
+        draft: Draft,
+        /// Time the upstream took.
+        upstream_time: Duration,
+    },
+    /// Next: ask the corrector.
+    Correcting {
+        /// The upstream's sentence.
+        draft: Draft,
+        /// Time the upstream took.
+        upstream_time: Duration,
+    },
+    /// Next: append the round's text to the answer.
+    Committed {
+        /// The finished round (its `committed_at_ms` is set on commit).
+        round: RoundRecord,
+    },
+    /// Finished.
+    Done(DoneReason),
+}
+
+/// What a transition did, for display and logging.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The upstream wrote a sentence (Drafting -> SentenceReady).
+    Drafted {
+        /// Round number.
+        round: usize,
+        /// The sentence.
+        draft: Draft,
+        /// Upstream time.
+        elapsed: Duration,
+    },
+    /// The corrector answered (Correcting -> Committed).
+    Corrected {
+        /// Round number.
+        round: usize,
+        /// What it wrote.
+        correction: Correction,
+        /// Whether the committed text differs from the draft.
+        changed: bool,
+        /// Corrector time.
+        elapsed: Duration,
+    },
+    /// A sentence joined the answer (Committed -> Drafting or Done); it is final.
+    Committed(RoundRecord),
+    /// The run ended.
+    Done(Summary),
+}
+
+/// The Stream Aligner loop for one question; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct StreamMachine {
+    config: MachineConfig,
+    question: String,
+    state: State,
+    accepted: String,
+    draft: String,
+    rounds: Vec<RoundRecord>,
+    rounds_started: usize,
+    summary: Summary,
+    started: Option<Instant>,
+}
+
+impl StreamMachine {
+    /// A machine that will answer `question`; errors if `config` is unusable.
+    pub fn new(question: impl Into<String>, config: MachineConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            question: question.into(),
+            state: State::Drafting,
+            accepted: String::new(),
+            draft: String::new(),
+            rounds: Vec::new(),
+            rounds_started: 0,
+            summary: Summary::default(),
+            started: None,
+        })
+    }
+
+    /// The current state.
+    #[must_use]
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Whether the run has ended.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done(_))
+    }
+
+    /// The answer accepted so far (final once [`is_done`](Self::is_done)).
+    #[must_use]
+    pub fn accepted(&self) -> &str {
+        &self.accepted
+    }
+
+    /// The question.
+    #[must_use]
+    pub fn question(&self) -> &str {
+        &self.question
+    }
+
+    /// Makes one transition and returns the event it produced, if any. In [`State::Done`] it
+    /// does nothing. On an error the state is unchanged, so the step may be retried.
+    pub fn step<U: Upstream, C: Corrector>(
+        &mut self,
+        upstream: &mut U,
+        corrector: &mut C,
+    ) -> Result<Option<Event>> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let (next, event) = match &self.state {
+            State::Done(_) => return Ok(None),
+            State::Drafting => self.draft_step(upstream)?,
+            State::SentenceReady {
+                draft,
+                upstream_time,
+            } => {
+                if draft.text.trim().is_empty() {
+                    let round = self.round_record(
+                        draft,
+                        draft.text.clone(),
+                        0,
+                        *upstream_time,
+                        Duration::ZERO,
+                    );
+                    (State::Committed { round }, None)
+                } else {
+                    let state = State::Correcting {
+                        draft: draft.clone(),
+                        upstream_time: *upstream_time,
+                    };
+                    (state, None)
+                }
+            }
+            State::Correcting {
+                draft,
+                upstream_time,
+            } => {
+                let t = Instant::now();
+                let correction = corrector.correct(&self.question, &self.accepted, &draft.text)?;
+                let elapsed = t.elapsed();
+                let round = self.round_record(
+                    draft,
+                    correction.text.trim().to_owned(),
+                    correction.tokens,
+                    *upstream_time,
+                    elapsed,
+                );
+                let event = Event::Corrected {
+                    round: round.round,
+                    changed: round.changed,
+                    correction,
+                    elapsed,
+                };
+                (State::Committed { round }, Some(event))
+            }
+            State::Committed { round } => {
+                let mut round = round.clone();
+                round.committed_at_ms = ms(started.elapsed());
+                self.accepted.push_str(&round.committed);
+                self.draft.push_str(&round.last);
+                let s = &mut self.summary;
+                s.sentences += 1;
+                s.changed += usize::from(round.changed);
+                s.corrector_tokens += round.corrector_tokens;
+                s.upstream_ms += round.upstream_ms;
+                s.corrector_ms += round.corrector_ms;
+                s.first_sentence_ms.get_or_insert(round.committed_at_ms);
+                let next = if round.stop == DraftStop::Eos {
+                    State::Done(DoneReason::Eos)
+                } else {
+                    State::Drafting
+                };
+                self.rounds.push(round.clone());
+                (next, Some(Event::Committed(round)))
+            }
+        };
+        self.state = next;
+        if let State::Done(reason) = self.state {
+            self.summary.reason = reason;
+            self.summary.wall_ms = ms(started.elapsed());
+            if event.is_none() {
+                return Ok(Some(Event::Done(self.summary.clone())));
+            }
+        }
+        Ok(event)
+    }
+
+    fn draft_step<U: Upstream>(&mut self, upstream: &mut U) -> Result<(State, Option<Event>)> {
+        if self.rounds_started >= self.config.max_rounds {
+            return Ok((State::Done(DoneReason::MaxRounds), None));
+        }
+        let used = self.summary.upstream_tokens;
+        let left = self.config.max_total_tokens.saturating_sub(used);
+        if left == 0 {
+            return Ok((State::Done(DoneReason::MaxTotalTokens), None));
+        }
+        let max_tokens = left.min(self.config.max_sentence_tokens);
+        let t = Instant::now();
+        let draft = upstream.draft(&self.question, &self.accepted, max_tokens)?;
+        let elapsed = t.elapsed();
+        self.rounds_started += 1;
+        self.summary.rounds = self.rounds_started;
+        // Trust but cap: a misbehaving upstream cannot overdraw the budget.
+        self.summary.upstream_tokens += draft.tokens.min(max_tokens);
+        if draft.text.is_empty() {
+            let next = match draft.stop {
+                DraftStop::Eos => State::Done(DoneReason::Eos),
+                _ if draft.tokens == 0 => State::Done(DoneReason::Stalled),
+                // Tokens that decoded to nothing yet (a split character): try again.
+                _ => State::Drafting,
+            };
+            self.summary.upstream_ms += ms(elapsed);
+            return Ok((next, None));
+        }
+        let event = Event::Drafted {
+            round: self.rounds_started - 1,
+            draft: draft.clone(),
+            elapsed,
+        };
+        let state = State::SentenceReady {
+            draft,
+            upstream_time: elapsed,
+        };
+        Ok((state, Some(event)))
+    }
+
+    fn round_record(
+        &self,
+        draft: &Draft,
+        correction: String,
+        corrector_tokens: usize,
+        upstream_time: Duration,
+        corrector_time: Duration,
+    ) -> RoundRecord {
+        let committed = join_correction(&draft.text, &correction);
+        RoundRecord {
+            round: self.rounds_started.saturating_sub(1),
+            prefix: self.accepted.clone(),
+            last: draft.text.clone(),
+            changed: committed != draft.text,
+            committed,
+            correction,
+            stop: draft.stop,
+            upstream_tokens: draft.tokens,
+            corrector_tokens,
+            upstream_ms: ms(upstream_time),
+            corrector_ms: ms(corrector_time),
+            committed_at_ms: 0.0,
+        }
+    }
+
+    /// Runs to the end, calling `on_event` after every transition that produced an event
+    /// (the last one is always [`Event::Done`]), and returns the record.
+    pub fn run<U: Upstream, C: Corrector>(
+        &mut self,
+        upstream: &mut U,
+        corrector: &mut C,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Record> {
+        for event in self.events(upstream, corrector) {
+            on_event(&event?);
+        }
+        Ok(self.record())
+    }
+
+    /// The run as an iterator of events; it ends after [`Event::Done`] or after an error.
+    pub fn events<'a, U: Upstream, C: Corrector>(
+        &'a mut self,
+        upstream: &'a mut U,
+        corrector: &'a mut C,
+    ) -> Events<'a, U, C> {
+        Events {
+            machine: self,
+            upstream,
+            corrector,
+            finished: false,
+        }
+    }
+
+    /// The record of the run so far.
+    #[must_use]
+    pub fn record(&self) -> Record {
+        Record {
+            mode: Mode::Stream,
+            question: self.question.clone(),
+            draft: self.draft.clone(),
+            answer: self.accepted.clone(),
+            rounds: self.rounds.clone(),
+            summary: self.summary.clone(),
+        }
+    }
+
+    /// Totals so far.
+    #[must_use]
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+}
+
+/// Iterator over the events of a run; see [`StreamMachine::events`].
+#[derive(Debug)]
+pub struct Events<'a, U, C> {
+    machine: &'a mut StreamMachine,
+    upstream: &'a mut U,
+    corrector: &'a mut C,
+    finished: bool,
+}
+
+impl<U: Upstream, C: Corrector> Iterator for Events<'_, U, C> {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Result<Event>> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            if self.machine.is_done() {
+                self.finished = true;
+                return Some(Ok(Event::Done(self.machine.summary.clone())));
+            }
+            match self.machine.step(self.upstream, self.corrector) {
+                Err(e) => {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+                Ok(Some(Event::Done(summary))) => {
+                    self.finished = true;
+                    return Some(Ok(Event::Done(summary)));
+                }
+                Ok(Some(event)) => return Some(Ok(event)),
+                Ok(None) => {}
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests;

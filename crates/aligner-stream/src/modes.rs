@@ -1,0 +1,326 @@
+//! The other ways to answer, for comparison with the stream mode: the upstream alone, the
+//! whole-answer Aligner, and the published Stream Aligner loop with its defects.
+//!
+//! They report through the same [`Event`]s and [`Record`] as [`StreamMachine`](crate::StreamMachine).
+
+use std::time::Instant;
+
+use aligner_model::CausalLm;
+
+use crate::Result;
+use crate::local::{LocalCorrector, LocalUpstream};
+use crate::machine::{Corrector, DoneReason, Draft, DraftStop, Event, join_correction};
+use crate::record::{Mode, Record, RoundRecord, Summary};
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The upstream alone: the answer as the model writes it (to EOS or `max_tokens`), streamed to
+/// `on_event` one sentence at a time as [`Event::Committed`].
+pub fn upstream_only<M: CausalLm>(
+    upstream: &mut LocalUpstream<'_, M>,
+    question: &str,
+    max_tokens: usize,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Record> {
+    let start = Instant::now();
+    let mut first = None;
+    let mut rounds = Vec::new();
+    let mut answer = String::new();
+    let mut tokens = 0;
+    let mut eos = false;
+    while tokens < max_tokens {
+        let t = Instant::now();
+        let draft = crate::Upstream::draft(upstream, question, &answer, max_tokens - tokens)?;
+        let elapsed = ms(t.elapsed());
+        tokens += draft.tokens;
+        if draft.text.is_empty() {
+            eos = draft.stop == DraftStop::Eos;
+            if eos || draft.tokens == 0 {
+                break;
+            }
+            continue;
+        }
+        let at = ms(start.elapsed());
+        first.get_or_insert(at);
+        let round = RoundRecord {
+            round: rounds.len(),
+            prefix: answer.clone(),
+            last: draft.text.clone(),
+            correction: draft.text.clone(),
+            committed: draft.text.clone(),
+            changed: false,
+            stop: draft.stop,
+            upstream_tokens: draft.tokens,
+            corrector_tokens: 0,
+            upstream_ms: elapsed,
+            corrector_ms: 0.0,
+            committed_at_ms: at,
+        };
+        answer.push_str(&draft.text);
+        on_event(&Event::Committed(round.clone()));
+        rounds.push(round);
+        if draft.stop == DraftStop::Eos {
+            eos = true;
+            break;
+        }
+    }
+    let summary = Summary {
+        reason: if eos {
+            DoneReason::Eos
+        } else {
+            DoneReason::MaxTotalTokens
+        },
+        rounds: rounds.len(),
+        sentences: rounds.len(),
+        changed: 0,
+        upstream_tokens: tokens,
+        corrector_tokens: 0,
+        upstream_ms: rounds.iter().map(|r| r.upstream_ms).sum(),
+        corrector_ms: 0.0,
+        first_sentence_ms: first,
+        wall_ms: ms(start.elapsed()),
+    };
+    on_event(&Event::Done(summary.clone()));
+    Ok(Record {
+        mode: Mode::Upstream,
+        question: question.to_owned(),
+        draft: answer.clone(),
+        answer,
+        rounds,
+        summary,
+    })
+}
+
+/// The whole-answer Aligner: the upstream writes its full answer, then the aligner rewrites it
+/// with the correction instruction. Nothing is shown until the aligner is done.
+pub fn whole_answer<M: CausalLm, A: CausalLm>(
+    upstream: &mut LocalUpstream<'_, M>,
+    aligner: &mut LocalCorrector<'_, A>,
+    question: &str,
+    max_tokens: usize,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Record> {
+    let start = Instant::now();
+    let (draft, tokens, eos) = upstream.answer(question, "", max_tokens, |_| {})?;
+    let upstream_time = start.elapsed();
+    let stop = if eos {
+        DraftStop::Eos
+    } else {
+        DraftStop::TokenCap
+    };
+    on_event(&Event::Drafted {
+        round: 0,
+        draft: Draft {
+            text: draft.clone(),
+            tokens,
+            stop,
+        },
+        elapsed: upstream_time,
+    });
+    let t = Instant::now();
+    let correction = aligner.rewrite_answer(question, &draft)?;
+    let corrector_time = t.elapsed();
+    let committed = join_correction(&draft, &correction.text);
+    let changed = committed != draft;
+    on_event(&Event::Corrected {
+        round: 0,
+        correction: correction.clone(),
+        changed,
+        elapsed: corrector_time,
+    });
+    let at = ms(start.elapsed());
+    let round = RoundRecord {
+        round: 0,
+        prefix: String::new(),
+        last: draft.clone(),
+        correction: correction.text.clone(),
+        committed: committed.clone(),
+        changed,
+        stop,
+        upstream_tokens: tokens,
+        corrector_tokens: correction.tokens,
+        upstream_ms: ms(upstream_time),
+        corrector_ms: ms(corrector_time),
+        committed_at_ms: at,
+    };
+    on_event(&Event::Committed(round.clone()));
+    let summary = Summary {
+        reason: if eos {
+            DoneReason::Eos
+        } else {
+            DoneReason::MaxTotalTokens
+        },
+        rounds: 1,
+        sentences: 1,
+        changed: usize::from(changed),
+        upstream_tokens: tokens,
+        corrector_tokens: correction.tokens,
+        upstream_ms: round.upstream_ms,
+        corrector_ms: round.corrector_ms,
+        first_sentence_ms: Some(at),
+        wall_ms: ms(start.elapsed()),
+    };
+    on_event(&Event::Done(summary.clone()));
+    Ok(Record {
+        mode: Mode::Aligner,
+        question: question.to_owned(),
+        draft,
+        answer: committed,
+        rounds: vec![round],
+        summary,
+    })
+}
+
+/// Settings of the [`reference`] loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReferenceConfig {
+    /// Rounds, always all run (16 in the published code).
+    pub rounds: usize,
+    /// Most tokens of each round's whole continuation.
+    pub max_continuation_tokens: usize,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        Self {
+            rounds: 16,
+            max_continuation_tokens: 256,
+        }
+    }
+}
+
+/// The first sentence of `text` by the published loop's rule, or `None` when it has none.
+///
+/// `i.e.`, `e.g.` and a digit followed by `.` are protected; the text is cut after the first
+/// `.`, `?` or `!`; newlines are no boundary; the result is trimmed. Text with no terminator is
+/// dropped, and `"Wait... what?"` gives `"Wait."`: the defects are kept on purpose.
+///
+/// ```
+/// use aligner_stream::modes::reference_first_sentence;
+///
+/// assert_eq!(reference_first_sentence("Wait... what?").as_deref(), Some("Wait."));
+/// assert_eq!(reference_first_sentence(" Pay 3.5 dollars, e.g. now. Ok").as_deref(), Some("Pay 3.5 dollars, e.g. now."));
+/// assert_eq!(reference_first_sentence("1. Mix\n2. Bake!").as_deref(), Some("1. Mix\n2. Bake!"));
+/// assert_eq!(reference_first_sentence("no terminator"), None);
+/// ```
+#[must_use]
+pub fn reference_first_sentence(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = text.get(i..).unwrap_or_default();
+        if rest.starts_with("i.e.") || rest.starts_with("e.g.") {
+            i += 4;
+            continue;
+        }
+        let b = bytes[i];
+        if b.is_ascii_digit() && bytes.get(i + 1) == Some(&b'.') {
+            i += 2;
+            continue;
+        }
+        if matches!(b, b'.' | b'?' | b'!') {
+            return Some(text[..=i].trim().to_owned());
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The published Stream Aligner loop, reproduced for side-by-side comparison: a fixed number of
+/// rounds (EOS ignored), each re-reading the whole prefix with an empty cache and writing a whole
+/// continuation, of which only the first sentence by [`reference_first_sentence`] is kept; the
+/// aligner's raw correction is appended with one space (the first with none).
+pub fn reference<M: CausalLm, C: Corrector>(
+    upstream: &mut LocalUpstream<'_, M>,
+    corrector: &mut C,
+    question: &str,
+    config: ReferenceConfig,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Record> {
+    let start = Instant::now();
+    let mut prefix = String::new();
+    let mut draft_all = String::new();
+    let mut rounds = Vec::new();
+    let mut summary = Summary {
+        reason: DoneReason::MaxRounds,
+        ..Summary::default()
+    };
+    for round in 0..config.rounds {
+        let t = Instant::now();
+        let (continuation, tokens) = upstream.continuation_from_scratch(
+            question,
+            &prefix,
+            config.max_continuation_tokens,
+        )?;
+        let upstream_time = t.elapsed();
+        summary.rounds += 1;
+        summary.upstream_tokens += tokens;
+        summary.upstream_ms += ms(upstream_time);
+        let Some(last) = reference_first_sentence(&continuation) else {
+            continue;
+        };
+        on_event(&Event::Drafted {
+            round,
+            draft: Draft {
+                text: last.clone(),
+                tokens,
+                stop: DraftStop::Sentence,
+            },
+            elapsed: upstream_time,
+        });
+        let t = Instant::now();
+        let correction = corrector.correct(question, &prefix, &last)?;
+        let corrector_time = t.elapsed();
+        let committed = if prefix.is_empty() {
+            correction.text.clone()
+        } else {
+            format!(" {}", correction.text)
+        };
+        let changed = correction.text != last;
+        on_event(&Event::Corrected {
+            round,
+            correction: correction.clone(),
+            changed,
+            elapsed: corrector_time,
+        });
+        let at = ms(start.elapsed());
+        summary.first_sentence_ms.get_or_insert(at);
+        summary.sentences += 1;
+        summary.changed += usize::from(changed);
+        summary.corrector_tokens += correction.tokens;
+        summary.corrector_ms += ms(corrector_time);
+        let record = RoundRecord {
+            round,
+            prefix: prefix.clone(),
+            last: last.clone(),
+            correction: correction.text.clone(),
+            committed: committed.clone(),
+            changed,
+            stop: DraftStop::Sentence,
+            upstream_tokens: tokens,
+            corrector_tokens: correction.tokens,
+            upstream_ms: ms(upstream_time),
+            corrector_ms: ms(corrector_time),
+            committed_at_ms: at,
+        };
+        on_event(&Event::Committed(record.clone()));
+        rounds.push(record);
+        if !draft_all.is_empty() {
+            draft_all.push(' ');
+        }
+        draft_all.push_str(&last);
+        prefix.push_str(&committed);
+    }
+    summary.wall_ms = ms(start.elapsed());
+    on_event(&Event::Done(summary.clone()));
+    Ok(Record {
+        mode: Mode::Reference,
+        question: question.to_owned(),
+        draft: draft_all,
+        answer: prefix,
+        rounds,
+        summary,
+    })
+}

@@ -1,0 +1,214 @@
+//! The model-backed upstream and corrector on the embedded SmolLM2-135M-Instruct (imported by
+//! `cargo xtask setup`, as for aligner-model's integration tests).
+
+use aligner_model::generate::{GenerationConfig, generate};
+use aligner_model::{Llama, ModelTokenizer, hub};
+use aligner_stream::{
+    Correction, Corrector, CorrectorConfig, DraftStop, Identity, LocalCorrector, LocalUpstream,
+    MachineConfig, StreamMachine, Upstream, UpstreamConfig,
+};
+use tch::{Device, Kind};
+
+fn model() -> (Llama, tch::nn::VarStore, ModelTokenizer) {
+    let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
+    assert!(
+        hub::is_imported(&dir),
+        "{} is missing: run `cargo xtask setup` first",
+        dir.display()
+    );
+    let (model, vs) = Llama::load(&dir, Kind::Float, Device::Cpu).expect("load the default model");
+    (
+        model,
+        vs,
+        ModelTokenizer::from_dir(&dir).expect("load its tokenizer"),
+    )
+}
+
+/// With an identity corrector, stopping at every sentence boundary (and at a small per-sentence
+/// cap) and resuming from the cache gives exactly the model's plain greedy answer, and no
+/// position is ever forwarded twice.
+#[test]
+fn identity_stream_equals_plain_greedy_generation() {
+    let (model, _vs, tokenizer) = model();
+    for (question, max_tokens) in [
+        ("Why is the sky blue?", 80),
+        ("Give me three tips for learning to cook, as a list.", 120),
+    ] {
+        let mut upstream =
+            LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+        let prompt = upstream.render_prompt(question).unwrap();
+        let prompt_ids = tokenizer.encode(&prompt, true).unwrap();
+        let config = GenerationConfig {
+            max_new_tokens: max_tokens,
+            ..GenerationConfig::default()
+        };
+        let plain = generate(
+            &model,
+            &tokenizer,
+            std::slice::from_ref(&prompt_ids),
+            &config,
+            |_, _| {},
+        )
+        .unwrap();
+        let plain = &plain.generations[0];
+
+        let config = MachineConfig {
+            max_rounds: 500,
+            max_sentence_tokens: 12,
+            max_total_tokens: max_tokens,
+        };
+        let mut machine = StreamMachine::new(question, config).unwrap();
+        let record = machine.run(&mut upstream, &mut Identity, |_| {}).unwrap();
+        assert_eq!(record.answer, plain.text, "question: {question}");
+        assert!(record.rounds.len() > 1, "the answer was cut into sentences");
+        assert!(
+            record.rounds.iter().any(|r| r.stop == DraftStop::TokenCap),
+            "the 12-token cap cut a sentence"
+        );
+        let stats = upstream.stats();
+        assert_eq!(upstream.prompt_ids(), prompt_ids);
+        assert_eq!(
+            stats.forwarded,
+            upstream.cached_ids().len(),
+            "nothing recomputed"
+        );
+        assert!(
+            stats.reused > prompt_ids.len(),
+            "later rounds reuse the cache"
+        );
+    }
+}
+
+/// After a changed sentence the upstream truncates its cache to the common prefix, feeds the
+/// corrected text and continues from it.
+#[test]
+fn a_changed_sentence_is_fed_and_continued() {
+    let (model, _vs, tokenizer) = model();
+    let question = "What is the capital of France?";
+    let mut upstream =
+        LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+    let first = upstream.draft(question, "", 48).unwrap();
+    assert!(!first.text.trim().is_empty());
+    let prompt_len = upstream.prompt_ids().len();
+
+    let accepted = "Paris, a city on the Seine, is the capital of France. ";
+    assert_ne!(first.text, accepted);
+    let second = upstream.draft(question, accepted, 48).unwrap();
+    let sync = upstream.stats().last_sync;
+    let fed_text = accepted.trim_end();
+    let accepted_tokens = tokenizer.encode(fed_text, false).unwrap().len();
+    assert_eq!(
+        sync.len,
+        prompt_len + accepted_tokens,
+        "the cache holds prompt + accepted text"
+    );
+    assert!(sync.kept >= prompt_len, "the prompt is never recomputed");
+    assert_eq!(sync.fed, sync.len - sync.kept);
+    let cached = &upstream.cached_ids()[prompt_len..sync.len];
+    assert_eq!(tokenizer.decode(cached, false).unwrap(), fed_text);
+    // The trailing space was healed into the next token, not fed alone.
+    assert!(
+        !second.text.starts_with(char::is_whitespace),
+        "{:?}",
+        second.text
+    );
+    assert!(second.tokens > 0);
+
+    // Accepting that sentence unchanged recomputes nothing: only its unfed last token is fed.
+    let mut accepted2 = accepted.to_owned();
+    accepted2.push_str(&second.text);
+    let before = upstream.stats().forwarded;
+    let third = upstream.draft(question, &accepted2, 48).unwrap();
+    let sync = upstream.stats().last_sync;
+    if third.tokens > 0 {
+        assert_eq!(sync.fed, 1, "only the lookahead token is fed");
+        assert_eq!(upstream.stats().forwarded - before, third.tokens);
+    }
+}
+
+/// A corrector that rewrites the first sentence makes the whole run continue from it.
+#[test]
+#[allow(clippy::items_after_statements)]
+fn the_machine_continues_from_a_correction() {
+    const FIRST: &str = "Sunlight is scattered by the air, and blue light is scattered the most.";
+    struct FirstOnly(bool);
+    impl Corrector for FirstOnly {
+        fn correct(
+            &mut self,
+            _q: &str,
+            _p: &str,
+            last: &str,
+        ) -> aligner_stream::Result<Correction> {
+            let text = if std::mem::take(&mut self.0) {
+                FIRST.into()
+            } else {
+                last.into()
+            };
+            Ok(Correction { text, tokens: 0 })
+        }
+    }
+    let (model, _vs, tokenizer) = model();
+    let mut upstream = LocalUpstream::new(&model, tokenizer, UpstreamConfig::default()).unwrap();
+    let config = MachineConfig {
+        max_total_tokens: 60,
+        ..MachineConfig::default()
+    };
+    let mut machine = StreamMachine::new("Why is the sky blue?", config).unwrap();
+    let record = machine
+        .run(&mut upstream, &mut FirstOnly(true), |_| {})
+        .unwrap();
+    assert!(record.answer.starts_with(FIRST), "{:?}", record.answer);
+    assert!(record.rounds[0].changed);
+    assert!(record.rounds.len() > 1, "{record:?}");
+    for round in &record.rounds[1..] {
+        assert!(record.answer.contains(&round.committed));
+    }
+    let prompt_len = upstream.prompt_ids().len();
+    let continued = upstream
+        .tokenizer()
+        .decode(&upstream.cached_ids()[prompt_len..], false)
+        .unwrap();
+    assert!(
+        continued.starts_with(FIRST),
+        "the cache holds the corrected text: {continued:?}"
+    );
+    assert!(
+        record.answer.starts_with(continued.trim_end())
+            || continued.starts_with(record.answer.trim_end())
+    );
+}
+
+/// The aligner answers within its cap and reuses the shared start of consecutive prompts.
+#[test]
+fn the_local_corrector_reuses_its_prompt_cache() {
+    let (model, _vs, tokenizer) = model();
+    let config = CorrectorConfig {
+        max_sentence_tokens: 24,
+        ..CorrectorConfig::default()
+    };
+    let mut aligner = LocalCorrector::new(&model, tokenizer.clone(), config).unwrap();
+    let q = "What is the capital of France?";
+    let a = aligner
+        .correct(q, "", "The capital of France is Paris. ")
+        .unwrap();
+    assert!(a.tokens >= 1 && a.tokens <= 24);
+    assert_eq!(a.text, a.text.trim());
+    let after_first = aligner.forwarded();
+    let b = aligner
+        .correct(q, "The capital of France is Paris.", "It is big. ")
+        .unwrap();
+    assert!(b.tokens <= 24);
+    let prompt = aligner
+        .render_prompt(&aligner_stream::prompt::stream_instruction(
+            q,
+            "The capital of France is Paris.",
+            "It is big.",
+        ))
+        .unwrap();
+    let full = tokenizer.encode(&prompt, true).unwrap().len();
+    let second = aligner.forwarded() - after_first;
+    assert!(
+        second < full,
+        "second prompt forwarded {second} of {full} positions: the shared start was reused"
+    );
+}
