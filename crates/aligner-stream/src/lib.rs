@@ -7,6 +7,8 @@
 //!   small traits, [`Upstream`] and [`Corrector`]; it knows nothing about models.
 //! - [`local`] implements both traits with local LibTorch models ([`LocalUpstream`],
 //!   [`LocalCorrector`]), keeping KV caches across rounds.
+//! - [`remote`] implements [`Upstream`] over an OpenAI-compatible completions endpoint
+//!   ([`remote::RemoteUpstream`]), for upstreams served elsewhere.
 //! - [`modes`] has the baselines: the upstream alone, the whole-answer Aligner and the published
 //!   loop; [`record`] the JSON Lines records of every run.
 //!
@@ -51,6 +53,7 @@ pub mod machine;
 pub mod modes;
 pub mod prompt;
 pub mod record;
+pub mod remote;
 pub mod segment;
 
 pub use error::{Error, Result};

@@ -97,7 +97,9 @@ fn render(template: Option<&ChatTemplate>, system: Option<&str>, user: &str) -> 
                 messages.push(ChatMessage::system(system));
             }
             messages.push(ChatMessage::user(user));
-            Ok(template.render(&messages, true).map_err(aligner_model::Error::from)?)
+            Ok(template
+                .render(&messages, true)
+                .map_err(aligner_model::Error::from)?)
         }
         None => Ok(user.to_owned()),
     }
