@@ -53,8 +53,15 @@ fn main() -> anyhow::Result<()> {
         let vocab = model.config().vocab_size as i64;
         let rows: Vec<TokenizedRow> = (0..batch)
             .map(|_| {
-                let ids = Vec::<i64>::try_from(Tensor::randint(vocab, [seq as i64], (Kind::Int64, Device::Cpu)))?;
-                Ok(TokenizedRow { labels: ids.clone(), input_ids: ids })
+                let ids = Vec::<i64>::try_from(Tensor::randint(
+                    vocab,
+                    [seq as i64],
+                    (Kind::Int64, Device::Cpu),
+                ))?;
+                Ok(TokenizedRow {
+                    labels: ids.clone(),
+                    input_ids: ids,
+                })
             })
             .collect::<anyhow::Result<_>>()?;
         let mut config = TrainConfig::default();
@@ -74,7 +81,11 @@ fn main() -> anyhow::Result<()> {
         config.checkpoint.every_steps = None;
         config.checkpoint.save_final = false;
         let run = tempfile_dir()?;
-        let data = TrainData { train: rows, eval: vec![], pad_id: 0 };
+        let data = TrainData {
+            train: rows,
+            eval: vec![],
+            pad_id: 0,
+        };
         let mut trainer = Trainer::new(model, vs, config, data, &run)?;
         trainer.train_until(1)?; // warm-up
         let mut best = f64::INFINITY;

@@ -87,15 +87,24 @@ struct CorrectionRow {
 
 // Temporary glue until aligner-data provides tokenised correction datasets: read the JSONL here
 // and tokenise with the reference prompt.
-fn read_rows(path: &std::path::Path, tokenizer: &ModelTokenizer) -> anyhow::Result<Vec<TokenizedRow>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+fn read_rows(
+    path: &std::path::Path,
+    tokenizer: &ModelTokenizer,
+) -> anyhow::Result<Vec<TokenizedRow>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
             let row: CorrectionRow = serde_json::from_str(line)
                 .with_context(|| format!("{}:{}", path.display(), i + 1))?;
-            Ok(tokenize_correction(tokenizer, &row.question, &row.answer, &row.correction)?)
+            Ok(tokenize_correction(
+                tokenizer,
+                &row.question,
+                &row.answer,
+                &row.correction,
+            )?)
         })
         .collect()
 }

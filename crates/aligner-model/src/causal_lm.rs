@@ -87,8 +87,11 @@ pub trait LayeredLm: CausalLm {
 
     /// Adds LoRA adapters to the modules named in `spec`, with variables under `vs` (the root of
     /// the model's `VarStore`); returns the module paths adapted.
-    fn add_lora(&mut self, vs: &tch::nn::Path<'_>, spec: &crate::config::LoraSpec)
-    -> Result<Vec<String>>;
+    fn add_lora(
+        &mut self,
+        vs: &tch::nn::Path<'_>,
+        spec: &crate::config::LoraSpec,
+    ) -> Result<Vec<String>>;
 
     /// The LoRA adapters added so far.
     fn lora_weights(&self) -> Vec<LoraWeights>;

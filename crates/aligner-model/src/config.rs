@@ -408,9 +408,17 @@ impl Default for LoraSpec {
             rank: 8,
             alpha: 16.0,
             dropout: 0.05,
-            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-                .map(String::from)
-                .to_vec(),
+            target_modules: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -419,7 +427,9 @@ impl LoraSpec {
     /// Checks that rank, alpha and dropout are usable.
     pub fn validate(&self) -> Result<()> {
         if self.rank == 0 {
-            return Err(Error::InvalidArgument("LoRA rank must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "LoRA rank must be at least 1".into(),
+            ));
         }
         if !self.alpha.is_finite() || !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::InvalidArgument(format!(

@@ -89,7 +89,9 @@ impl Linear {
                 } else {
                     xs
                 };
-                let delta = input.linear::<Tensor>(&lora.a, None).linear::<Tensor>(&lora.b, None);
+                let delta = input
+                    .linear::<Tensor>(&lora.a, None)
+                    .linear::<Tensor>(&lora.b, None);
                 ys + delta * lora.scale
             }
         }
@@ -136,7 +138,7 @@ impl RotaryEmbedding {
         let mut inv_freq = Tensor::pow_scalar(config.rope_theta, &exponents).reciprocal();
         match config.rope {
             Rope::Default => {}
-            Rope::Linear { factor } => inv_freq = inv_freq / factor,
+            Rope::Linear { factor } => inv_freq /= factor,
             Rope::Llama3 {
                 factor,
                 low_freq_factor,
@@ -642,7 +644,9 @@ impl LayeredLm for Llama {
                 continue;
             }
             if lin.lora.is_some() {
-                return Err(Error::InvalidArgument(format!("{path} already has a LoRA adapter")));
+                return Err(Error::InvalidArgument(format!(
+                    "{path} already has a LoRA adapter"
+                )));
             }
             let mut sub = vs.clone();
             for part in path.split('.') {

@@ -11,7 +11,10 @@ use crate::{Error, Result};
 
 /// The checkpoint files of a Hugging Face layout folder, with the tensor names each holds when
 /// the checkpoint is sharded.
-fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<HashMap<String, PathBuf>>)> {
+/// Checkpoint files, and for a sharded checkpoint which file holds each tensor.
+type CheckpointFiles = (Vec<PathBuf>, Option<HashMap<String, PathBuf>>);
+
+fn checkpoint_files(dir: &Path) -> Result<CheckpointFiles> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok((vec![single], None));

@@ -244,7 +244,7 @@ impl TrainConfig {
         if !(o.eps > 0.0 && o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
             return bad("optim.eps must be > 0 and optim.weight_decay >= 0".into());
         }
-        if o.max_grad_norm.is_some_and(|n| !(n > 0.0)) {
+        if o.max_grad_norm.is_some_and(|n| n.is_nan() || n <= 0.0) {
             return bad("optim.max_grad_norm must be > 0".into());
         }
         if !(0.0..=1.0).contains(&self.schedule.warmup_ratio) {

@@ -106,7 +106,9 @@ pub fn collate(rows: &[&TokenizedRow], pad_id: i64, max_length: usize) -> Result
         batch.input_ids.extend_from_slice(&row.input_ids[..n]);
         batch.input_ids.extend(std::iter::repeat_n(pad_id, seq - n));
         batch.labels.extend_from_slice(&row.labels[..n]);
-        batch.labels.extend(std::iter::repeat_n(IGNORE_INDEX, seq - n));
+        batch
+            .labels
+            .extend(std::iter::repeat_n(IGNORE_INDEX, seq - n));
         batch.attention_mask.extend(std::iter::repeat_n(1, n));
         batch.attention_mask.extend(std::iter::repeat_n(0, seq - n));
     }

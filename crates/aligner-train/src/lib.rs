@@ -43,12 +43,12 @@ mod trainer;
 
 pub use checkpoint::{latest_checkpoint, list_checkpoints};
 pub use config::{
-    CheckpointConfig, DataConfig, EvalConfig, ModelConfig, OptimConfig, Precision,
-    ScheduleConfig, ScheduleKind, TrainConfig,
+    CheckpointConfig, DataConfig, EvalConfig, ModelConfig, OptimConfig, Precision, ScheduleConfig,
+    ScheduleKind, TrainConfig,
 };
 pub use data::{Batch, IGNORE_INDEX, TokenizedRow, collate};
 pub use error::{Error, Result};
 pub use schedule::LrSchedule;
 #[doc(hidden)]
 pub use trainer::FailPoint;
-pub use trainer::{EvalMetrics, StepMetrics, TrainData, TrainState, Trainer, TrainSummary};
+pub use trainer::{EvalMetrics, StepMetrics, TrainData, TrainState, TrainSummary, Trainer};

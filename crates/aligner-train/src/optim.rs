@@ -118,7 +118,9 @@ impl AdamW {
                 let _ = p.grad.f_mul_scalar_(grad_scale)?;
             }
             if p.decay && self.config.weight_decay > 0.0 {
-                let _ = p.master.f_mul_scalar_(1.0 - lr * self.config.weight_decay)?;
+                let _ = p
+                    .master
+                    .f_mul_scalar_(1.0 - lr * self.config.weight_decay)?;
             }
             let _ = p.exp_avg.f_lerp_(&p.grad, 1.0 - b1)?;
             let _ = p.exp_avg_sq.f_mul_scalar_(b2)?;
@@ -162,7 +164,11 @@ impl AdamW {
             let m = find(masters, &p.name)?;
             let a = find(moments, &format!("exp_avg.{}", p.name))?;
             let s = find(moments, &format!("exp_avg_sq.{}", p.name))?;
-            for (dst, src) in [(&mut p.master, &m), (&mut p.exp_avg, &a), (&mut p.exp_avg_sq, &s)] {
+            for (dst, src) in [
+                (&mut p.master, &m),
+                (&mut p.exp_avg, &a),
+                (&mut p.exp_avg_sq, &s),
+            ] {
                 if dst.size() != src.size() {
                     return Err(Error::Checkpoint {
                         path: path.to_path_buf(),
@@ -191,7 +197,10 @@ impl AdamW {
             .flat_map(|p| {
                 [
                     (format!("exp_avg.{}", p.name), p.exp_avg.shallow_clone()),
-                    (format!("exp_avg_sq.{}", p.name), p.exp_avg_sq.shallow_clone()),
+                    (
+                        format!("exp_avg_sq.{}", p.name),
+                        p.exp_avg_sq.shallow_clone(),
+                    ),
                 ]
             })
             .collect()

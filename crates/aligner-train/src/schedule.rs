@@ -66,7 +66,10 @@ mod tests {
         assert_eq!(s.lr(3), 2e-5);
         // Half-way through the decay the cosine is at half the peak.
         let mid = 3 + 97 / 2;
-        assert!((s.lr(mid) / 2e-5 - 0.5 * (1.0 + (std::f64::consts::PI * 48.0 / 97.0).cos())).abs() < 1e-12);
+        assert!(
+            (s.lr(mid) / 2e-5 - 0.5 * (1.0 + (std::f64::consts::PI * 48.0 / 97.0).cos())).abs()
+                < 1e-12
+        );
         assert!(s.lr(99) < 1e-8);
         let l = schedule(ScheduleKind::Linear);
         assert!((l.lr(50) - 2e-5 * (1.0 - 47.0 / 97.0)).abs() < 1e-18);

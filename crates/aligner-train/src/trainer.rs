@@ -185,7 +185,10 @@ impl<M: LayeredLm> Trainer<M> {
         check_rows(&data.train, vocab, "train")?;
         check_rows(&data.eval, vocab, "eval")?;
         if !(0..vocab).contains(&data.pad_id) {
-            return Err(Error::Data(format!("pad id {} is not a token id", data.pad_id)));
+            return Err(Error::Data(format!(
+                "pad id {} is not a token id",
+                data.pad_id
+            )));
         }
         let run_dir = run_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
@@ -336,8 +339,10 @@ impl<M: LayeredLm> Trainer<M> {
             .map(|k| {
                 let start = k * d.micro_batch_size;
                 let end = (start + d.micro_batch_size).min(order.len());
-                let rows: Vec<&TokenizedRow> =
-                    order[start..end].iter().map(|&i| &self.data.train[i]).collect();
+                let rows: Vec<&TokenizedRow> = order[start..end]
+                    .iter()
+                    .map(|&i| &self.data.train[i])
+                    .collect();
                 collate(&rows, self.data.pad_id, d.max_length)
             })
             .collect()
@@ -353,14 +358,14 @@ impl<M: LayeredLm> Trainer<M> {
             .reshape([-1, h])
             .index_select(0, index);
         let logits = self.model.lm_head(&hidden).to_kind(Kind::Float);
-        let loss =
-            logits.f_cross_entropy_loss::<Tensor>(target, None, Reduction::Sum, IGNORE_INDEX, 0.0)?;
-        let correct = tch::no_grad(|| {
-            logits
-                .argmax(-1, false)
-                .eq_tensor(target)
-                .sum(Kind::Int64)
-        });
+        let loss = logits.f_cross_entropy_loss::<Tensor>(
+            target,
+            None,
+            Reduction::Sum,
+            IGNORE_INDEX,
+            0.0,
+        )?;
+        let correct = tch::no_grad(|| logits.argmax(-1, false).eq_tensor(target).sum(Kind::Int64));
         Ok((loss, correct))
     }
 
@@ -378,7 +383,12 @@ impl<M: LayeredLm> Trainer<M> {
         let index = Tensor::from_slice(&index).to_device(device);
         let target = Tensor::from_slice(&target).to_device(device);
         let ctx = self.model.layer_context(batch.seq, true)?;
-        let dropout = self.config.model.lora.as_ref().is_some_and(|l| l.dropout > 0.0);
+        let dropout = self
+            .config
+            .model
+            .lora
+            .as_ref()
+            .is_some_and(|l| l.dropout > 0.0);
         let seed = self.config.seed;
         // Dropout masks come from a seed fixed by (seed, step, micro-batch, layer), so that a
         // resumed run and a recomputed (checkpointed) layer draw the same masks.
@@ -583,10 +593,18 @@ impl<M: LayeredLm> Trainer<M> {
             last_loss = Some(m.loss);
             self.log(&serde_json::to_value(m).map_err(|e| Error::json(&self.run_dir, e))?)?;
             bar.set_position(m.step as u64);
-            bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.0} tok/s",
+                m.loss, m.lr, m.tokens_per_s
+            ));
             let step = self.state.step;
             let end = step == self.total_steps;
-            if self.config.eval.every_steps.is_some_and(|n| step % n == 0 || end) {
+            if self
+                .config
+                .eval
+                .every_steps
+                .is_some_and(|n| step % n == 0 || end)
+            {
                 if let Some(e) = self.evaluate()? {
                     self.log(&serde_json::json!({
                         "step": step, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
@@ -600,8 +618,7 @@ impl<M: LayeredLm> Trainer<M> {
                 }
             }
             let every = self.config.checkpoint.every_steps;
-            if every.is_some_and(|n| step % n == 0) || (end && self.config.checkpoint.save_final)
-            {
+            if every.is_some_and(|n| step % n == 0) || (end && self.config.checkpoint.save_final) {
                 self.save_checkpoint()?;
             }
         }

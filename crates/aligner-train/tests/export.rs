@@ -1,5 +1,6 @@
 //! Exports load in Hugging Face transformers (run from the cached reference environment) and
 //! give the same logits as the trained model here, for full fine-tuning and merged LoRA.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -26,7 +27,11 @@ fn transformers_logits(dir: &Path, ids: &[i64]) -> Vec<f32> {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .expect("run python");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
 }
 
@@ -43,7 +48,10 @@ fn exported_model_matches_in_transformers() {
         train.data.max_steps = Some(3);
         train.optim.lr = 1e-2;
         if lora {
-            train.model.lora = Some(LoraSpec { dropout: 0.0, ..LoraSpec::default() });
+            train.model.lora = Some(LoraSpec {
+                dropout: 0.0,
+                ..LoraSpec::default()
+            });
         }
         let (model, vs) = tiny_model_with(4, config.clone());
         let mut trainer = Trainer::new(model, vs, train, data(8, 0), tmp.path()).unwrap();
@@ -69,7 +77,11 @@ fn exported_model_matches_in_transformers() {
         assert!(names.contains(&"lm_head.weight".to_string()));
         let theirs = transformers_logits(&out, &ids);
         assert_eq!(ours.len(), theirs.len());
-        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         eprintln!("lora {lora}: max |Δlogit| = {diff:.2e}");
         assert!(diff < 1e-4, "lora {lora}: max |Δlogit| = {diff}");
     }

@@ -1,5 +1,6 @@
 //! Training-loop behaviour on tiny random models: gradient accumulation, checkpointing,
 //! mixed precision, LoRA, overfitting, exact resume, metrics and errors.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -9,7 +10,10 @@ use aligner_train::{
 };
 use common::*;
 
-fn grads_of(trainer: &mut Trainer<aligner_model::Llama>, batches: &[aligner_train::Batch]) -> Vec<(String, tch::Tensor)> {
+fn grads_of(
+    trainer: &mut Trainer<aligner_model::Llama>,
+    batches: &[aligner_train::Batch],
+) -> Vec<(String, tch::Tensor)> {
     trainer.compute_gradients(batches).unwrap();
     trainer.gradients()
 }
@@ -20,13 +24,30 @@ fn accumulation_of_4x1_equals_one_batch_of_4() {
     let data = data(4, 0);
     let refs: Vec<_> = data.train.iter().collect();
     let one = collate(&refs, 0, 64).unwrap();
-    let singles: Vec<_> = refs.iter().map(|r| collate(&[*r], 0, 64).unwrap()).collect();
-    assert!(singles.iter().map(|b| b.target_tokens()).collect::<std::collections::BTreeSet<_>>().len() > 1,
-        "rows must differ in target count for the test to tell the normalisations apart");
+    let singles: Vec<_> = refs
+        .iter()
+        .map(|r| collate(&[*r], 0, 64).unwrap())
+        .collect();
+    assert!(
+        singles
+            .iter()
+            .map(|b| b.target_tokens())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1,
+        "rows must differ in target count for the test to tell the normalisations apart"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let (model, vs) = tiny_model(7);
-    let mut big = Trainer::new(model, vs, quick_config(), data.clone(), tmp.path().join("a")).unwrap();
+    let mut big = Trainer::new(
+        model,
+        vs,
+        quick_config(),
+        data.clone(),
+        tmp.path().join("a"),
+    )
+    .unwrap();
     let (model, vs) = tiny_model(7);
     let mut accum = Trainer::new(model, vs, quick_config(), data, tmp.path().join("b")).unwrap();
 
@@ -34,7 +55,10 @@ fn accumulation_of_4x1_equals_one_batch_of_4() {
     let g_big = big.gradients();
     let loss_acc = accum.compute_gradients(&singles).unwrap();
     let g_acc = accum.gradients();
-    assert!((loss_big - loss_acc).abs() < 1e-5, "{loss_big} vs {loss_acc}");
+    assert!(
+        (loss_big - loss_acc).abs() < 1e-5,
+        "{loss_big} vs {loss_acc}"
+    );
     let mut largest: f64 = 0.0;
     for ((n1, a), (n2, b)) in g_big.iter().zip(&g_acc) {
         assert_eq!(n1, n2);
@@ -52,7 +76,10 @@ fn accumulation_of_4x1_equals_one_batch_of_4() {
         .map(|b| accum.compute_gradients(std::slice::from_ref(b)).unwrap())
         .collect();
     let mean_of_means = per_batch.iter().sum::<f64>() / 4.0;
-    assert!((mean_of_means - loss_big).abs() > 1e-4, "{mean_of_means} vs {loss_big}");
+    assert!(
+        (mean_of_means - loss_big).abs() > 1e-4,
+        "{mean_of_means} vs {loss_big}"
+    );
 }
 
 #[test]
@@ -61,16 +88,24 @@ fn gradient_checkpointing_leaves_gradients_unchanged() {
     let data = data(4, 0);
     let refs: Vec<_> = data.train.iter().collect();
     let batch = vec![collate(&refs, 0, 64).unwrap()];
-    for lora in [None, Some(LoraSpec { dropout: 0.2, ..LoraSpec::default() })] {
+    for lora in [
+        None,
+        Some(LoraSpec {
+            dropout: 0.2,
+            ..LoraSpec::default()
+        }),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let mut plain_cfg = quick_config();
         plain_cfg.model.lora = lora.clone();
         let mut ckpt_cfg = plain_cfg.clone();
         ckpt_cfg.model.gradient_checkpointing = true;
         let (model, vs) = tiny_model(3);
-        let mut plain = Trainer::new(model, vs, plain_cfg, data.clone(), tmp.path().join("a")).unwrap();
+        let mut plain =
+            Trainer::new(model, vs, plain_cfg, data.clone(), tmp.path().join("a")).unwrap();
         let (model, vs) = tiny_model(3);
-        let mut ckpt = Trainer::new(model, vs, ckpt_cfg, data.clone(), tmp.path().join("b")).unwrap();
+        let mut ckpt =
+            Trainer::new(model, vs, ckpt_cfg, data.clone(), tmp.path().join("b")).unwrap();
         // Two steps first (the first has learning rate 0: warm-up), so that LoRA's B (zero at
         // initialisation, which zeroes A's gradient) has moved and every parameter gets a gradient.
         plain.train_until(2).unwrap();
@@ -86,7 +121,12 @@ fn gradient_checkpointing_leaves_gradients_unchanged() {
                 nonzero += 1;
             }
         }
-        assert_eq!(nonzero, ga.len(), "all gradients must be non-zero ({nonzero}/{})", ga.len());
+        assert_eq!(
+            nonzero,
+            ga.len(),
+            "all gradients must be non-zero ({nonzero}/{})",
+            ga.len()
+        );
     }
 }
 
@@ -112,10 +152,21 @@ fn bf16_loss_tracks_f32_loss() {
     let (f32s, bf16s) = (&losses[0], &losses[1]);
     assert_eq!(f32s.len(), 20);
     for (i, (a, b)) in f32s.iter().zip(bf16s).enumerate() {
-        assert!((a - b).abs() < 0.03 * a.abs().max(1.0), "step {i}: f32 {a} vs bf16 {b}");
+        assert!(
+            (a - b).abs() < 0.03 * a.abs().max(1.0),
+            "step {i}: f32 {a} vs bf16 {b}"
+        );
     }
-    assert!(bf16s[19] < bf16s[0] - 0.3, "bf16 must learn: {} -> {}", bf16s[0], bf16s[19]);
-    eprintln!("f32 {:.4} -> {:.4}; bf16 {:.4} -> {:.4}", f32s[0], f32s[19], bf16s[0], bf16s[19]);
+    assert!(
+        bf16s[19] < bf16s[0] - 0.3,
+        "bf16 must learn: {} -> {}",
+        bf16s[0],
+        bf16s[19]
+    );
+    eprintln!(
+        "f32 {:.4} -> {:.4}; bf16 {:.4} -> {:.4}",
+        f32s[0], f32s[19], bf16s[0], bf16s[19]
+    );
 }
 
 #[test]
@@ -158,9 +209,18 @@ fn lora_trains_adapters_only() {
     });
     let mut trainer = Trainer::new(model, vs, config, data(8, 0), tmp.path()).unwrap();
     assert_eq!(trainer.lora_modules().len(), 4); // 2 layers x (q, v)
-    let names: Vec<String> = trainer.master_weights().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = trainer
+        .master_weights()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names.len(), 8);
-    assert!(names.iter().all(|n| n.contains(".lora_A.") || n.contains(".lora_B.")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains(".lora_A.") || n.contains(".lora_B.")),
+        "{names:?}"
+    );
     trainer.train().unwrap();
     let mut after: Vec<_> = trainer.var_store().variables().into_iter().collect();
     after.sort_by(|a, b| a.0.cmp(&b.0));
@@ -183,10 +243,14 @@ fn lora_trains_adapters_only() {
     let mut saved_names: Vec<_> = saved.iter().map(|(n, _)| n.clone()).collect();
     saved_names.sort();
     assert_eq!(saved_names.len(), 8);
-    assert_eq!(saved_names[0], "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap())
-            .unwrap();
+    assert_eq!(
+        saved_names[0],
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    );
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], 4);
     assert_eq!(cfg["lora_alpha"], 8.0);
@@ -202,7 +266,10 @@ fn resume_config(lora: bool) -> TrainConfig {
     config.checkpoint.save_final = true;
     config.eval.every_steps = Some(4);
     if lora {
-        config.model.lora = Some(LoraSpec { dropout: 0.3, ..LoraSpec::default() });
+        config.model.lora = Some(LoraSpec {
+            dropout: 0.3,
+            ..LoraSpec::default()
+        });
     }
     config
 }
@@ -216,7 +283,8 @@ fn interrupted_and_resumed_runs_end_bit_identical() {
         let d = data(16, 4);
 
         let (model, vs) = tiny_model(9);
-        let mut straight = Trainer::new(model, vs, config.clone(), d.clone(), tmp.path().join("a")).unwrap();
+        let mut straight =
+            Trainer::new(model, vs, config.clone(), d.clone(), tmp.path().join("a")).unwrap();
         assert_eq!(straight.total_steps(), 12);
         straight.train().unwrap();
         let expected = flat(&straight.master_weights());
@@ -231,7 +299,11 @@ fn interrupted_and_resumed_runs_end_bit_identical() {
         let mut second = Trainer::new(model, vs, config.clone(), d.clone(), &run).unwrap();
         assert_eq!(second.resume().unwrap(), Some(6));
         second.train().unwrap();
-        assert_eq!(flat(&second.master_weights()), expected, "lora {lora}: resumed run differs");
+        assert_eq!(
+            flat(&second.master_weights()),
+            expected,
+            "lora {lora}: resumed run differs"
+        );
 
         // Killed while writing the checkpoint of step 9: resume from step 6.
         let run = tmp.path().join("c");
@@ -242,15 +314,27 @@ fn interrupted_and_resumed_runs_end_bit_identical() {
         assert!(matches!(err, Error::Interrupted(_)), "{err}");
         drop(first);
         assert!(run.join("checkpoints/.tmp-step-00000009").is_dir());
-        let steps: Vec<usize> = list_checkpoints(&run).unwrap().into_iter().map(|(s, _)| s).collect();
+        let steps: Vec<usize> = list_checkpoints(&run)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(steps, vec![3, 6]);
         let (model, vs) = tiny_model(9);
         let mut second = Trainer::new(model, vs, config, d, &run).unwrap();
         assert_eq!(second.resume().unwrap(), Some(6));
         assert!(!run.join("checkpoints/.tmp-step-00000009").exists());
         second.train().unwrap();
-        assert_eq!(flat(&second.master_weights()), expected, "lora {lora}: resume after a torn write differs");
-        let steps: Vec<usize> = list_checkpoints(&run).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(
+            flat(&second.master_weights()),
+            expected,
+            "lora {lora}: resume after a torn write differs"
+        );
+        let steps: Vec<usize> = list_checkpoints(&run)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(steps, vec![9, 12], "keep-last-2");
 
         // The metrics of the resumed run read like one run: each step once, in order.
@@ -282,12 +366,28 @@ fn metrics_file_has_steps_and_evals() {
         .collect();
     let steps: Vec<_> = lines.iter().filter(|v| v.get("loss").is_some()).collect();
     assert_eq!(steps.len(), 4);
-    for key in ["step", "loss", "lr", "grad_norm", "tokens_per_s", "tokens_seen"] {
+    for key in [
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "tokens_seen",
+    ] {
         assert!(steps[0].get(key).is_some(), "missing {key}: {}", steps[0]);
     }
     assert!(steps[3]["tokens_seen"].as_u64() > steps[0]["tokens_seen"].as_u64());
-    let evals: Vec<_> = lines.iter().filter(|v| v.get("eval_loss").is_some()).collect();
-    assert_eq!(evals.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 4]);
+    let evals: Vec<_> = lines
+        .iter()
+        .filter(|v| v.get("eval_loss").is_some())
+        .collect();
+    assert_eq!(
+        evals
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![2, 4]
+    );
     let saved = TrainConfig::from_file(tmp.path().join("train_config.json")).unwrap();
     assert_eq!(saved.data.max_steps, Some(4));
 }
@@ -309,13 +409,17 @@ fn bad_data_and_config_are_errors_not_panics() {
     assert!(matches!(err, Error::Config(_)), "{err}");
 
     let mut config = quick_config();
-    config.model.lora = Some(LoraSpec { target_modules: vec!["nope".into()], ..LoraSpec::default() });
+    config.model.lora = Some(LoraSpec {
+        target_modules: vec!["nope".into()],
+        ..LoraSpec::default()
+    });
     let (model, vs) = tiny_model(1);
     let err = Trainer::new(model, vs, config, data(4, 0), tmp.path()).unwrap_err();
     assert!(matches!(err, Error::Model(_)), "{err}");
 
     let (model, vs) = tiny_model(1);
-    let mut trainer = Trainer::new(model, vs, quick_config(), data(4, 0), tmp.path().join("r")).unwrap();
+    let mut trainer =
+        Trainer::new(model, vs, quick_config(), data(4, 0), tmp.path().join("r")).unwrap();
     let other = tmp.path().join("other");
     let mut config = quick_config();
     config.seed = 7;
@@ -343,5 +447,7 @@ fn config_defaults_follow_the_paper_and_reject_unknown_fields() {
     assert_eq!((partial.optim.lr, partial.optim.betas), (1e-4, (0.9, 0.95)));
     assert!(serde_json::from_str::<TrainConfig>(r#"{"optim": {"learning_rate": 1e-4}}"#).is_err());
     assert!(serde_json::from_str::<TrainConfig>(r#"{"sed": 1}"#).is_err());
-    assert!(serde_json::from_str::<TrainConfig>(r#"{"schedule": {"kind": "exponential"}}"#).is_err());
+    assert!(
+        serde_json::from_str::<TrainConfig>(r#"{"schedule": {"kind": "exponential"}}"#).is_err()
+    );
 }

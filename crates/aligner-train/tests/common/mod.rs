@@ -33,7 +33,9 @@ pub fn tiny_model_with(seed: i64, config: Config) -> (Llama, nn::VarStore) {
 /// `n` rows of varying length: a prompt (no loss) then a target that is a function of the
 /// prompt, so a model can learn it.
 pub fn rows(n: usize, seed: u64) -> Vec<TokenizedRow> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move |m: u64| {
         state = state
             .wrapping_mul(6364136223846793005)
@@ -44,7 +46,9 @@ pub fn rows(n: usize, seed: u64) -> Vec<TokenizedRow> {
         .map(|_| {
             let prompt_len = 3 + next(5) as usize;
             let target_len = 2 + next(5) as usize;
-            let prompt: Vec<i64> = (0..prompt_len).map(|_| 1 + next(VOCAB as u64 - 1) as i64).collect();
+            let prompt: Vec<i64> = (0..prompt_len)
+                .map(|_| 1 + next(VOCAB as u64 - 1) as i64)
+                .collect();
             let target: Vec<i64> = (0..target_len)
                 .map(|i| 1 + ((prompt[i % prompt_len] * 7 + i as i64) % (VOCAB as i64 - 1)))
                 .collect();
@@ -91,7 +95,11 @@ pub fn flat(tensors: &[(String, Tensor)]) -> Vec<(String, Vec<f32>)> {
     tensors
         .iter()
         .map(|(n, t)| {
-            let v: Vec<f32> = t.to_kind(tch::Kind::Float).flatten(0, -1).try_into().unwrap();
+            let v: Vec<f32> = t
+                .to_kind(tch::Kind::Float)
+                .flatten(0, -1)
+                .try_into()
+                .unwrap();
             (n.clone(), v)
         })
         .collect()
