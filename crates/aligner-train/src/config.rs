@@ -75,6 +75,9 @@ pub struct ModelConfig {
     pub gradient_checkpointing: bool,
     /// Train LoRA adapters only; `None` (the default) is full fine-tuning.
     pub lora: Option<LoraSpec>,
+    /// Initial dynamic loss scale of f16 training: halved on every overflow (the step is
+    /// skipped), doubled after 2000 clean steps.
+    pub f16_loss_scale: f64,
 }
 
 impl Default for ModelConfig {
@@ -83,6 +86,7 @@ impl Default for ModelConfig {
             precision: Precision::Bf16,
             gradient_checkpointing: true,
             lora: None,
+            f16_loss_scale: 65536.0,
         }
     }
 }
@@ -262,6 +266,9 @@ impl TrainConfig {
         }
         if self.eval.every_steps == Some(0) || self.checkpoint.keep_last == 0 {
             return bad("eval.every_steps and checkpoint.keep_last must be >= 1".into());
+        }
+        if !(self.model.f16_loss_scale.is_finite() && self.model.f16_loss_scale >= 1.0) {
+            return bad("model.f16_loss_scale must be finite and >= 1".into());
         }
         if let Some(lora) = &self.model.lora {
             lora.validate()?;

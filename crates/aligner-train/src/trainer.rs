@@ -16,9 +16,7 @@ use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
 use crate::{Error, Result};
 
-/// Initial loss scale of f16 training, halved on overflow and doubled after
-/// [`F16_GROWTH_INTERVAL`] clean steps.
-const F16_INITIAL_SCALE: f64 = 65536.0;
+/// Clean f16 steps after which the loss scale doubles.
 const F16_GROWTH_INTERVAL: u64 = 2000;
 
 /// The rows to train and evaluate on.
@@ -239,7 +237,7 @@ impl<M: LayeredLm> Trainer<M> {
         let schedule = LrSchedule::new(&config.schedule, config.optim.lr, total_steps);
         config.save(run_dir.join("train_config.json"))?;
         let loss_scale = if config.model.precision == Precision::F16 {
-            F16_INITIAL_SCALE
+            config.model.f16_loss_scale
         } else {
             1.0
         };

@@ -451,3 +451,37 @@ fn config_defaults_follow_the_paper_and_reject_unknown_fields() {
         serde_json::from_str::<TrainConfig>(r#"{"schedule": {"kind": "exponential"}}"#).is_err()
     );
 }
+
+#[test]
+fn f16_overflow_skips_steps_and_lowers_the_loss_scale() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = quick_config();
+    config.model.precision = Precision::F16;
+    config.model.f16_loss_scale = 2f64.powi(24);
+    config.data.max_steps = Some(30);
+    config.data.epochs = 10;
+    let (model, vs) = tiny_model(11);
+    let mut trainer = Trainer::new(model, vs, config, data(16, 0), tmp.path()).unwrap();
+    let summary = trainer.train().unwrap();
+    let state = trainer.state().clone();
+    eprintln!("f16: {state:?}, last loss {:?}", summary.last_loss);
+    // An initial scale of 2^24 overflows f16 gradients: those steps are skipped and counted,
+    // the scale halves each time, and training then proceeds with finite weights.
+    assert!(state.skipped_steps >= 1, "{state:?}");
+    assert_eq!(state.loss_scale, 2f64.powi(24 - state.skipped_steps as i32));
+    assert_eq!(state.updates + state.skipped_steps, 30);
+    for (name, w) in trainer.master_weights() {
+        assert!(
+            w.isfinite().all().int64_value(&[]) == 1,
+            "{name} has non-finite values"
+        );
+    }
+    let losses = logged_losses(tmp.path());
+    assert!(
+        losses[29] < losses[0] - 0.2,
+        "{} -> {}",
+        losses[0],
+        losses[29]
+    );
+}
