@@ -43,3 +43,56 @@ pub trait CausalLm {
         Ok(logits.select(1, t - 1))
     }
 }
+
+/// One LoRA adapter of a model: its module path and weights (shallow copies of the variables).
+#[derive(Debug)]
+pub struct LoraWeights {
+    /// Module path, e.g. `model.layers.0.self_attn.q_proj`.
+    pub module: String,
+    /// `(rank, in_dim)`.
+    pub a: Tensor,
+    /// `(out_dim, rank)`.
+    pub b: Tensor,
+    /// `alpha / rank`: the adapter adds `scale * B A` to the module's weight.
+    pub scale: f64,
+}
+
+/// What training needs beyond [`CausalLm`]: a cache-free forward that can be run one decoder
+/// layer at a time (for gradient checkpointing), and LoRA adapters.
+///
+/// `lm_head(final_norm(layer_forward(L-1, .. layer_forward(0, embed(ids)))))` equals the logits
+/// of [`CausalLm::forward`] on an empty cache without padding. Right padding needs no mask: under
+/// the causal mask real tokens never see the padding that follows them.
+pub trait LayeredLm: CausalLm {
+    /// Per-pass state shared by all layers (rotary tables, mask flags).
+    type Context;
+
+    /// Number of decoder layers.
+    fn num_layers(&self) -> usize;
+
+    /// Token embeddings `(batch, t, hidden)` for `input_ids` `(batch, t)`.
+    fn embed(&self, input_ids: &Tensor) -> Tensor;
+
+    /// The context for a causal pass over positions `0..seq_len`; `train` turns dropout on.
+    fn layer_context(&self, seq_len: usize, train: bool) -> Result<Self::Context>;
+
+    /// Decoder layer `layer` on hidden states `(batch, t, hidden)`.
+    fn layer_forward(&self, layer: usize, xs: &Tensor, ctx: &Self::Context) -> Tensor;
+
+    /// The final norm.
+    fn final_norm(&self, xs: &Tensor) -> Tensor;
+
+    /// LM head: normed hidden states `(.., hidden)` to logits `(.., vocab)`.
+    fn lm_head(&self, hidden: &Tensor) -> Tensor;
+
+    /// Adds LoRA adapters to the modules named in `spec`, with variables under `vs` (the root of
+    /// the model's `VarStore`); returns the module paths adapted.
+    fn add_lora(
+        &mut self,
+        vs: &tch::nn::Path<'_>,
+        spec: &crate::config::LoraSpec,
+    ) -> Result<Vec<String>>;
+
+    /// The LoRA adapters added so far.
+    fn lora_weights(&self) -> Vec<LoraWeights>;
+}

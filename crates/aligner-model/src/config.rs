@@ -387,6 +387,60 @@ impl Config {
     }
 }
 
+/// LoRA adapter settings (PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSpec {
+    /// Rank `r` of the update `B A`.
+    pub rank: usize,
+    /// Scaling numerator: the update is multiplied by `alpha / rank`.
+    pub alpha: f64,
+    /// Dropout probability on the adapter's input during training.
+    pub dropout: f64,
+    /// Short names of the adapted linear layers (`q_proj`, `k_proj`, `v_proj`, `o_proj`,
+    /// `gate_proj`, `up_proj`, `down_proj`).
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraSpec {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            target_modules: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl LoraSpec {
+    /// Checks that rank, alpha and dropout are usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.rank == 0 {
+            return Err(Error::InvalidArgument(
+                "LoRA rank must be at least 1".into(),
+            ));
+        }
+        if !self.alpha.is_finite() || !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::InvalidArgument(format!(
+                "LoRA alpha {} must be finite and dropout {} in [0, 1)",
+                self.alpha, self.dropout
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ mod io;
 pub mod remote;
 pub mod tokenizer;
 
-pub use config::Config;
+pub use config::{Config, LoraSpec};
 pub use error::{Error, Result};
 pub use tokenizer::ModelTokenizer;
 
@@ -49,7 +49,7 @@ pub mod load;
 #[cfg(feature = "torch")]
 pub use cache::KvCache;
 #[cfg(feature = "torch")]
-pub use causal_lm::CausalLm;
+pub use causal_lm::{CausalLm, LayeredLm, LoraWeights};
 #[cfg(feature = "torch")]
 pub use device::{DType, auto_device, parse_device};
 #[cfg(feature = "torch")]

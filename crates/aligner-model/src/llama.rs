@@ -11,14 +11,27 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use crate::cache::KvCache;
-use crate::config::{Config, Rope};
-use crate::{CausalLm, Error, Result, load};
+use crate::config::{Config, LoraSpec, Rope};
+use crate::{CausalLm, Error, LayeredLm, LoraWeights, Result, load};
 
-/// A linear layer `y = x W^T + b` with Hugging Face's parameter names (`weight`, `bias`).
+/// A low-rank adapter `y += scale * B (A dropout(x))` on a [`Linear`] (LoRA, PEFT's names).
+#[derive(Debug)]
+struct LoraAdapter {
+    /// `(rank, in_dim)`, saved as `<module>.lora_A.weight`.
+    a: Tensor,
+    /// `(out_dim, rank)`, saved as `<module>.lora_B.weight`; starts at zero.
+    b: Tensor,
+    scale: f64,
+    dropout: f64,
+}
+
+/// A linear layer `y = x W^T + b` with Hugging Face's parameter names (`weight`, `bias`), and an
+/// optional LoRA adapter.
 #[derive(Debug)]
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -33,11 +46,55 @@ impl Linear {
             },
         );
         let bias = bias.then(|| vs.var("bias", &[out_dim as i64], Init::Const(0.0)));
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, self.bias.as_ref())
+    /// Adds a LoRA adapter whose variables live under `vs` (the layer's own path).
+    fn add_lora(&mut self, vs: nn::Path<'_>, spec: &LoraSpec) {
+        let (out_dim, in_dim) = self.weight.size2().unwrap_or((0, 0));
+        let rank = spec.rank as i64;
+        // PEFT's initialisation: A Kaiming-uniform (a = sqrt 5, i.e. bound 1/sqrt(in)), B zero,
+        // so the adapted model starts equal to the base.
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let a = (&vs / "lora_A").var(
+            "weight",
+            &[rank, in_dim],
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
+        let b = (&vs / "lora_B").var("weight", &[out_dim, rank], Init::Const(0.0));
+        self.lora = Some(LoraAdapter {
+            a,
+            b,
+            scale: spec.alpha / spec.rank as f64,
+            dropout: spec.dropout,
+        });
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let ys = xs.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            None => ys,
+            Some(lora) => {
+                let dropped;
+                let input = if train && lora.dropout > 0.0 {
+                    dropped = xs.dropout(lora.dropout, true);
+                    &dropped
+                } else {
+                    xs
+                };
+                let delta = input
+                    .linear::<Tensor>(&lora.a, None)
+                    .linear::<Tensor>(&lora.b, None);
+                ys + delta * lora.scale
+            }
+        }
     }
 }
 
@@ -81,7 +138,7 @@ impl RotaryEmbedding {
         let mut inv_freq = Tensor::pow_scalar(config.rope_theta, &exponents).reciprocal();
         match config.rope {
             Rope::Default => {}
-            Rope::Linear { factor } => inv_freq = inv_freq / factor,
+            Rope::Linear { factor } => inv_freq /= factor,
             Rope::Llama3 {
                 factor,
                 low_freq_factor,
@@ -155,6 +212,8 @@ struct AttentionContext {
     /// `(batch, 1, t, total)` bool, true = may attend; `None` with `causal` = plain causal.
     mask: Option<Tensor>,
     causal: bool,
+    /// Training mode: LoRA dropout is active.
+    train: bool,
 }
 
 impl Attention {
@@ -177,19 +236,22 @@ impl Attention {
         &self,
         xs: &Tensor,
         layer: usize,
-        cache: &mut KvCache,
+        cache: Option<&mut KvCache>,
         ctx: &AttentionContext,
     ) -> Tensor {
         let (b, t, _) = xs.size3().unwrap_or((0, 0, 0));
         let heads = |proj: &Linear, n: i64| {
-            proj.forward(xs)
+            proj.forward(xs, ctx.train)
                 .view([b, t, n, self.head_dim])
                 .transpose(1, 2)
         };
         let q = apply_rotary(&heads(&self.q_proj, self.num_heads), &ctx.cos, &ctx.sin);
         let k = apply_rotary(&heads(&self.k_proj, self.num_kv_heads), &ctx.cos, &ctx.sin);
         let v = heads(&self.v_proj, self.num_kv_heads);
-        let (k, v) = cache.append(layer, k, v);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(layer, k, v),
+            None => (k, v),
+        };
         let y = Tensor::scaled_dot_product_attention(
             &q,
             &k,
@@ -203,6 +265,7 @@ impl Attention {
         self.o_proj.forward(
             &y.transpose(1, 2)
                 .reshape([b, t, self.num_heads * self.head_dim]),
+            ctx.train,
         )
     }
 }
@@ -239,9 +302,11 @@ impl Mlp {
         }
     }
 
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.gate_proj.forward(xs).silu() * self.up_proj.forward(xs)))
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.down_proj.forward(
+            &(self.gate_proj.forward(xs, train).silu() * self.up_proj.forward(xs, train)),
+            train,
+        )
     }
 }
 
@@ -272,14 +337,16 @@ impl DecoderLayer {
         &self,
         xs: &Tensor,
         layer: usize,
-        cache: &mut KvCache,
+        cache: Option<&mut KvCache>,
         ctx: &AttentionContext,
     ) -> Tensor {
         let h = xs
             + self
                 .self_attn
                 .forward(&self.input_layernorm.forward(xs), layer, cache, ctx);
-        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
+        &h + self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h), ctx.train)
     }
 }
 
@@ -407,10 +474,11 @@ impl Llama {
             sin,
             mask,
             causal,
+            train: false,
         };
         let mut xs = self.embed_tokens.embedding_ids(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
-            xs = layer.forward(&xs, i, cache, &ctx);
+            xs = layer.forward(&xs, i, Some(&mut *cache), &ctx);
         }
         cache.commit(t as usize);
         Ok(self.norm.forward(&xs))
@@ -467,5 +535,146 @@ impl CausalLm for Llama {
         let hidden = self.hidden_states(input_ids, cache, mask)?;
         let t = hidden.size()[1];
         Ok(self.logits(&hidden.narrow(1, t - 1, 1).squeeze_dim(1)))
+    }
+}
+
+/// The per-pass inputs every decoder layer of a cache-free (training) forward needs: rotary
+/// tables for positions `0..t` and the causal flag. Built by [`LayeredLm::layer_context`].
+#[derive(Debug)]
+pub struct LayerContext(AttentionContext);
+
+impl std::fmt::Debug for AttentionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttentionContext")
+            .field("causal", &self.causal)
+            .field("train", &self.train)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Llama {
+    /// Every linear layer with its module path (`model.layers.0.self_attn.q_proj`).
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let attn = &mut layer.self_attn;
+            let mlp = &mut layer.mlp;
+            for (name, lin) in [
+                ("self_attn.q_proj", &mut attn.q_proj),
+                ("self_attn.k_proj", &mut attn.k_proj),
+                ("self_attn.v_proj", &mut attn.v_proj),
+                ("self_attn.o_proj", &mut attn.o_proj),
+                ("mlp.gate_proj", &mut mlp.gate_proj),
+                ("mlp.up_proj", &mut mlp.up_proj),
+                ("mlp.down_proj", &mut mlp.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (attn, mlp) = (&layer.self_attn, &layer.mlp);
+            for (name, lin) in [
+                ("self_attn.q_proj", &attn.q_proj),
+                ("self_attn.k_proj", &attn.k_proj),
+                ("self_attn.v_proj", &attn.v_proj),
+                ("self_attn.o_proj", &attn.o_proj),
+                ("mlp.gate_proj", &mlp.gate_proj),
+                ("mlp.up_proj", &mlp.up_proj),
+                ("mlp.down_proj", &mlp.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), lin));
+            }
+        }
+        out
+    }
+}
+
+impl LayeredLm for Llama {
+    type Context = LayerContext;
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn embed(&self, input_ids: &Tensor) -> Tensor {
+        self.embed_tokens.embedding_ids(input_ids)
+    }
+
+    fn layer_context(&self, seq_len: usize, train: bool) -> Result<LayerContext> {
+        if seq_len == 0 || seq_len > self.config.max_position_embeddings {
+            return Err(Error::InvalidArgument(format!(
+                "sequence length {seq_len} is outside 1..={}",
+                self.config.max_position_embeddings
+            )));
+        }
+        let positions = Tensor::arange(seq_len as i64, (Kind::Int64, self.device)).unsqueeze(0);
+        let (cos, sin) = self.rotary.at(&positions, self.embed_tokens.kind());
+        Ok(LayerContext(AttentionContext {
+            cos,
+            sin,
+            mask: None,
+            causal: seq_len > 1,
+            train,
+        }))
+    }
+
+    fn layer_forward(&self, layer: usize, xs: &Tensor, ctx: &LayerContext) -> Tensor {
+        self.layers[layer].forward(xs, layer, None, &ctx.0)
+    }
+
+    fn final_norm(&self, xs: &Tensor) -> Tensor {
+        self.norm.forward(xs)
+    }
+
+    fn lm_head(&self, hidden: &Tensor) -> Tensor {
+        self.logits(hidden)
+    }
+
+    fn add_lora(&mut self, vs: &nn::Path<'_>, spec: &LoraSpec) -> Result<Vec<String>> {
+        spec.validate()?;
+        let mut added = Vec::new();
+        for (path, lin) in self.linears_mut() {
+            let short = path.rsplit('.').next().unwrap_or_default();
+            if !spec.target_modules.iter().any(|t| t == short) {
+                continue;
+            }
+            if lin.lora.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "{path} already has a LoRA adapter"
+                )));
+            }
+            let mut sub = vs.clone();
+            for part in path.split('.') {
+                sub = &sub / part;
+            }
+            lin.add_lora(sub, spec);
+            added.push(path);
+        }
+        if added.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "no LoRA target module among {:?} (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
+                spec.target_modules
+            )));
+        }
+        Ok(added)
+    }
+
+    fn lora_weights(&self) -> Vec<LoraWeights> {
+        self.linears()
+            .into_iter()
+            .filter_map(|(module, lin)| {
+                lin.lora.as_ref().map(|l| LoraWeights {
+                    module,
+                    a: l.a.shallow_clone(),
+                    b: l.b.shallow_clone(),
+                    scale: l.scale,
+                })
+            })
+            .collect()
     }
 }

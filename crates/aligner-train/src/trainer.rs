@@ -1,0 +1,648 @@
+//! The training loop: micro-batches, token-normalised gradient accumulation, mixed precision,
+//! gradient checkpointing, LoRA, evaluation, metrics and checkpoints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aligner_model::LayeredLm;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Reduction, Tensor, nn};
+
+use crate::config::{Precision, TrainConfig};
+use crate::data::{Batch, IGNORE_INDEX, TokenizedRow, collate, derive_seed, epoch_order};
+use crate::optim::AdamW;
+use crate::schedule::LrSchedule;
+use crate::{Error, Result};
+
+/// Clean f16 steps after which the loss scale doubles.
+const F16_GROWTH_INTERVAL: u64 = 2000;
+
+/// The rows to train and evaluate on.
+#[derive(Debug, Clone, Default)]
+pub struct TrainData {
+    /// Training rows.
+    pub train: Vec<TokenizedRow>,
+    /// Held-out rows (may be empty: no evaluation).
+    pub eval: Vec<TokenizedRow>,
+    /// Token id used for padding (any valid id: padded positions carry no loss).
+    pub pad_id: i64,
+}
+
+/// Counters that, with the weights and optimizer moments, fully describe a run's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    /// Optimizer steps done (skipped ones included).
+    pub step: usize,
+    /// AdamW updates applied.
+    pub updates: u64,
+    /// Real (non-padding) tokens processed.
+    pub tokens_seen: u64,
+    /// Steps skipped because of a non-finite gradient (or no target tokens).
+    pub skipped_steps: u64,
+    /// Current f16 loss scale (1 otherwise).
+    pub loss_scale: f64,
+    /// Clean steps since the last loss-scale change.
+    pub good_steps: u64,
+}
+
+/// Loss and token accuracy on the held-out rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Mean cross-entropy per target token.
+    pub loss: f64,
+    /// Fraction of target tokens predicted exactly (greedy).
+    pub accuracy: f64,
+    /// Target tokens evaluated.
+    pub tokens: usize,
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// The step number (1-based: steps done after it).
+    pub step: usize,
+    /// Epoch the step belongs to (0-based).
+    pub epoch: usize,
+    /// Mean cross-entropy per target token over the step's micro-batches.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Real tokens per second of this step.
+    pub tokens_per_s: f64,
+    /// Real tokens seen so far.
+    pub tokens_seen: u64,
+    /// Whether the update was skipped (non-finite gradient).
+    pub skipped: bool,
+}
+
+/// Where training stopped and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Steps done.
+    pub step: usize,
+    /// Steps of the whole run.
+    pub total_steps: usize,
+    /// Loss of the last step, if any ran.
+    pub last_loss: Option<f64>,
+    /// The last evaluation, if any.
+    pub eval: Option<EvalMetrics>,
+    /// Steps skipped for non-finite gradients.
+    pub skipped_steps: u64,
+}
+
+/// A place where a test makes training fail as if the process were killed.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailPoint {
+    /// Stop while writing the checkpoint of this step, after its weights file.
+    CheckpointWrite {
+        /// The step whose checkpoint write is interrupted.
+        step: usize,
+    },
+}
+
+/// Supervised fine-tuning of a [`LayeredLm`] (full or LoRA), generic over the model.
+///
+/// Built from a model and the `VarStore` that owns its weights (loaded in f32 for the exact
+/// master weights; the trainer converts the store to the compute precision).
+pub struct Trainer<M: LayeredLm> {
+    model: M,
+    vs: nn::VarStore,
+    config: TrainConfig,
+    run_dir: PathBuf,
+    data: TrainData,
+    optim: AdamW,
+    schedule: LrSchedule,
+    state: TrainState,
+    total_steps: usize,
+    steps_per_epoch: usize,
+    micro_per_epoch: usize,
+    lora_modules: Vec<String>,
+    fail_point: Option<FailPoint>,
+    last_eval: Option<EvalMetrics>,
+}
+
+impl<M: LayeredLm> std::fmt::Debug for Trainer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("run_dir", &self.run_dir)
+            .field("state", &self.state)
+            .field("total_steps", &self.total_steps)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_rows(rows: &[TokenizedRow], vocab: i64, what: &str) -> Result<()> {
+    for (i, row) in rows.iter().enumerate() {
+        if row.input_ids.is_empty() || row.input_ids.len() != row.labels.len() {
+            return Err(Error::Data(format!(
+                "{what} row {i}: {} input ids and {} labels (need equal, non-zero lengths)",
+                row.input_ids.len(),
+                row.labels.len()
+            )));
+        }
+        if let Some(t) = row.input_ids.iter().find(|&&t| !(0..vocab).contains(&t)) {
+            return Err(Error::Data(format!(
+                "{what} row {i}: token id {t} is outside the vocabulary of {vocab}"
+            )));
+        }
+        if let Some(t) = row
+            .labels
+            .iter()
+            .find(|&&t| t != IGNORE_INDEX && !(0..vocab).contains(&t))
+        {
+            return Err(Error::Data(format!(
+                "{what} row {i}: label {t} is neither -100 nor a token id"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl<M: LayeredLm> Trainer<M> {
+    /// Prepares a run in `run_dir` (created; `train_config.json` written there): adds LoRA
+    /// adapters if configured, freezes what does not train, makes f32 master weights and
+    /// converts the model to the compute precision.
+    pub fn new(
+        mut model: M,
+        mut vs: nn::VarStore,
+        config: TrainConfig,
+        data: TrainData,
+        run_dir: impl AsRef<Path>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let vocab = model.config().vocab_size as i64;
+        if data.train.is_empty() {
+            return Err(Error::Data("no training rows".into()));
+        }
+        check_rows(&data.train, vocab, "train")?;
+        check_rows(&data.eval, vocab, "eval")?;
+        if !(0..vocab).contains(&data.pad_id) {
+            return Err(Error::Data(format!(
+                "pad id {} is not a token id",
+                data.pad_id
+            )));
+        }
+        let run_dir = run_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+
+        let mut lora_modules = Vec::new();
+        if let Some(spec) = &config.model.lora {
+            vs.freeze();
+            // The adapters' initial values come from the seed, like everything else.
+            tch::manual_seed(derive_seed(config.seed, &[0x10FA]) as i64);
+            lora_modules = model.add_lora(&vs.root(), spec)?;
+        } else {
+            vs.unfreeze();
+        }
+        let mut trainable: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        trainable.sort_by(|a, b| a.0.cmp(&b.0));
+        let compute = config.model.precision.kind();
+        let masters: Vec<Option<Tensor>> = trainable
+            .iter()
+            .map(|(_, t)| {
+                (config.model.precision != Precision::F32)
+                    .then(|| tch::no_grad(|| t.to_kind(Kind::Float).copy()))
+            })
+            .collect();
+        if vs.variables().values().any(|t| t.kind() != compute) {
+            vs.set_kind(compute);
+        }
+        let params = trainable
+            .into_iter()
+            .zip(masters)
+            .map(|((name, var), master)| {
+                let master = master.unwrap_or_else(|| var.shallow_clone());
+                (name, var, master)
+            })
+            .collect();
+        let optim = AdamW::new(params, &config.optim);
+
+        let n = data.train.len();
+        let micro_per_epoch = n.div_ceil(config.data.micro_batch_size);
+        let steps_per_epoch = micro_per_epoch.div_ceil(config.data.grad_accum_steps);
+        let mut total_steps = steps_per_epoch * config.data.epochs;
+        if let Some(max) = config.data.max_steps {
+            total_steps = total_steps.min(max);
+        }
+        let schedule = LrSchedule::new(&config.schedule, config.optim.lr, total_steps);
+        config.save(run_dir.join("train_config.json"))?;
+        let loss_scale = if config.model.precision == Precision::F16 {
+            config.model.f16_loss_scale
+        } else {
+            1.0
+        };
+        Ok(Self {
+            model,
+            vs,
+            run_dir,
+            data,
+            optim,
+            schedule,
+            state: TrainState {
+                step: 0,
+                updates: 0,
+                tokens_seen: 0,
+                skipped_steps: 0,
+                loss_scale,
+                good_steps: 0,
+            },
+            total_steps,
+            steps_per_epoch,
+            micro_per_epoch,
+            lora_modules,
+            fail_point: None,
+            last_eval: None,
+            config,
+        })
+    }
+
+    /// The model (in the compute precision).
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The `VarStore` holding the model's weights (and LoRA adapters).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Progress counters.
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    /// Module paths that carry LoRA adapters (empty for full fine-tuning).
+    pub fn lora_modules(&self) -> &[String] {
+        &self.lora_modules
+    }
+
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> &LrSchedule {
+        &self.schedule
+    }
+
+    /// Names and f32 master weights of the trainable parameters (shallow copies).
+    pub fn master_weights(&self) -> Vec<(String, Tensor)> {
+        self.optim.masters()
+    }
+
+    /// Names and f32 accumulated gradients of the trainable parameters (shallow copies).
+    pub fn gradients(&self) -> Vec<(String, Tensor)> {
+        self.optim
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.grad.shallow_clone()))
+            .collect()
+    }
+
+    #[doc(hidden)]
+    pub fn set_fail_point(&mut self, fail_point: Option<FailPoint>) {
+        self.fail_point = fail_point;
+    }
+
+    /// The micro-batches of optimizer step `step` (0-based), fixed by the seed and the step alone.
+    pub fn step_batches(&self, step: usize) -> Result<Vec<Batch>> {
+        let d = &self.config.data;
+        let epoch = step / self.steps_per_epoch;
+        let within = step % self.steps_per_epoch;
+        let order = epoch_order(self.data.train.len(), self.config.seed, epoch, d.shuffle);
+        let first = within * d.grad_accum_steps;
+        let last = ((within + 1) * d.grad_accum_steps).min(self.micro_per_epoch);
+        (first..last)
+            .map(|k| {
+                let start = k * d.micro_batch_size;
+                let end = (start + d.micro_batch_size).min(order.len());
+                let rows: Vec<&TokenizedRow> = order[start..end]
+                    .iter()
+                    .map(|&i| &self.data.train[i])
+                    .collect();
+                collate(&rows, self.data.pad_id, d.max_length)
+            })
+            .collect()
+    }
+
+    /// Summed cross-entropy and number of correct greedy predictions over the target positions
+    /// `index` of the final hidden states `top` `(batch, t, hidden)`.
+    fn head_loss(&self, top: &Tensor, index: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+        let normed = self.model.final_norm(top);
+        let (_, t, h) = normed.size3()?;
+        let hidden = normed
+            .narrow(1, 0, t - 1)
+            .reshape([-1, h])
+            .index_select(0, index);
+        let logits = self.model.lm_head(&hidden).to_kind(Kind::Float);
+        let loss = logits.f_cross_entropy_loss::<Tensor>(
+            target,
+            None,
+            Reduction::Sum,
+            IGNORE_INDEX,
+            0.0,
+        )?;
+        let correct = tch::no_grad(|| logits.argmax(-1, false).eq_tensor(target).sum(Kind::Int64));
+        Ok((loss, correct))
+    }
+
+    /// Forward and backward of one micro-batch, with the loss multiplied by `factor` before
+    /// the backward pass; returns the unscaled summed loss. Gradients land on the variables.
+    fn forward_backward(&self, batch: &Batch, factor: f64, seed_parts: [u64; 2]) -> Result<f64> {
+        let (index, target) = batch.targets();
+        if index.is_empty() {
+            return Ok(0.0);
+        }
+        let device = self.model.device();
+        let ids = Tensor::f_from_slice(&batch.input_ids)?
+            .f_view([batch.batch as i64, batch.seq as i64])?
+            .to_device(device);
+        let index = Tensor::from_slice(&index).to_device(device);
+        let target = Tensor::from_slice(&target).to_device(device);
+        let ctx = self.model.layer_context(batch.seq, true)?;
+        let dropout = self
+            .config
+            .model
+            .lora
+            .as_ref()
+            .is_some_and(|l| l.dropout > 0.0);
+        let seed = self.config.seed;
+        // Dropout masks come from a seed fixed by (seed, step, micro-batch, layer), so that a
+        // resumed run and a recomputed (checkpointed) layer draw the same masks.
+        let seed_layer = |layer: usize| {
+            if dropout {
+                tch::manual_seed(
+                    derive_seed(seed, &[seed_parts[0], seed_parts[1], layer as u64]) as i64,
+                );
+            }
+        };
+        let layers = self.model.num_layers();
+        let embedded = self.model.embed(&ids);
+        if !self.config.model.gradient_checkpointing {
+            let mut xs = embedded;
+            for i in 0..layers {
+                seed_layer(i);
+                xs = self.model.layer_forward(i, &xs, &ctx);
+            }
+            let (loss, _) = self.head_loss(&xs, &index, &target)?;
+            (&loss * factor).f_backward()?;
+            return Ok(loss.f_double_value(&[])?);
+        }
+        // Gradient checkpointing: keep only each layer's input, then walk back from the top,
+        // recomputing one layer at a time with autograd on and backpropagating the surrogate
+        // `sum(output * upstream_grad)`, whose gradient with respect to the layer's input and
+        // weights is exactly the chain rule's.
+        let mut inputs = Vec::with_capacity(layers);
+        let top = tch::no_grad(|| {
+            let mut xs = embedded.detach();
+            for i in 0..layers {
+                inputs.push(xs.shallow_clone());
+                seed_layer(i);
+                xs = self.model.layer_forward(i, &xs, &ctx);
+            }
+            xs
+        });
+        let top = top.detach().set_requires_grad(true);
+        let (loss, _) = self.head_loss(&top, &index, &target)?;
+        (&loss * factor).f_backward()?;
+        let mut upstream = top.grad();
+        for i in (0..layers).rev() {
+            let x = inputs[i].detach().set_requires_grad(true);
+            seed_layer(i);
+            let y = self.model.layer_forward(i, &x, &ctx);
+            (y * &upstream).f_sum(Kind::Float)?.f_backward()?;
+            upstream = x.grad();
+        }
+        if embedded.requires_grad() {
+            (embedded * &upstream).f_sum(Kind::Float)?.f_backward()?;
+        }
+        Ok(loss.f_double_value(&[])?)
+    }
+
+    /// Clears the accumulated gradients, then runs forward and backward over `batches` as one
+    /// optimizer step would (loss normalised by all their target tokens together) and returns
+    /// that step's mean loss. The gradients are then in [`Trainer::gradients`].
+    pub fn compute_gradients(&mut self, batches: &[Batch]) -> Result<f64> {
+        self.optim.zero_grad();
+        self.accumulate_gradients(batches, self.state.step)
+    }
+
+    fn accumulate_gradients(&mut self, batches: &[Batch], step: usize) -> Result<f64> {
+        let targets: usize = batches.iter().map(Batch::target_tokens).sum();
+        if targets == 0 {
+            return Ok(0.0);
+        }
+        let scale = self.state.loss_scale;
+        let factor = scale / targets as f64;
+        let mut loss_sum = 0.0;
+        for (k, batch) in batches.iter().enumerate() {
+            loss_sum += self.forward_backward(batch, factor, [step as u64, k as u64])?;
+            self.optim.accumulate(scale)?;
+        }
+        Ok(loss_sum / targets as f64)
+    }
+
+    /// Loss and token accuracy on the held-out rows (`None` without any).
+    pub fn evaluate(&self) -> Result<Option<EvalMetrics>> {
+        if self.data.eval.is_empty() {
+            return Ok(None);
+        }
+        let _guard = tch::no_grad_guard();
+        let device = self.model.device();
+        let (mut loss, mut correct, mut tokens) = (0.0, 0i64, 0usize);
+        for chunk in self.data.eval.chunks(self.config.data.micro_batch_size) {
+            let rows: Vec<&TokenizedRow> = chunk.iter().collect();
+            let batch = collate(&rows, self.data.pad_id, self.config.data.max_length)?;
+            let (index, target) = batch.targets();
+            if index.is_empty() {
+                continue;
+            }
+            let ids = Tensor::f_from_slice(&batch.input_ids)?
+                .f_view([batch.batch as i64, batch.seq as i64])?
+                .to_device(device);
+            let ctx = self.model.layer_context(batch.seq, false)?;
+            let mut xs = self.model.embed(&ids);
+            for i in 0..self.model.num_layers() {
+                xs = self.model.layer_forward(i, &xs, &ctx);
+            }
+            let index = Tensor::from_slice(&index).to_device(device);
+            let target_t = Tensor::from_slice(&target).to_device(device);
+            let (l, c) = self.head_loss(&xs, &index, &target_t)?;
+            loss += l.f_double_value(&[])?;
+            correct += c.f_int64_value(&[])?;
+            tokens += target.len();
+        }
+        if tokens == 0 {
+            return Ok(None);
+        }
+        Ok(Some(EvalMetrics {
+            loss: loss / tokens as f64,
+            accuracy: correct as f64 / tokens as f64,
+            tokens,
+        }))
+    }
+
+    /// Runs one optimizer step (accumulation, clipping, AdamW, loss scaling).
+    fn train_step(&mut self) -> Result<StepMetrics> {
+        let start = Instant::now();
+        let step = self.state.step;
+        let batches = self.step_batches(step)?;
+        let real_tokens: usize = batches.iter().map(Batch::real_tokens).sum();
+        let has_targets = batches.iter().any(|b| b.target_tokens() > 0);
+        let loss = self.accumulate_gradients(&batches, step)?;
+        let grad_norm = self.optim.grad_norm()?;
+        let lr = self.schedule.lr(step);
+        let f16 = self.config.model.precision == Precision::F16;
+        let skipped = !has_targets || !grad_norm.is_finite();
+        if skipped {
+            self.state.skipped_steps += 1;
+            if f16 && has_targets {
+                self.state.loss_scale /= 2.0;
+                self.state.good_steps = 0;
+            }
+        } else {
+            let clip = match self.config.optim.max_grad_norm {
+                Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
+                _ => 1.0,
+            };
+            self.optim.step(lr, clip)?;
+            self.state.updates = self.optim.updates;
+            if f16 {
+                self.state.good_steps += 1;
+                if self.state.good_steps % F16_GROWTH_INTERVAL == 0 {
+                    self.state.loss_scale *= 2.0;
+                }
+            }
+        }
+        self.optim.zero_grad();
+        self.state.step += 1;
+        self.state.tokens_seen += real_tokens as u64;
+        Ok(StepMetrics {
+            step: self.state.step,
+            epoch: step / self.steps_per_epoch,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_s: real_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            tokens_seen: self.state.tokens_seen,
+            skipped,
+        })
+    }
+
+    fn log(&self, line: &serde_json::Value) -> Result<()> {
+        let path = self.run_dir.join("metrics.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(file, "{line}").map_err(|e| Error::io(&path, e))
+    }
+
+    /// Trains to the end of the run (from wherever it stands, e.g. after [`Trainer::resume`]).
+    pub fn train(&mut self) -> Result<TrainSummary> {
+        self.train_until(self.total_steps)
+    }
+
+    /// Trains until `stop` steps are done (at most the run's total), evaluating, logging and
+    /// checkpointing on the configured cadence; the final checkpoint and evaluation happen only
+    /// when the run's last step is reached.
+    pub fn train_until(&mut self, stop: usize) -> Result<TrainSummary> {
+        let stop = stop.min(self.total_steps);
+        let bar = if self.config.eval.progress_bar {
+            ProgressBar::with_draw_target(
+                Some(self.total_steps as u64),
+                ProgressDrawTarget::stderr(),
+            )
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_position(self.state.step as u64);
+        bar.reset_eta();
+        let mut last_loss = None;
+        while self.state.step < stop {
+            let m = self.train_step()?;
+            last_loss = Some(m.loss);
+            self.log(&serde_json::to_value(m).map_err(|e| Error::json(&self.run_dir, e))?)?;
+            bar.set_position(m.step as u64);
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.0} tok/s",
+                m.loss, m.lr, m.tokens_per_s
+            ));
+            let step = self.state.step;
+            let end = step == self.total_steps;
+            if self
+                .config
+                .eval
+                .every_steps
+                .is_some_and(|n| step % n == 0 || end)
+            {
+                if let Some(e) = self.evaluate()? {
+                    self.log(&serde_json::json!({
+                        "step": step, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
+                        "eval_tokens": e.tokens,
+                    }))?;
+                    bar.println(format!(
+                        "step {step}: eval loss {:.4}, token accuracy {:.3}",
+                        e.loss, e.accuracy
+                    ));
+                    self.last_eval = Some(e);
+                }
+            }
+            let every = self.config.checkpoint.every_steps;
+            if every.is_some_and(|n| step % n == 0) || (end && self.config.checkpoint.save_final) {
+                self.save_checkpoint()?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(TrainSummary {
+            step: self.state.step,
+            total_steps: self.total_steps,
+            last_loss,
+            eval: self.last_eval,
+            skipped_steps: self.state.skipped_steps,
+        })
+    }
+
+    pub(crate) fn optim(&self) -> &AdamW {
+        &self.optim
+    }
+
+    pub(crate) fn optim_mut(&mut self) -> &mut AdamW {
+        &mut self.optim
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut TrainState {
+        &mut self.state
+    }
+
+    pub(crate) fn fail_point(&self) -> Option<FailPoint> {
+        self.fail_point
+    }
+}

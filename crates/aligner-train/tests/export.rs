@@ -1,0 +1,160 @@
+//! Exports load in Hugging Face transformers (run from the cached reference environment) and
+//! give the same logits as the trained model here, for full fine-tuning and merged LoRA.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use aligner_model::{CausalLm, Config, LoraSpec};
+use aligner_train::Trainer;
+use common::*;
+use tch::Tensor;
+
+fn transformers_logits(dir: &Path, ids: &[i64]) -> Vec<f32> {
+    let python = aligner_model::hub::venv_python()
+        .expect("the Python environment is missing: run `cargo xtask setup` first");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/export_logits.py");
+    let ids_path = dir.join("ids.json");
+    let out = dir.join("logits.json");
+    std::fs::write(&ids_path, serde_json::to_vec(ids).unwrap()).unwrap();
+    let status = Command::new(python)
+        .arg(&script)
+        .arg(dir)
+        .arg(&ids_path)
+        .arg(&out)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("run python");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+#[test]
+fn exported_model_matches_in_transformers() {
+    let _g = lock();
+    let ids: Vec<i64> = vec![3, 17, 42, 5, 9, 33, 60, 1, 2, 8];
+    let mut config = Config::tiny(VOCAB);
+    // Exercise the untied head and non-default shapes too.
+    config.tie_word_embeddings = false;
+    for lora in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut train = quick_config();
+        train.data.max_steps = Some(3);
+        train.optim.lr = 1e-2;
+        if lora {
+            train.model.lora = Some(LoraSpec {
+                dropout: 0.0,
+                ..LoraSpec::default()
+            });
+        }
+        let (model, vs) = tiny_model_with(4, config.clone());
+        let mut trainer = Trainer::new(model, vs, train, data(8, 0), tmp.path()).unwrap();
+        trainer.train().unwrap();
+        let ours: Vec<f32> = tch::no_grad(|| {
+            let mut cache = trainer.model().new_cache(1);
+            trainer
+                .model()
+                .forward(&Tensor::from_slice(&ids).unsqueeze(0), &mut cache, None)
+                .unwrap()
+                .flatten(0, -1)
+                .try_into()
+                .unwrap()
+        });
+        let out = tmp.path().join("export");
+        trainer.export_hf(&out, None).unwrap();
+        let names: Vec<String> = Tensor::read_safetensors(out.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.iter().all(|n| !n.contains("lora")), "{names:?}");
+        assert!(names.contains(&"lm_head.weight".to_string()));
+        let theirs = transformers_logits(&out, &ids);
+        assert_eq!(ours.len(), theirs.len());
+        let diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("lora {lora}: max |Δlogit| = {diff:.2e}");
+        assert!(diff < 1e-4, "lora {lora}: max |Δlogit| = {diff}");
+    }
+}
+
+#[test]
+fn loss_and_gradients_match_transformers() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config::tiny(VOCAB);
+    config.tie_word_embeddings = false;
+    let (model, vs) = tiny_model_with(8, config);
+    let d = data(3, 0);
+    let mut trainer = Trainer::new(model, vs, quick_config(), d.clone(), tmp.path()).unwrap();
+    let out = tmp.path().join("export");
+    trainer.export_hf(&out, None).unwrap();
+    let refs: Vec<_> = d.train.iter().collect();
+    let batch = aligner_train::collate(&refs, 0, 64).unwrap();
+    assert!(
+        batch.attention_mask.contains(&0),
+        "the batch must contain padding"
+    );
+    let ours_loss = trainer
+        .compute_gradients(std::slice::from_ref(&batch))
+        .unwrap();
+
+    let rows = |v: &[i64]| v.chunks(batch.seq).map(<[i64]>::to_vec).collect::<Vec<_>>();
+    let batch_json = tmp.path().join("batch.json");
+    let payload = serde_json::json!({
+        "input_ids": rows(&batch.input_ids),
+        "labels": rows(&batch.labels),
+        "attention_mask": rows(&batch.attention_mask),
+    });
+    std::fs::write(&batch_json, payload.to_string()).unwrap();
+    let python = aligner_model::hub::venv_python().expect("run `cargo xtask setup` first");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/grads.py");
+    let result = tmp.path().join("grads.json");
+    let status = Command::new(python)
+        .args([&script, &out, &batch_json, &result])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let theirs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let their_loss = theirs["loss"].as_f64().unwrap();
+    assert!(
+        (ours_loss - their_loss).abs() < 1e-5,
+        "loss {ours_loss} vs {their_loss}"
+    );
+    let grads = trainer.gradients();
+    assert_eq!(grads.len(), theirs["grads"].as_object().unwrap().len());
+    let mut largest: f64 = 0.0;
+    for (name, g) in &grads {
+        let ours: Vec<f32> = g.flatten(0, -1).try_into().unwrap();
+        let reference: Vec<f64> = serde_json::from_value(theirs["grads"][name].clone())
+            .unwrap_or_else(|_| panic!("no reference gradient for {name}"));
+        assert_eq!(ours.len(), reference.len(), "{name}");
+        let scale = reference.iter().fold(1e-6f64, |m, x| m.max(x.abs()));
+        let diff = ours
+            .iter()
+            .zip(&reference)
+            .fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+        largest = largest.max(diff / scale);
+        assert!(
+            diff / scale < 1e-4,
+            "{name}: relative |Δgrad| = {}",
+            diff / scale
+        );
+    }
+    eprintln!("loss {ours_loss} vs {their_loss}; largest relative |Δgrad| {largest:.2e}");
+}

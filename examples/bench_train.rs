@@ -1,0 +1,133 @@
+//! Training throughput, measured the way `../shared/tools/hf_reference.py` measures transformers:
+//! forward + backward + AdamW step on batch 4 x 256 random tokens (labels = inputs), tokens per
+//! second of the best of 2 steps after a warm-up step.
+//!
+//! Run: `cargo run --release --example bench_train -- --json target/bench/train.json`
+//!
+//! `f32` trains in f32; `bf16` computes in bf16 over f32 master weights and f32 AdamW state (the
+//! reference's `bf16autocast` keeps f32 weights and autocasts the matmuls instead). Clipping and
+//! gradient checkpointing are off, as in the reference.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use aligner::model::{CausalLm, Llama};
+use aligner::train::{Precision, ScheduleKind, TokenizedRow, TrainConfig, TrainData, Trainer};
+use clap::Parser;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Parser)]
+#[command(about = "Measure training tokens/s (batch 4 x 256)")]
+struct Args {
+    /// Hugging Face layout model folder (default: the embedded SmolLM2-135M-Instruct).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu", value_parser = common::device)]
+    device: Device,
+    /// Also measure with per-layer gradient checkpointing.
+    #[arg(long)]
+    checkpointing: bool,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = common::model_dir(args.model_dir.as_deref())?;
+    tch::manual_seed(0);
+    let (batch, seq) = (4usize, 256usize);
+    let mut results = serde_json::Map::new();
+    results.insert("threads".into(), tch::get_num_threads().into());
+    results.insert("device".into(), format!("{:?}", args.device).into());
+    let mut variants = vec![(Precision::F32, false), (Precision::Bf16, false)];
+    if args.checkpointing {
+        variants.extend([(Precision::F32, true), (Precision::Bf16, true)]);
+    }
+    for (precision, checkpointing) in variants {
+        let (model, vs) = Llama::load(&dir, Kind::Float, args.device)?;
+        let vocab = model.config().vocab_size as i64;
+        let rows: Vec<TokenizedRow> = (0..batch)
+            .map(|_| {
+                let ids = Vec::<i64>::try_from(Tensor::randint(
+                    vocab,
+                    [seq as i64],
+                    (Kind::Int64, Device::Cpu),
+                ))?;
+                Ok(TokenizedRow {
+                    labels: ids.clone(),
+                    input_ids: ids,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut config = TrainConfig::default();
+        config.model.precision = precision;
+        config.model.gradient_checkpointing = checkpointing;
+        config.optim.lr = 1e-5;
+        config.optim.max_grad_norm = None;
+        config.schedule.kind = ScheduleKind::Constant;
+        config.schedule.warmup_ratio = 0.0;
+        config.data.micro_batch_size = batch;
+        config.data.grad_accum_steps = 1;
+        config.data.max_length = seq;
+        config.data.epochs = 3;
+        config.data.shuffle = false;
+        config.eval.every_steps = None;
+        config.eval.progress_bar = false;
+        config.checkpoint.every_steps = None;
+        config.checkpoint.save_final = false;
+        let run = tempfile_dir()?;
+        let data = TrainData {
+            train: rows,
+            eval: vec![],
+            pad_id: 0,
+        };
+        let mut trainer = Trainer::new(model, vs, config, data, &run)?;
+        trainer.train_until(1)?; // warm-up
+        let mut best = f64::INFINITY;
+        for step in 2..=3 {
+            let start = Instant::now();
+            trainer.train_until(step)?;
+            if let Device::Cuda(i) = args.device {
+                tch::Cuda::synchronize(i as i64);
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        std::fs::remove_dir_all(&run)?;
+        let tps = (batch * seq) as f64 / best;
+        let name = match precision {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        };
+        let key = format!(
+            "train_tok_s_{name}{}_b4s256",
+            if checkpointing { "_ckpt" } else { "" }
+        );
+        println!("{key}: {tps:.1} tok/s");
+        results.insert(key, tps.into());
+    }
+    let json = serde_json::to_string_pretty(&results)?;
+    if let Some(path) = &args.json {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, &json)?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+/// A fresh folder for a throw-away run under the system temp dir.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bench_train_{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
