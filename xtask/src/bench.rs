@@ -11,12 +11,38 @@ use serde_json::{Map, Value};
 
 use crate::setup::{fetch_model, repo_root};
 
-/// Rows of the table: JSON key, what it measures.
-const ROWS: &[(&str, &str)] = &[
-    ("decode_tok_s_f32", "decode, batch 1, f32 (tok/s)"),
-    ("decode_tok_s_bf16", "decode, batch 1, bf16 (tok/s)"),
-    ("prefill512_tok_s_f32", "prefill 512 tokens, f32 (tok/s)"),
-    ("prefill512_tok_s_bf16", "prefill 512 tokens, bf16 (tok/s)"),
+/// Rows of the table: our JSON key, the reference's JSON key, what it measures.
+const ROWS: &[(&str, &str, &str)] = &[
+    (
+        "decode_tok_s_f32",
+        "decode_tok_s_f32",
+        "decode, batch 1, f32 (tok/s)",
+    ),
+    (
+        "decode_tok_s_bf16",
+        "decode_tok_s_bf16",
+        "decode, batch 1, bf16 (tok/s)",
+    ),
+    (
+        "prefill512_tok_s_f32",
+        "prefill512_tok_s_f32",
+        "prefill 512 tokens, f32 (tok/s)",
+    ),
+    (
+        "prefill512_tok_s_bf16",
+        "prefill512_tok_s_bf16",
+        "prefill 512 tokens, bf16 (tok/s)",
+    ),
+    (
+        "train_tok_s_f32_b4s256",
+        "train_tok_s_f32_b4s256",
+        "training step, batch 4 x 256, f32 (tok/s)",
+    ),
+    (
+        "train_tok_s_bf16_b4s256",
+        "train_tok_s_bf16autocast_b4s256",
+        "training step, batch 4 x 256, bf16 (ours: bf16 compute, f32 master weights; transformers: bf16 autocast) (tok/s)",
+    ),
 ];
 
 pub fn bench() -> Result<()> {
@@ -46,6 +72,25 @@ pub fn bench() -> Result<()> {
         bail!("bench_model failed ({status})");
     }
 
+    let train_path = out_dir.join("aligner-rs-train.json");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--example",
+            "bench_train",
+            "--",
+            "--json",
+        ])
+        .arg(&train_path)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("bench_train failed ({status})");
+    }
+
     println!("== transformers (../shared/tools/hf_reference.py)");
     let script = root
         .join("..")
@@ -64,14 +109,18 @@ pub fn bench() -> Result<()> {
         .arg(&model)
         .arg("--json")
         .arg(&reference_path)
-        .arg("--skip-train")
         .status()
         .context("running the reference script")?;
     if !status.success() {
         bail!("reference script failed ({status})");
     }
 
-    let ours = read(&ours_path)?;
+    let mut ours = read(&ours_path)?;
+    ours.extend(
+        read(&train_path)?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("train_")),
+    );
     let reference = read(&reference_path)?;
     let doc = render(&ours, &reference);
     let path = root.join("docs").join("benchmarks.md");
@@ -114,8 +163,10 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
          back to back on the same machine and the same imported SmolLM2-135M-Instruct weights. \
          Both measure the same work: decode = greedy, batch 1, 16-token prompt, 128 new tokens, \
          128 / wall time of the call (best of 2 after a warm-up); prefill = one forward pass over \
-         512 tokens with logits at every position (best of 3). Compare ratios, not absolute \
-         numbers: they drift between runs and machines.\n",
+         512 tokens with logits at every position (best of 3); training = forward, backward and an \
+         AdamW step on batch 4 x 256 (best of 2 after a warm-up). Compare ratios, not absolute \
+         numbers: they drift between runs and machines (on a shared 2-core machine, repeated runs \
+         of the same side differ by up to about 10%).\n",
         reference
             .get("torch")
             .and_then(Value::as_str)
@@ -129,9 +180,9 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
     );
     let _ = writeln!(s, "| measurement | aligner-rs | transformers | ratio |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
-    for (key, label) in ROWS {
-        let a = ours.get(*key).and_then(Value::as_f64);
-        let b = reference.get(*key).and_then(Value::as_f64);
+    for (ours_key, reference_key, label) in ROWS {
+        let a = ours.get(*ours_key).and_then(Value::as_f64);
+        let b = reference.get(*reference_key).and_then(Value::as_f64);
         let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
         let ratio = match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
