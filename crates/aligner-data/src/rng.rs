@@ -29,9 +29,11 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A uniform integer in `0..n` (`n > 0`), without modulo bias.
+    /// A uniform integer in `0..n`, without modulo bias; 0 when `n` is 0.
     pub fn below(&mut self, n: usize) -> usize {
-        debug_assert!(n > 0);
+        if n == 0 {
+            return 0;
+        }
         let n = n as u64;
         // Lemire's multiply-shift with rejection.
         loop {
@@ -82,6 +84,15 @@ pub fn derive_seed(seed: u64, stream: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_stream() {
+        // The published SplitMix64 stream for seed 0 starts with these values.
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+        assert_eq!(rng.below(0), 0);
+    }
 
     #[test]
     fn deterministic_and_known_values() {

@@ -80,7 +80,7 @@ fn bootstrap_mean(
         .map(|_| {
             let sum: i64 = (0..n)
                 .map(|_| {
-                    let index = rng.below(n as u64) as usize;
+                    let index = rng.below(n);
                     scores.get(index).copied().unwrap_or_default()
                 })
                 .sum();

@@ -17,14 +17,13 @@
 mod bootstrap;
 mod paired;
 mod rates;
-mod rng;
 
 use serde::{Deserialize, Serialize};
 
+pub use aligner_data::rng::SplitMix64;
 pub use bootstrap::{BootstrapConfig, bootstrap_accuracy, bootstrap_win_rate};
 pub use paired::{PairedComparison, compare_paired, mcnemar_exact};
 pub use rates::{Accuracy, Verdict, WinCounts, normal_quantile};
-pub use rng::SplitMix64;
 
 /// A point estimate with a confidence interval, in percent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

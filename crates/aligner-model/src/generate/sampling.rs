@@ -85,31 +85,9 @@ impl SamplingConfig {
     }
 }
 
-/// A small, fast, seedable random number generator (SplitMix64), so that a seed gives the same
-/// samples on every platform and LibTorch version.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform float in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The seeded generator of the sampler: SplitMix64 from `aligner-data`, so that a seed gives the
+/// same samples on every platform and LibTorch version.
+pub use aligner_data::rng::SplitMix64 as Rng;
 
 /// Chooses tokens from logits according to a [`SamplingConfig`].
 #[derive(Debug, Clone)]
