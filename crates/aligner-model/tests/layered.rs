@@ -1,5 +1,7 @@
 //! The layer-by-layer training forward and LoRA adapters against the cached inference forward.
 
+#![allow(clippy::unwrap_used)]
+
 use aligner_model::{CausalLm, Config, LayeredLm, Llama, LoraSpec};
 use tch::{Device, Kind, Tensor, nn};
 

@@ -530,7 +530,7 @@ impl<M: LayeredLm> Trainer<M> {
             self.state.updates = self.optim.updates;
             if f16 {
                 self.state.good_steps += 1;
-                if self.state.good_steps % F16_GROWTH_INTERVAL == 0 {
+                if self.state.good_steps.is_multiple_of(F16_GROWTH_INTERVAL) {
                     self.state.loss_scale *= 2.0;
                 }
             }
@@ -601,22 +601,23 @@ impl<M: LayeredLm> Trainer<M> {
                 .config
                 .eval
                 .every_steps
-                .is_some_and(|n| step % n == 0 || end)
+                .is_some_and(|n| step.is_multiple_of(n) || end)
+                && let Some(e) = self.evaluate()?
             {
-                if let Some(e) = self.evaluate()? {
-                    self.log(&serde_json::json!({
-                        "step": step, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
-                        "eval_tokens": e.tokens,
-                    }))?;
-                    bar.println(format!(
-                        "step {step}: eval loss {:.4}, token accuracy {:.3}",
-                        e.loss, e.accuracy
-                    ));
-                    self.last_eval = Some(e);
-                }
+                self.log(&serde_json::json!({
+                    "step": step, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
+                    "eval_tokens": e.tokens,
+                }))?;
+                bar.println(format!(
+                    "step {step}: eval loss {:.4}, token accuracy {:.3}",
+                    e.loss, e.accuracy
+                ));
+                self.last_eval = Some(e);
             }
             let every = self.config.checkpoint.every_steps;
-            if every.is_some_and(|n| step % n == 0) || (end && self.config.checkpoint.save_final) {
+            if every.is_some_and(|n| step.is_multiple_of(n))
+                || (end && self.config.checkpoint.save_final)
+            {
                 self.save_checkpoint()?;
             }
         }
