@@ -553,6 +553,29 @@ impl std::fmt::Debug for AttentionContext {
 }
 
 impl Llama {
+    /// Grows the vocabulary by `n` rows for tokens just added to the tokenizer (e.g. by
+    /// `aligner_data::tokenize::add_missing_special_tokens`). Each new row of the embedding (and
+    /// of an untied LM head) is the mean of the existing rows. The variables keep their names,
+    /// so the owning `VarStore` saves and exports the larger tensors.
+    pub fn add_token_rows(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let grow = |weight: &mut Tensor| -> Result<()> {
+            let mean = weight.f_mean_dim(0, true, weight.kind())?;
+            let rows = mean.f_expand([n as i64, weight.size()[1]], false)?;
+            let grown = Tensor::f_cat(&[weight.detach(), rows], 0)?;
+            tch::no_grad(|| weight.set_data(&grown));
+            Ok(())
+        };
+        grow(&mut self.embed_tokens)?;
+        if let Some(head) = &mut self.lm_head {
+            grow(head)?;
+        }
+        self.config.vocab_size += n;
+        Ok(())
+    }
+
     /// Every linear layer with its module path (`model.layers.0.self_attn.q_proj`).
     fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();

@@ -261,3 +261,42 @@ fn sharded_checkpoint_loads_like_a_single_file() {
         "{err}"
     );
 }
+
+#[test]
+fn new_token_rows_are_the_mean_of_the_old_ones() {
+    use aligner_model::CausalLm;
+    for tied in [true, false] {
+        let config = Config {
+            tie_word_embeddings: tied,
+            ..Config::tiny(50)
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut model = Llama::new(&vs.root(), &config);
+        let before = vs.variables()["model.embed_tokens.weight"].copy();
+        model.add_token_rows(3).unwrap();
+        let vars = vs.variables();
+        let after = &vars["model.embed_tokens.weight"];
+        assert_eq!(after.size(), [53, config.hidden_size as i64]);
+        assert!(after.narrow(0, 0, 50).equal(&before));
+        let mean = before.mean_dim(0, false, Kind::Float);
+        for row in 50..53 {
+            assert!(after.get(row).allclose(&mean, 1e-6, 1e-7, false));
+        }
+        if !tied {
+            assert_eq!(
+                vars["lm_head.weight"].size(),
+                [53, config.hidden_size as i64]
+            );
+        }
+        assert_eq!(model.config().vocab_size, 53);
+        let _guard = tch::no_grad_guard();
+        let logits = model
+            .forward(
+                &tch::Tensor::from_slice(&[1i64, 52]).unsqueeze(0),
+                &mut model.new_cache(1),
+                None,
+            )
+            .unwrap();
+        assert_eq!(logits.size(), [1, 2, 53]);
+    }
+}
