@@ -42,6 +42,7 @@ mod error;
 pub mod judge;
 pub mod math;
 pub mod report;
+pub mod score;
 pub mod stats;
 
 pub use error::{Error, Result};

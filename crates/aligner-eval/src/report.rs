@@ -351,6 +351,8 @@ pub struct JudgeReport {
     pub pairs: usize,
     /// One result per dimension.
     pub dimensions: Vec<DimensionResult>,
+    /// Win rate over every valid judgement of all dimensions, with a bootstrap 95% interval.
+    pub overall: Option<Interval>,
     /// Every judgement with both raw replies.
     pub judgements: Vec<crate::judge::PairJudgement>,
 }
@@ -381,10 +383,20 @@ pub fn judge_report(
             win_rate,
         });
     }
+    let all: Vec<_> = Dimension::ALL
+        .iter()
+        .flat_map(|&d| verdicts(&judgements, d))
+        .collect();
+    let overall = if all.is_empty() {
+        None
+    } else {
+        Some(crate::stats::bootstrap_win_rate(&all, bootstrap)?)
+    };
     Ok(JudgeReport {
         judge: judge.to_owned(),
         pairs,
         dimensions,
+        overall,
         judgements,
     })
 }
@@ -410,6 +422,11 @@ impl JudgeReport {
                     d.prompt_version.clone(),
                 ]
             })
+            .chain(self.overall.iter().map(|o| {
+                let mut row = vec!["overall".to_owned(), format_interval(o)];
+                row.resize(7, String::new());
+                row
+            }))
             .collect();
         format!(
             "Judge: {}, {} pairs, each judged in both A/B orders.\n\n{}",

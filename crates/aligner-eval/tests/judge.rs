@@ -123,6 +123,19 @@ fn http_judge_swaps_positions_and_caches() {
         );
         assert_eq!(t.win_rate(), Some(100.0));
     }
+    let report = aligner_eval::report::judge_report(
+        "judge",
+        5,
+        results.clone(),
+        &aligner_eval::stats::BootstrapConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(report.overall.map(|o| o.estimate), Some(100.0));
+    assert!(
+        report.to_markdown().contains("| overall | 100.0%"),
+        "{}",
+        report.to_markdown()
+    );
     // A second run is served from the cache.
     let again = judge_all_parallel(&judge, &pairs(), &Dimension::ALL, 4).unwrap();
     assert_eq!(again, results);

@@ -424,7 +424,7 @@ impl Llama {
     }
 
     /// Final hidden states `(batch, t, hidden)` for `input_ids` `(batch, t)`.
-    fn hidden_states(
+    pub fn hidden_states(
         &self,
         input_ids: &Tensor,
         cache: &mut KvCache,
