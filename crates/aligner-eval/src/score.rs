@@ -117,10 +117,9 @@ impl ScoreModel {
             .hidden_states(&input, &mut cache, Some(&mask))?;
         let last: Vec<i64> = rows.iter().map(|r| r.len() as i64 - 1).collect();
         let index = Tensor::from_slice(&last).to_device(device);
-        let picked = hidden
-            .index_select(1, &index)
-            .diagonal(0, 0, 1)
-            .transpose(0, 1);
+        let batch = Tensor::arange(rows.len() as i64, (Kind::Int64, device));
+        // One hidden state per row: (row r, position last[r]).
+        let picked = hidden.index(&[Some(batch), Some(index)]);
         let scores = picked
             .linear(&self.head_weight, self.head_bias.as_ref())
             .select(1, 0)
