@@ -5,8 +5,10 @@
 //! - `cargo xtask fetch-model`: fetch and import the embedded default model only.
 //! - `cargo xtask prepare`: rows to tokenised shards and a manifest.
 //! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md.
+//! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
 
 mod bench;
+mod math_data;
 mod prepare;
 mod setup;
 
@@ -37,6 +39,9 @@ enum Cmd {
     Bench,
     /// Tokenise files of rows into safetensors shards and a JSON manifest.
     Prepare(prepare::PrepareArgs),
+    /// Generate multi-step arithmetic word problems with one-sentence-per-step reference
+    /// solutions: train / validation / test JSONL (GSM8K-compatible `answer`, plus `steps`).
+    MathData(math_data::MathDataArgs),
 }
 
 fn main() -> Result<()> {
@@ -44,6 +49,7 @@ fn main() -> Result<()> {
         Cmd::Setup { no_model } => setup::setup(!no_model),
         Cmd::Bench => bench::bench(),
         Cmd::Prepare(args) => prepare::run(args),
+        Cmd::MathData(args) => math_data::run(args),
         Cmd::FetchModel => {
             let dir = setup::fetch_model()?;
             println!("{}", dir.display());

@@ -16,7 +16,8 @@
 //! 5. [`batch`]: right-padded batches, length buckets, packing.
 //! 6. [`prepare`](mod@prepare): all of the above to safetensors shards and a manifest.
 //!
-//! [`sentences`] builds sentence-level Stream Aligner rows from whole answers.
+//! [`sentences`] builds sentence-level Stream Aligner rows from whole answers; [`math`] generates
+//! step-by-step arithmetic word problems and reads GSM8K-style problem sets.
 //!
 //! # Example
 //!
@@ -44,6 +45,7 @@
 pub mod batch;
 pub mod error;
 pub mod format;
+pub mod math;
 pub mod mix;
 pub mod prepare;
 pub mod read;
