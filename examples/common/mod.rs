@@ -46,3 +46,33 @@ pub fn dtype(s: &str) -> Result<DType, String> {
 pub fn device(s: &str) -> Result<tch::Device, String> {
     parse_device(s).map_err(|e| e.to_string())
 }
+
+/// `rel` inside the repository (the examples' default data and model paths are relative to it,
+/// whatever the working directory).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+/// Sentences of `text` by the Stream Aligner's segmenter, trimmed, empty ones dropped: how
+/// the steps of a GSM8K-style solution without `steps` are cut.
+pub fn sentence_steps(text: &str) -> Vec<String> {
+    aligner::stream::sentences(text)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A sampling configuration as JSON, for the settings files next to outputs.
+pub fn sampling_json(s: &aligner::model::generate::SamplingConfig) -> serde_json::Value {
+    serde_json::json!({
+        "temperature": s.temperature,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "repetition_penalty": s.repetition_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "seed": s.seed,
+    })
+}

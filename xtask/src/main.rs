@@ -6,10 +6,13 @@
 //! - `cargo xtask prepare`: rows to tokenised shards and a manifest.
 //! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md.
 //! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
+//! - `cargo xtask stream-data`: Stream Aligner training rows from the upstream's real sentences
+//!   (runs `examples/stream_data.rs`).
 
 mod bench;
 mod math_data;
 mod prepare;
+mod run_example;
 mod setup;
 
 use anyhow::Result;
@@ -42,6 +45,14 @@ enum Cmd {
     /// Generate multi-step arithmetic word problems with one-sentence-per-step reference
     /// solutions: train / validation / test JSONL (GSM8K-compatible `answer`, plus `steps`).
     MathData(math_data::MathDataArgs),
+    /// Make Stream Aligner training rows from the upstream's real sentences (resumable). Runs
+    /// `examples/stream_data.rs` in release mode; every argument is passed on (`--help` there).
+    #[command(disable_help_flag = true)]
+    StreamData {
+        /// Arguments of the example.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -50,6 +61,7 @@ fn main() -> Result<()> {
         Cmd::Bench => bench::bench(),
         Cmd::Prepare(args) => prepare::run(args),
         Cmd::MathData(args) => math_data::run(args),
+        Cmd::StreamData { args } => run_example::run("stream_data", &args),
         Cmd::FetchModel => {
             let dir = setup::fetch_model()?;
             println!("{}", dir.display());

@@ -11,6 +11,8 @@
 //!   ([`remote::RemoteUpstream`]), for upstreams served elsewhere.
 //! - [`modes`] has the baselines: the upstream alone, the whole-answer Aligner and the published
 //!   loop; [`record`] the JSON Lines records of every run.
+//! - [`rows`] makes Stream Aligner training rows from an upstream's real sentences after
+//!   reference prefixes, resumably.
 //!
 //! ```
 //! use aligner_stream::{Correction, Corrector, Draft, DraftStop, MachineConfig, StreamMachine, Upstream};
@@ -54,6 +56,7 @@ pub mod modes;
 pub mod prompt;
 pub mod record;
 pub mod remote;
+pub mod rows;
 pub mod segment;
 
 pub use error::{Error, Result};
