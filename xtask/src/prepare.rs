@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use aligner_data::format::Registry;
 use aligner_data::prepare::{DatasetInput, PrepareOptions, prepare};
-use aligner_data::template::TokenizerConfig;
 use aligner_data::tokenize::Encoder;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -105,9 +104,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
 }
 
 fn encoder(dir: &Path, max_length: usize) -> Result<Encoder> {
-    let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("tokenizer.json").display()))?;
-    let config = TokenizerConfig::from_file(&dir.join("tokenizer_config.json"))?;
-    Encoder::from_config(tokenizer, &config.special, max_length)
-        .with_context(|| format!("tokenizer in {}", dir.display()))
+    let (encoder, _) = Encoder::from_dir(dir, max_length)
+        .with_context(|| format!("tokenizer in {}", dir.display()))?;
+    Ok(encoder)
 }

@@ -1,5 +1,5 @@
 //! Reports for people and machines: a Markdown table, JSON (every report type is `Serialize`),
-//! and PNG bar charts with confidence intervals.
+//! PNG bar charts with confidence intervals, and PNG line charts (e.g. loss curves).
 //!
 //! Charts need a TrueType font: `ALIGNER_FONT` names one, else common system locations are
 //! searched (DejaVu Sans, Liberation Sans, Arial); without one, writing a chart is an
@@ -88,6 +88,13 @@ fn ensure_font() -> Result<()> {
     .map_err(Error::InvalidArgument)
 }
 
+const PALETTE: [RGBColor; 4] = [
+    RGBColor(76, 114, 176),
+    RGBColor(221, 132, 82),
+    RGBColor(85, 168, 104),
+    RGBColor(196, 78, 82),
+];
+
 /// Draws `chart` as a PNG at `path` (written under a temporary name, then renamed).
 pub fn write_bar_chart(path: &Path, chart: &BarChart) -> Result<()> {
     ensure_font()?;
@@ -129,14 +136,8 @@ fn draw(path: &Path, chart: &BarChart) -> std::result::Result<(), Box<dyn std::e
         })
         .label_style(("sans-serif", 16))
         .draw()?;
-    let colors = [
-        RGBColor(76, 114, 176),
-        RGBColor(221, 132, 82),
-        RGBColor(85, 168, 104),
-        RGBColor(196, 78, 82),
-    ];
     for (i, bar) in chart.bars.iter().enumerate() {
-        let color = colors[i % colors.len()];
+        let color = PALETTE[i % PALETTE.len()];
         let base = 0f64.clamp(chart.y_min, chart.y_max);
         ctx.draw_series(std::iter::once(Rectangle::new(
             [
@@ -158,6 +159,101 @@ fn draw(path: &Path, chart: &BarChart) -> std::result::Result<(), Box<dyn std::e
     Ok(())
 }
 
+/// One named line of a [`LineChart`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// Legend entry.
+    pub name: String,
+    /// `(x, y)` points in drawing order; non-finite points are left out.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A chart of one or more lines over a shared x axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineChart {
+    /// Caption.
+    pub title: String,
+    /// X axis description.
+    pub x_label: String,
+    /// Y axis description.
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+/// Draws `chart` as a PNG at `path` (written under a temporary name, then renamed). A chart
+/// with no finite point is an [`Error::InvalidArgument`].
+pub fn write_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
+    let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
+    let points = || {
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(|p| finite(p)))
+    };
+    let Some(first) = points().next() else {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the chart has no finite point",
+            path.display()
+        )));
+    };
+    let (mut x0, mut x1, mut y0, mut y1) = (first.0, first.0, first.1, first.1);
+    for &(x, y) in points() {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    ensure_font()?;
+    let tmp = path.with_extension("tmp.png");
+    draw_lines(&tmp, chart, (x0, x1), (y0 - pad, y1 + pad))
+        .map_err(|e| Error::InvalidArgument(format!("drawing {}: {e}", path.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+fn draw_lines(
+    path: &Path,
+    chart: &LineChart,
+    x: (f64, f64),
+    y: (f64, f64),
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut ctx = ChartBuilder::on(&root)
+        .caption(&chart.title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+    ctx.configure_mesh()
+        .x_desc(&chart.x_label)
+        .y_desc(&chart.y_label)
+        .label_style(("sans-serif", 16))
+        .draw()?;
+    for (i, series) in chart.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let points = series
+            .points
+            .iter()
+            .copied()
+            .filter(|(a, b)| a.is_finite() && b.is_finite());
+        ctx.draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(series.name.as_str())
+            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color));
+    }
+    ctx.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +262,22 @@ mod tests {
     fn markdown_tables_have_a_separator_row() {
         let t = markdown_table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
         assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
+    }
+
+    #[test]
+    fn a_line_chart_without_finite_points_is_an_error() {
+        let dir = std::env::temp_dir();
+        let chart = LineChart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![Series {
+                name: "s".into(),
+                points: vec![(0.0, f64::NAN)],
+            }],
+        };
+        let err = write_line_chart(&dir.join("never.png"), &chart).unwrap_err();
+        assert!(err.to_string().contains("no finite point"), "{err}");
     }
 }
 

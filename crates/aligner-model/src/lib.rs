@@ -36,6 +36,8 @@ pub use error::{Error, Result};
 pub use tokenizer::ModelTokenizer;
 
 #[cfg(feature = "torch")]
+pub mod adapter;
+#[cfg(feature = "torch")]
 mod cache;
 #[cfg(feature = "torch")]
 mod causal_lm;

@@ -211,6 +211,8 @@ pub struct EvalConfig {
     pub every_steps: Option<usize>,
     /// Show a progress bar on a terminal.
     pub progress_bar: bool,
+    /// Draw `loss.png` in the run folder when the run ends.
+    pub loss_curve: bool,
 }
 
 impl Default for EvalConfig {
@@ -218,6 +220,7 @@ impl Default for EvalConfig {
         Self {
             every_steps: Some(100),
             progress_bar: true,
+            loss_curve: true,
         }
     }
 }

@@ -1,14 +1,16 @@
 //! Tokenised rows, right-padded batches and the seeded data order.
 //!
 //! [`TokenizedRow`] and [`Batch`] are the narrow interface to the dataset crate: anything that
-//! yields input ids with labels (`-100` on positions without loss) can be trained on.
+//! yields input ids with labels (`-100` on positions without loss) can be trained on, and
+//! `aligner-data`'s tokenised examples ([`Encoded`]) convert into rows with `From`.
 
-use aligner_model::ModelTokenizer;
+use aligner_data::rng::SplitMix64;
+use aligner_data::tokenize::Encoded;
 
 use crate::{Error, Result};
 
 /// Label value of positions that carry no loss (prompt and padding), as in PyTorch.
-pub const IGNORE_INDEX: i64 = -100;
+pub use aligner_data::tokenize::IGNORE_INDEX;
 
 /// One tokenised training example: `labels[i]` is `input_ids[i]` where the loss applies and
 /// [`IGNORE_INDEX`] elsewhere (the shift to next-token targets happens in the loss).
@@ -18,6 +20,22 @@ pub struct TokenizedRow {
     pub input_ids: Vec<i64>,
     /// Same length as `input_ids`.
     pub labels: Vec<i64>,
+}
+
+impl From<Encoded> for TokenizedRow {
+    fn from(e: Encoded) -> Self {
+        Self {
+            input_ids: e.input_ids,
+            labels: e.labels,
+        }
+    }
+}
+
+impl TokenizedRow {
+    /// Rows from `aligner-data`'s encoder output, in order.
+    pub fn from_encoded(encoded: impl IntoIterator<Item = Encoded>) -> Vec<Self> {
+        encoded.into_iter().map(Self::from).collect()
+    }
 }
 
 /// A right-padded batch in row-major order.
@@ -115,35 +133,6 @@ pub fn collate(rows: &[&TokenizedRow], pad_id: i64, max_length: usize) -> Result
     Ok(batch)
 }
 
-/// SplitMix64: a tiny, well-mixed deterministic generator for data order and derived seeds.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), by rejection to avoid modulo bias.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - u64::MAX % n;
-        loop {
-            let x = self.next_u64();
-            if x < zone {
-                return x % n;
-            }
-        }
-    }
-}
-
 /// A seed derived from a base seed and a tuple of counters (stable across runs and platforms).
 pub(crate) fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
     let mut rng = SplitMix64::new(seed);
@@ -162,45 +151,11 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<usiz
     if shuffle {
         let mut rng = SplitMix64::new(derive_seed(seed, &[0xDA7A, epoch as u64]));
         for i in (1..n).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
+            let j = rng.below(i + 1);
             order.swap(i, j);
         }
     }
     order
-}
-
-/// The Aligner correction prompt (seed facts, section 2), byte-exact:
-/// `BEGINNING OF CONVERSATION: USER: ##Question: {q}\n##Answer: {a}\n##Correction:  ASSISTANT:`.
-pub fn aligner_prompt(question: &str, answer: &str) -> String {
-    format!(
-        "BEGINNING OF CONVERSATION: USER: ##Question: {question}\n##Answer: {answer}\n##Correction:  ASSISTANT:"
-    )
-}
-
-/// Tokenises one `(question, answer, correction)` row as `prompt + correction + EOS` with labels
-/// on the correction and EOS only.
-///
-/// Temporary glue until `aligner-data` provides tokenised datasets: the prompt and the target are
-/// encoded separately (BOS only on the prompt) and concatenated, so the label boundary is exact.
-pub fn tokenize_correction(
-    tokenizer: &ModelTokenizer,
-    question: &str,
-    answer: &str,
-    correction: &str,
-) -> Result<TokenizedRow> {
-    let prompt = tokenizer.encode(&aligner_prompt(question, answer), true)?;
-    let target = tokenizer.encode(correction, false)?;
-    let eos = *tokenizer
-        .eos_ids()
-        .first()
-        .ok_or_else(|| Error::Data("the tokenizer has no EOS token".into()))?;
-    let mut input_ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
-    let mut labels = vec![IGNORE_INDEX; input_ids.len()];
-    for t in target.into_iter().chain([eos]) {
-        input_ids.push(i64::from(t));
-        labels.push(i64::from(t));
-    }
-    Ok(TokenizedRow { input_ids, labels })
 }
 
 #[cfg(test)]
@@ -250,13 +205,5 @@ mod tests {
         assert_ne!(a, epoch_order(50, 42, 1, true));
         assert_ne!(a, epoch_order(50, 43, 0, true));
         assert_eq!(epoch_order(5, 42, 0, false), vec![0, 1, 2, 3, 4]);
-    }
-
-    #[test]
-    fn prompt_is_byte_exact() {
-        assert_eq!(
-            aligner_prompt("Q?", "A."),
-            "BEGINNING OF CONVERSATION: USER: ##Question: Q?\n##Answer: A.\n##Correction:  ASSISTANT:"
-        );
     }
 }

@@ -9,6 +9,9 @@ pub enum Error {
     /// The model crate failed (loading, a bad argument to the model).
     #[error(transparent)]
     Model(#[from] aligner_model::Error),
+    /// Drawing a chart failed (e.g. no font for its labels).
+    #[error(transparent)]
+    Report(#[from] aligner_eval::Error),
     /// A LibTorch operation failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -2,11 +2,12 @@
 //! betas (0.9, 0.95), lr 2e-5, cosine schedule with 3% warm-up, clipping at 1.0, 3 epochs,
 //! seed 42) with token-normalised gradient accumulation, bf16/f16 compute over f32 master
 //! weights, per-layer gradient checkpointing, LoRA, atomic checkpoints with exact resume,
-//! held-out evaluation, JSONL metrics and Hugging Face export.
+//! held-out evaluation, JSONL metrics, a PNG loss curve and Hugging Face export.
 //!
 //! The [`Trainer`] is generic over [`aligner_model::LayeredLm`] (a [`aligner_model::CausalLm`]
 //! that can run one decoder layer at a time). Data comes in as [`TokenizedRow`]s (input ids and
-//! labels, `-100` where no loss applies) and is batched with right padding by [`collate`].
+//! labels, `-100` where no loss applies; `aligner-data`'s tokenised examples convert with
+//! [`TokenizedRow::from_encoded`]) and is batched with right padding by [`collate`].
 //!
 //! ```
 //! use aligner_model::{Config, Llama};
@@ -29,11 +30,14 @@
 //! assert_eq!(summary.step, 6); // 3 epochs x 2 steps
 //! assert!(summary.last_loss.is_some_and(f64::is_finite));
 //! assert!(run.path().join("train_config.json").is_file());
+//! // The loss curve needs a TrueType font (ALIGNER_FONT or a system one) for its labels.
+//! assert_eq!(summary.loss_curve, Some(run.path().join("loss.png")), "{:?}", summary.loss_curve_error);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod checkpoint;
 pub mod config;
+pub mod curve;
 pub mod data;
 mod error;
 mod export;

@@ -93,6 +93,10 @@ pub struct TrainSummary {
     pub eval: Option<EvalMetrics>,
     /// Steps skipped for non-finite gradients.
     pub skipped_steps: u64,
+    /// The loss curve drawn at the end of the run.
+    pub loss_curve: Option<PathBuf>,
+    /// Why the loss curve could not be drawn (training itself succeeded).
+    pub loss_curve_error: Option<String>,
 }
 
 /// A place where a test makes training fail as if the process were killed.
@@ -622,12 +626,21 @@ impl<M: LayeredLm> Trainer<M> {
             }
         }
         bar.finish_and_clear();
+        let (mut loss_curve, mut loss_curve_error) = (None, None);
+        if self.state.step == self.total_steps && self.config.eval.loss_curve {
+            match crate::curve::write_loss_curve(&self.run_dir) {
+                Ok(path) => loss_curve = Some(path),
+                Err(e) => loss_curve_error = Some(e.to_string()),
+            }
+        }
         Ok(TrainSummary {
             step: self.state.step,
             total_steps: self.total_steps,
             last_loss,
             eval: self.last_eval,
             skipped_steps: self.state.skipped_steps,
+            loss_curve,
+            loss_curve_error,
         })
     }
 

@@ -55,6 +55,9 @@ fn exported_model_matches_in_transformers() {
         }
         let (model, vs) = tiny_model_with(4, config.clone());
         let mut trainer = Trainer::new(model, vs, train, data(8, 0), tmp.path()).unwrap();
+        // Before training the adapters are zero: the merged export is the base model.
+        let base = tmp.path().join("base");
+        trainer.export_hf(&base, None).unwrap();
         trainer.train().unwrap();
         let ours: Vec<f32> = tch::no_grad(|| {
             let mut cache = trainer.model().new_cache(1);
@@ -84,6 +87,66 @@ fn exported_model_matches_in_transformers() {
             .fold(0.0f32, f32::max);
         eprintln!("lora {lora}: max |Δlogit| = {diff:.2e}");
         assert!(diff < 1e-4, "lora {lora}: max |Δlogit| = {diff}");
+
+        if lora {
+            // The adapter alone, merged onto the base at load time, gives the same logits.
+            let adapter = tmp.path().join("adapter");
+            trainer
+                .save_lora_adapter(&adapter, &base.to_string_lossy())
+                .unwrap();
+            let loaded = aligner_model::adapter::load_adapted(
+                &adapter,
+                None,
+                tch::Kind::Float,
+                tch::Device::Cpu,
+            )
+            .unwrap();
+            assert_eq!(loaded.base_dir, base);
+            assert_eq!(loaded.merged, config.num_layers * 7);
+            let merged: Vec<f32> = tch::no_grad(|| {
+                let mut cache = loaded.model.new_cache(1);
+                loaded
+                    .model
+                    .forward(&Tensor::from_slice(&ids).unsqueeze(0), &mut cache, None)
+                    .unwrap()
+                    .flatten(0, -1)
+                    .try_into()
+                    .unwrap()
+            });
+            let diff = ours
+                .iter()
+                .zip(&merged)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-4, "adapter merged at load: max |Δlogit| = {diff}");
+            let base_logits: Vec<f32> = tch::no_grad(|| {
+                let (m, _vs) =
+                    aligner_model::Llama::load(&base, tch::Kind::Float, tch::Device::Cpu).unwrap();
+                let mut cache = m.new_cache(1);
+                m.forward(&Tensor::from_slice(&ids).unsqueeze(0), &mut cache, None)
+                    .unwrap()
+                    .flatten(0, -1)
+                    .try_into()
+                    .unwrap()
+            });
+            let moved = base_logits
+                .iter()
+                .zip(&merged)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(moved > 1e-3, "the adapter changed nothing ({moved})");
+            // A broken adapter is a typed error naming the file.
+            std::fs::write(adapter.join("adapter_model.safetensors"), b"truncated").unwrap();
+            let err = aligner_model::adapter::load_adapted(
+                &adapter,
+                None,
+                tch::Kind::Float,
+                tch::Device::Cpu,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("adapter_model.safetensors"), "{err}");
+        }
     }
 }
 

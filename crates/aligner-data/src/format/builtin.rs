@@ -118,6 +118,69 @@ impl Format for StreamFormat {
     }
 }
 
+/// Which bare instruction an [`InstructionFormat`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Instruction {
+    /// `{question, answer, correction}`: `##Question: {q}\n##Answer: {a}\n##Correction: `.
+    Correction,
+    /// `{question, prefix, last, correction}`: the Stream Aligner instruction.
+    Stream,
+}
+
+/// Rows whose prompt is the bare instruction, with no conversation wrapper: the form to wrap in
+/// a model's own chat template ([`ChatFormat`], [`super::Registry::with_chat_template`]), which
+/// is how `aligner-stream`'s local aligners prompt at inference.
+#[derive(Debug, Clone)]
+pub struct InstructionFormat {
+    name: String,
+    instruction: Instruction,
+}
+
+impl InstructionFormat {
+    /// A bare-instruction format called `name`.
+    pub fn new(name: impl Into<String>, instruction: Instruction) -> Self {
+        Self {
+            name: name.into(),
+            instruction,
+        }
+    }
+}
+
+impl Format for InstructionFormat {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn example(&self, record: &Record) -> Result<Example, FieldError> {
+        match self.instruction {
+            Instruction::Correction => {
+                let [q, a, c] = check(record, ["question", "answer", "correction"])?;
+                Ok(Example {
+                    prompt: template::correction_instruction(q, a),
+                    target: c.to_owned(),
+                })
+            }
+            Instruction::Stream => {
+                let [q, p, l, c] = check(record, ["question", "prefix", "last", "correction"])?;
+                Ok(Example {
+                    prompt: template::stream_instruction(q, p, l),
+                    target: c.to_owned(),
+                })
+            }
+        }
+    }
+
+    fn identity(&self, record: &Record) -> Option<Result<Record, FieldError>> {
+        Some(match self.instruction {
+            Instruction::Correction => check(record, ["question", "answer", "correction"])
+                .map(|[_, a, _]| with_field(record, "correction", a)),
+            Instruction::Stream => check(record, ["question", "prefix", "last", "correction"])
+                .map(|[_, _, l, _]| with_field(record, "correction", l)),
+        })
+    }
+}
+
 /// `{prompt, completion}` rows passed through unchanged.
 #[derive(Debug, Clone)]
 pub struct PromptCompletion {

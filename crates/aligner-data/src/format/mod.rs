@@ -13,10 +13,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use builtin::{ChatFormat, CorrectionFormat, CorrectionPrompt, PromptCompletion, StreamFormat};
+pub use builtin::{
+    ChatFormat, CorrectionFormat, CorrectionPrompt, Instruction, InstructionFormat,
+    PromptCompletion, StreamFormat,
+};
 
 use crate::error::{Error, FieldError, Result};
 use crate::row::Record;
+use crate::template::ChatTemplate;
 
 /// A training pair. `prompt` is not trained on, `target` is. Neither holds
 /// BOS or EOS: tokenisation adds them as ids (see [`crate::tokenize`]).
@@ -88,7 +92,12 @@ impl Registry {
     /// | `correction-v1` | question, answer, correction | released aligner-7b-v1.0 instruction (`... helpful and harmless: q \| a`) |
     /// | `empathy-json` | question, answer, correction | empathy instruction (`... empathic and helpful: q \| a`) |
     /// | `correction-plus` | question, prefix, last, correction | Stream Aligner instruction in the Gemma wrapper |
+    /// | `correction-instruction` | question, answer, correction | the current instruction alone (no wrapper) |
+    /// | `stream-instruction` | question, prefix, last, correction | the Stream Aligner instruction alone (no wrapper) |
     /// | `prompt-completion` | prompt, completion | passed through |
+    ///
+    /// The bare-instruction formats are meant to be wrapped in a model's chat template with
+    /// [`Registry::with_chat_template`].
     pub fn with_builtins() -> Self {
         let mut r = Self::new();
         r.register(CorrectionFormat::new(
@@ -101,8 +110,36 @@ impl Registry {
             CorrectionPrompt::Empathy,
         ));
         r.register(StreamFormat::gemma("correction-plus"));
+        r.register(InstructionFormat::new(
+            "correction-instruction",
+            Instruction::Correction,
+        ));
+        r.register(InstructionFormat::new(
+            "stream-instruction",
+            Instruction::Stream,
+        ));
         r.register(PromptCompletion::new("prompt-completion"));
         r
+    }
+
+    /// Every format re-wrapped in `template` (with an optional system message), under the same
+    /// names: each prompt becomes the user message followed by the generation cue.
+    #[must_use]
+    pub fn with_chat_template(self, template: Arc<ChatTemplate>, system: Option<String>) -> Self {
+        let formats = self
+            .formats
+            .into_iter()
+            .map(|(name, inner)| {
+                let wrapped: Arc<dyn Format> = Arc::new(ChatFormat::new(
+                    name.clone(),
+                    inner,
+                    Arc::clone(&template),
+                    system.clone(),
+                ));
+                (name, wrapped)
+            })
+            .collect();
+        Self { formats }
     }
 
     /// Adds (or replaces) a format under its own name; returns the one replaced.
@@ -144,11 +181,13 @@ mod tests {
         assert_eq!(
             r.names(),
             [
+                "correction-instruction",
                 "correction-json",
                 "correction-plus",
                 "correction-v1",
                 "empathy-json",
-                "prompt-completion"
+                "prompt-completion",
+                "stream-instruction"
             ]
         );
         let qa = rec(json!({"question": "Q", "answer": "A", "correction": "C"}));
@@ -196,7 +235,7 @@ mod tests {
 
     #[test]
     fn chat_format_wraps_the_inner_prompt() {
-        let t = crate::template::ChatTemplate::new(
+        let t = ChatTemplate::new(
             "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
             None,
             None,
@@ -212,5 +251,45 @@ mod tests {
             .unwrap();
         assert_eq!(ex.prompt, "<system>S<user>hi<assistant>");
         assert_eq!(ex.target, "yo");
+    }
+
+    #[test]
+    fn bare_instructions_wrap_into_the_chat_template_by_name() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+            None,
+            None,
+        )
+        .unwrap();
+        let bare = Registry::with_builtins();
+        let stream = rec(json!({"question": "Q", "prefix": "P", "last": "L", "correction": "C"}));
+        let plain = bare
+            .get("stream-instruction")
+            .unwrap()
+            .example(&stream)
+            .unwrap();
+        assert_eq!(
+            plain.prompt,
+            "##Question: Q | ##Answer_Prefix: P | ##Answer_Last_Sentence: L | ##Your_Revision: "
+        );
+        let qa = rec(json!({"question": "Q", "answer": "A", "correction": "C"}));
+        let fix = bare.get("correction-instruction").unwrap();
+        assert_eq!(
+            fix.example(&qa).unwrap().prompt,
+            "##Question: Q\n##Answer: A\n##Correction: "
+        );
+        assert_eq!(fix.identity(&qa).unwrap().unwrap()["correction"], "A");
+
+        let chat = Registry::with_builtins().with_chat_template(Arc::new(t), None);
+        assert_eq!(chat.names(), bare.names());
+        let wrapped = chat
+            .get("stream-instruction")
+            .unwrap()
+            .example(&stream)
+            .unwrap();
+        assert_eq!(wrapped.prompt, format!("<user>{}<assistant>", plain.prompt));
+        assert_eq!(wrapped.target, "C");
+        let id = chat.get("stream-instruction").unwrap().identity(&stream);
+        assert_eq!(id.unwrap().unwrap()["correction"], "L");
     }
 }

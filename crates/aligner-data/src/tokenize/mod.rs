@@ -222,6 +222,28 @@ impl Encoder {
         Ok(enc)
     }
 
+    /// The encoder of a model folder in the Hugging Face layout: `tokenizer.json` and the
+    /// special tokens of `tokenizer_config.json` (with `chat_template.jinja` beside it, if any).
+    /// Also returns the parsed config, whose chat template wraps prompts for chat models.
+    pub fn from_dir(
+        dir: &std::path::Path,
+        max_length: usize,
+    ) -> Result<(Self, crate::template::TokenizerConfig)> {
+        let file = dir.join("tokenizer.json");
+        if !file.is_file() {
+            return Err(Error::Tokenizer(format!(
+                "{}: no such file",
+                file.display()
+            )));
+        }
+        let tokenizer = Tokenizer::from_file(&file)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", file.display())))?;
+        let config =
+            crate::template::TokenizerConfig::from_file(&dir.join("tokenizer_config.json"))?;
+        let encoder = Self::from_config(tokenizer, &config.special, max_length)?;
+        Ok((encoder, config))
+    }
+
     /// Sets the pad id used by collators (default: EOS).
     pub fn with_pad_id(mut self, pad_id: u32) -> Self {
         self.pad_id = pad_id;
