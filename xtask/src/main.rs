@@ -8,6 +8,8 @@
 //! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
 //! - `cargo xtask stream-data`: Stream Aligner training rows from the upstream's real sentences
 //!   (runs `examples/stream_data.rs`).
+//! - `cargo xtask math-eval`: math accuracy of the upstream alone, with a whole-answer Aligner,
+//!   with a Stream Aligner, and of the aligner alone (runs `examples/math_eval.rs`).
 
 mod bench;
 mod math_data;
@@ -53,6 +55,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Math accuracy: upstream alone, + whole-answer Aligner, + Stream Aligner, aligner alone.
+    /// Runs `examples/math_eval.rs` in release mode; every argument is passed on (`--help` there).
+    #[command(disable_help_flag = true)]
+    MathEval {
+        /// Arguments of the example.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -62,6 +72,7 @@ fn main() -> Result<()> {
         Cmd::Prepare(args) => prepare::run(args),
         Cmd::MathData(args) => math_data::run(args),
         Cmd::StreamData { args } => run_example::run("stream_data", &args),
+        Cmd::MathEval { args } => run_example::run("math_eval", &args),
         Cmd::FetchModel => {
             let dir = setup::fetch_model()?;
             println!("{}", dir.display());
