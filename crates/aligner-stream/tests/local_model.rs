@@ -212,3 +212,23 @@ fn the_local_corrector_reuses_its_prompt_cache() {
         "second prompt forwarded {second} of {full} positions: the shared start was reused"
     );
 }
+
+/// Text handed in as accepted is never taken for the model's own draft: after drafting from a
+/// longer accepted text, drafting from a shorter one gives what a fresh upstream drafts.
+#[test]
+fn going_back_to_a_shorter_prefix_drafts_afresh() {
+    let (model, _vs, tokenizer) = model();
+    let question = "What is 12 + 7?";
+    let handed = "First, 12 + 7 = 19. Then we are done.";
+    let mut reused =
+        LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+    reused.draft(question, handed, 16).unwrap();
+    let mut fresh =
+        LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+    for accepted in ["", "First, 12 + 7 = 19."] {
+        let again = reused.draft(question, accepted, 16).unwrap();
+        let expected = fresh.draft(question, accepted, 16).unwrap();
+        assert_eq!(again.text, expected.text, "accepted: {accepted:?}");
+        assert!(again.tokens > 0, "the model wrote the draft");
+    }
+}

@@ -75,6 +75,9 @@ pub struct LocalUpstream<'m, M: CausalLm> {
     gen_text: String,
     /// `gen_text.len()` after each id of `gen_ids`.
     gen_ends: Vec<usize>,
+    /// Bytes of `gen_text` that callers handed in as accepted text; only what follows was
+    /// written by the model and may be reused as the start of the next draft.
+    given: usize,
     stream: TextStream,
     /// The model wrote EOS after `gen_ids`.
     ended: bool,
@@ -113,6 +116,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
             gen_ids: Vec::new(),
             gen_text: String::new(),
             gen_ends: Vec::new(),
+            given: 0,
             ended: false,
             ctx: Context::new(model),
             vocab_text: None,
@@ -169,6 +173,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
         self.gen_ids.clear();
         self.gen_text.clear();
         self.gen_ends.clear();
+        self.given = 0;
         self.stream = TextStream::new(self.tokenizer.clone());
         self.ended = false;
         Ok(())
@@ -333,9 +338,12 @@ impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
             self.start(question)?;
         }
         let mut heal = String::new();
-        if !self.gen_text.starts_with(accepted) {
+        // Going back to a shorter text than was handed in before also rewinds: text past
+        // `accepted` counts as a draft only when the model wrote it.
+        if !self.gen_text.starts_with(accepted) || accepted.len() < self.given {
             heal = self.rewind(accepted)?;
         }
+        self.given = accepted.len();
         let mut segmenter = StreamingSegmenter::continuing(accepted);
         // Text written past `accepted` in an earlier round: the start of this sentence.
         let mut consumed = accepted.len();
