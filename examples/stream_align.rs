@@ -1,8 +1,12 @@
 //! Answers a question with an upstream model corrected sentence by sentence by an aligner
 //! (Stream Aligner), streaming each sentence as soon as it is final.
 //!
-//! Run: `cargo run --release --example stream_align -- "How do I make a cup of tea?"`
-//! (both models default to the embedded SmolLM2-135M-Instruct; `--help` lists the options).
+//! Run: `cargo run --release --example stream_align -- --math "Mia buys 4 packs of 6 pencils. She gives 5 pencils to her brother. How many pencils does she have left?"`
+//!
+//! The upstream is the embedded SmolLM2-135M-Instruct; the aligner is the Stream Aligner shipped
+//! in `assets/stream-aligner` (a LoRA adapter on the same model, trained on arithmetic word
+//! problems; see docs/experiments.md), or the plain instruction model prompted with the Stream
+//! Aligner instruction when that folder is absent. `--help` lists the options.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -10,9 +14,12 @@ mod common;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
+use aligner::data::template::MATH_SYSTEM_PROMPT;
+use aligner::model::adapter::load_any;
 use aligner::model::generate::SamplingConfig;
-use aligner::model::{DType, Llama, ModelTokenizer};
+use aligner::model::{DType, ModelTokenizer};
 use aligner::stream::modes::{self, ReferenceConfig};
+use aligner::stream::preference::{PreferenceStyle, PreferenceWriter};
 use aligner::stream::{
     CorrectorConfig, Event, JsonlWriter, LocalCorrector, LocalUpstream, MachineConfig, Record,
     StreamMachine, UpstreamConfig,
@@ -20,7 +27,18 @@ use aligner::stream::{
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
-const DEFAULT_QUESTION: &str = "How can I improve my sleep?";
+const DEFAULT_QUESTION: &str = "Mia buys 4 packs of 6 pencils. She gives 5 pencils to her brother. How many pencils does she have left?";
+
+/// The shipped Stream Aligner, relative to the repository root.
+const SHIPPED_ALIGNER: &str = "assets/stream-aligner";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PreferenceArg {
+    /// `{"prompt", "chosen", "rejected"}` strings.
+    Standard,
+    /// The same keys holding chat message lists.
+    Conversational,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
@@ -37,26 +55,37 @@ enum ModeArg {
 #[derive(Parser)]
 #[command(
     about = "Answer a question with an upstream model, corrected sentence by sentence by an aligner (Stream Aligner)",
-    after_help = "Until a trained Stream Aligner is available, the aligner defaults to the embedded \
-SmolLM2-135M-Instruct prompted with the Stream Aligner instruction; it is not trained to \
-correct, so expect few and not always better changes. Point --aligner-dir at a trained aligner \
-for real corrections."
+    after_help = "The default aligner (assets/stream-aligner) was trained on arithmetic word problems \
+answered by SmolLM2-135M-Instruct with the math system prompt (--math): that is where it \
+corrects well. On other questions it is outside its training; point --aligner-dir at another \
+aligner (a model folder or a PEFT LoRA adapter folder) for other domains."
 )]
 struct Args {
     /// The question.
     question: Option<String>,
+    /// Questions to answer one after another: a text file with one question per line, or JSON
+    /// Lines with a `question` field.
+    #[arg(long, conflicts_with = "question")]
+    questions: Option<PathBuf>,
+    /// Give the upstream the math system prompt of the papers' math experiments.
+    #[arg(long)]
+    math: bool,
+    /// Upstream system prompt (default: the chat template's own).
+    #[arg(long, conflicts_with = "math")]
+    system: Option<String>,
     /// Upstream model folder, Hugging Face layout (default: the embedded SmolLM2-135M-Instruct).
     #[arg(long)]
     upstream_dir: Option<PathBuf>,
-    /// Aligner model folder (default: the embedded SmolLM2-135M-Instruct, prompted with the
-    /// Stream Aligner instruction; not a trained aligner).
+    /// Aligner: a model folder or a PEFT LoRA adapter folder (default: the shipped
+    /// assets/stream-aligner, else the embedded SmolLM2-135M-Instruct prompted with the Stream
+    /// Aligner instruction, which is not a trained aligner).
     #[arg(long)]
     aligner_dir: Option<PathBuf>,
     /// How to answer.
     #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
     mode: ModeArg,
     /// Weights and activations: f32, bf16 or f16.
-    #[arg(long, default_value = "f32", value_parser = common::dtype)]
+    #[arg(long, default_value = "bf16", value_parser = common::dtype)]
     dtype: DType,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto", value_parser = common::device)]
@@ -82,39 +111,83 @@ struct Args {
     /// Feed the aligner the raw instruction instead of wrapping it in its chat template.
     #[arg(long)]
     raw_aligner_prompt: bool,
-    /// Append the run's record to this JSON Lines file.
+    /// Write each question's record to this JSON Lines file.
     #[arg(long)]
     records: Option<PathBuf>,
+    /// Write (prompt, chosen = aligned answer, rejected = upstream's answer) pairs for DPO-style
+    /// trainers (TRL's DPOTrainer reads both styles) to this JSON Lines file.
+    #[arg(long)]
+    preference_out: Option<PathBuf>,
+    /// Layout of the preference pairs.
+    #[arg(long, value_enum, default_value_t = PreferenceArg::Standard)]
+    preference_style: PreferenceArg,
+    /// Also write pairs whose two answers are equal.
+    #[arg(long)]
+    keep_ties: bool,
     /// Print the answer only: no markers, no summary.
     #[arg(long)]
     quiet: bool,
 }
 
+/// The questions of `--questions`: JSON Lines with a `question` field, or plain lines.
+fn read_questions(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('{') {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            let q = value["question"].as_str().with_context(|| {
+                format!("{}:{}: no string field `question`", path.display(), i + 1)
+            })?;
+            out.push(q.to_owned());
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "{} holds no question", path.display());
+    Ok(out)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let question = args
-        .question
-        .clone()
-        .unwrap_or_else(|| DEFAULT_QUESTION.to_owned());
-    if question.trim().is_empty() {
-        anyhow::bail!("the question is empty");
+    let questions = match (&args.questions, &args.question) {
+        (Some(path), _) => read_questions(path)?,
+        (None, Some(q)) => vec![q.clone()],
+        (None, None) => vec![DEFAULT_QUESTION.to_owned()],
+    };
+    if questions.iter().any(|q| q.trim().is_empty()) {
+        anyhow::bail!("a question is empty");
     }
     let upstream_dir = common::model_dir(args.upstream_dir.as_deref())?;
-    let aligner_dir = common::model_dir(args.aligner_dir.as_deref())?;
+    let shipped = common::repo_path(SHIPPED_ALIGNER);
+    let aligner_dir = match &args.aligner_dir {
+        Some(dir) => dir.clone(),
+        None if shipped.is_dir() => shipped,
+        None => upstream_dir.clone(),
+    };
     let kind = args.dtype.kind();
     let load = |dir: &PathBuf| {
-        Llama::load(dir, kind, args.device).with_context(|| format!("loading {}", dir.display()))
+        load_any(dir, kind, args.device).with_context(|| format!("loading {}", dir.display()))
     };
-    let (upstream_model, _upstream_vs) = load(&upstream_dir)?;
+    let (upstream_model, _upstream_vs, upstream_tok) = load(&upstream_dir)?;
     // One copy of the weights when both roles use the same model.
     let separate_aligner = if aligner_dir == upstream_dir {
         None
     } else {
         Some(load(&aligner_dir)?)
     };
-    let aligner_model = separate_aligner
+    let (aligner_model, aligner_tok) = separate_aligner
         .as_ref()
-        .map_or(&upstream_model, |(m, _)| m);
+        .map_or((&upstream_model, &upstream_tok), |(m, _, t)| (m, t));
+    if !args.quiet {
+        eprintln!("aligner: {}", aligner_dir.display());
+    }
 
     let sampling = if args.greedy {
         SamplingConfig::greedy()
@@ -129,13 +202,19 @@ fn main() -> anyhow::Result<()> {
             ..SamplingConfig::default()
         }
     };
+    let system = if args.math {
+        Some(MATH_SYSTEM_PROMPT.to_owned())
+    } else {
+        args.system.clone()
+    };
     let upstream_config = UpstreamConfig {
         sampling,
+        system,
         ..UpstreamConfig::default()
     };
     let mut upstream = LocalUpstream::new(
         &upstream_model,
-        ModelTokenizer::from_dir(&upstream_dir)?,
+        ModelTokenizer::from_dir(&upstream_tok)?,
         upstream_config,
     )?;
     let corrector_config = CorrectorConfig {
@@ -144,52 +223,80 @@ fn main() -> anyhow::Result<()> {
     };
     let mut corrector = LocalCorrector::new(
         aligner_model,
-        ModelTokenizer::from_dir(&aligner_dir)?,
+        ModelTokenizer::from_dir(aligner_tok)?,
         corrector_config,
     )?;
+    let mut records = args.records.as_ref().map(JsonlWriter::create).transpose()?;
+    let style = match args.preference_style {
+        PreferenceArg::Standard => PreferenceStyle::Standard,
+        PreferenceArg::Conversational => PreferenceStyle::Conversational,
+    };
+    let mut pairs = args
+        .preference_out
+        .as_ref()
+        .map(|p| PreferenceWriter::create(p, style, args.keep_ties))
+        .transpose()?;
 
-    let mut printer = Printer::new(args.quiet, args.mode);
-    if !args.quiet {
-        eprintln!("Q: {question}\n");
-    }
-    let on_event = |event: &Event| printer.show(event);
-    let record = match args.mode {
-        ModeArg::Stream => {
-            let config = MachineConfig {
-                max_rounds: args.max_rounds.unwrap_or(64),
-                max_sentence_tokens: args.max_sentence_tokens,
-                max_total_tokens: args.max_tokens,
-            };
-            StreamMachine::new(question.clone(), config)?.run(
+    for question in &questions {
+        let mut printer = Printer::new(args.quiet, args.mode);
+        if !args.quiet {
+            eprintln!("Q: {question}\n");
+        }
+        let on_event = |event: &Event| printer.show(event);
+        let record = match args.mode {
+            ModeArg::Stream => {
+                let config = MachineConfig {
+                    max_rounds: args.max_rounds.unwrap_or(64),
+                    max_sentence_tokens: args.max_sentence_tokens,
+                    max_total_tokens: args.max_tokens,
+                };
+                StreamMachine::new(question.clone(), config)?.run(
+                    &mut upstream,
+                    &mut corrector,
+                    on_event,
+                )?
+            }
+            ModeArg::Aligner => modes::whole_answer(
                 &mut upstream,
                 &mut corrector,
+                question,
+                args.max_tokens,
                 on_event,
-            )?
+            )?,
+            ModeArg::Upstream => {
+                modes::upstream_only(&mut upstream, question, args.max_tokens, on_event)?
+            }
+            ModeArg::Reference => {
+                let config = ReferenceConfig {
+                    rounds: args.max_rounds.unwrap_or(16),
+                    max_continuation_tokens: args.max_sentence_tokens.max(1) * 2,
+                };
+                modes::reference(&mut upstream, &mut corrector, question, config, on_event)?
+            }
+        };
+        println!();
+        if let Some(w) = &mut records {
+            w.write(&record)?;
         }
-        ModeArg::Aligner => modes::whole_answer(
-            &mut upstream,
-            &mut corrector,
-            &question,
-            args.max_tokens,
-            on_event,
-        )?,
-        ModeArg::Upstream => {
-            modes::upstream_only(&mut upstream, &question, args.max_tokens, on_event)?
+        if let Some(w) = &mut pairs {
+            w.write_record(&record)?;
         }
-        ModeArg::Reference => {
-            let config = ReferenceConfig {
-                rounds: args.max_rounds.unwrap_or(16),
-                max_continuation_tokens: args.max_sentence_tokens.max(1) * 2,
-            };
-            modes::reference(&mut upstream, &mut corrector, &question, config, on_event)?
+        if !args.quiet {
+            summarise(&record, args.mode);
         }
-    };
-    println!();
-    if let Some(path) = &args.records {
-        JsonlWriter::create(path)?.write(&record)?;
     }
-    if !args.quiet {
-        summarise(&record, args.mode);
+    if let (Some(w), Some(path)) = (&pairs, &args.preference_out) {
+        eprintln!(
+            "{} preference pairs -> {} ({} with equal answers{})",
+            w.written(),
+            path.display(),
+            w.ties(),
+            if args.keep_ties {
+                ", kept"
+            } else {
+                ", left out"
+            }
+        );
     }
     Ok(())
 }

@@ -53,6 +53,7 @@ mod error;
 pub mod local;
 pub mod machine;
 pub mod modes;
+pub mod preference;
 pub mod prompt;
 pub mod record;
 pub mod remote;

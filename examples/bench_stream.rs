@@ -1,0 +1,239 @@
+//! Latency of the ways to answer, with the same models and questions in one run: Stream Aligner
+//! (sentence by sentence), the upstream alone, the whole-answer Aligner, and the published
+//! reference loop; plus the time to the first corrected sentence against the whole-answer
+//! Aligner's latency.
+//!
+//! Run: `cargo run --release --example bench_stream -- --json target/bench_stream.json`
+//!
+//! Each run gets a fresh upstream and aligner (no cache carried between modes). The upstream
+//! decodes greedily in every mode but the reference loop, which samples as the published code
+//! does (it runs its fixed 16 rounds regardless).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+use aligner::data::template::MATH_SYSTEM_PROMPT;
+use aligner::model::adapter::load_any;
+use aligner::model::generate::SamplingConfig;
+use aligner::model::{DType, Llama, ModelTokenizer};
+use aligner::stream::modes::{self, ReferenceConfig};
+use aligner::stream::{
+    CorrectorConfig, LocalCorrector, LocalUpstream, MachineConfig, Record, StreamMachine,
+    UpstreamConfig,
+};
+use anyhow::Context;
+use clap::Parser;
+
+/// Fixed questions: arithmetic word problems (the shipped aligner's domain) written for this
+/// benchmark, not taken from any training split.
+const QUESTIONS: [&str; 5] = [
+    "Mia buys 4 packs of 6 pencils. She gives 5 pencils to her brother. How many pencils does she have left?",
+    "A baker makes 7 trays of 12 muffins and sells 50 of them. How many muffins are left?",
+    "Omar saves $9 a week for 8 weeks, then spends $25 on a game. How many dollars does he have?",
+    "A garden has 6 rows of 9 tulips. Half of the tulips are red. How many red tulips are there?",
+    "A bus carries 38 people. At the first stop 11 get off and 7 get on. How many people are on the bus now?",
+];
+
+#[derive(Parser)]
+#[command(about = "Wall time of stream, upstream-only, whole-answer and reference modes")]
+struct Args {
+    /// Upstream model folder (default: the embedded SmolLM2-135M-Instruct).
+    #[arg(long)]
+    upstream_dir: Option<PathBuf>,
+    /// Aligner folder, model or LoRA adapter (default: assets/stream-aligner if present, else
+    /// the upstream's model).
+    #[arg(long)]
+    aligner_dir: Option<PathBuf>,
+    /// Questions to use (the first N of the fixed set).
+    #[arg(long, default_value_t = 5)]
+    questions: usize,
+    /// Most upstream tokens per answer.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Weights and activations.
+    #[arg(long, default_value = "bf16", value_parser = common::dtype)]
+    dtype: DType,
+    /// LibTorch intra-op threads (default: LibTorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    wall_ms: f64,
+    first_ms: f64,
+    upstream_tokens: usize,
+    corrector_tokens: usize,
+    changed: usize,
+    sentences: usize,
+}
+
+impl Totals {
+    fn add(&mut self, r: &Record) {
+        let s = &r.summary;
+        self.wall_ms += s.wall_ms;
+        self.first_ms += s.first_sentence_ms.unwrap_or(s.wall_ms);
+        self.upstream_tokens += s.upstream_tokens;
+        self.corrector_tokens += s.corrector_tokens;
+        self.changed += s.changed;
+        self.sentences += s.sentences;
+    }
+}
+
+const MODES: [&str; 4] = ["stream", "upstream", "aligner", "reference"];
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    let device = tch::Device::Cpu;
+    let upstream_dir = common::model_dir(args.upstream_dir.as_deref())?;
+    let shipped = common::repo_path("assets/stream-aligner");
+    let aligner_dir = match &args.aligner_dir {
+        Some(d) => d.clone(),
+        None if shipped.is_dir() => shipped,
+        None => upstream_dir.clone(),
+    };
+    let kind = args.dtype.kind();
+    let (up_model, _up_vs, up_tok_dir) = load_any(&upstream_dir, kind, device)
+        .with_context(|| upstream_dir.display().to_string())?;
+    let (al_model, _al_vs, al_tok_dir) =
+        load_any(&aligner_dir, kind, device).with_context(|| aligner_dir.display().to_string())?;
+    let up_tok = ModelTokenizer::from_dir(&up_tok_dir)?;
+    let al_tok = ModelTokenizer::from_dir(&al_tok_dir)?;
+    let questions = &QUESTIONS[..args.questions.clamp(1, QUESTIONS.len())];
+    let upstream = |sampling: SamplingConfig| -> anyhow::Result<LocalUpstream<'_, Llama>> {
+        let config = UpstreamConfig {
+            sampling,
+            system: Some(MATH_SYSTEM_PROMPT.to_owned()),
+            ..UpstreamConfig::default()
+        };
+        Ok(LocalUpstream::new(&up_model, up_tok.clone(), config)?)
+    };
+    let corrector = || -> anyhow::Result<LocalCorrector<'_, Llama>> {
+        Ok(LocalCorrector::new(
+            &al_model,
+            al_tok.clone(),
+            CorrectorConfig::default(),
+        )?)
+    };
+    eprintln!(
+        "upstream {}, aligner {}, {} questions, {:?}, {} threads",
+        upstream_dir.display(),
+        aligner_dir.display(),
+        questions.len(),
+        args.dtype,
+        tch::get_num_threads()
+    );
+    // Warm-up: one short answer, not counted.
+    modes::upstream_only(
+        &mut upstream(SamplingConfig::greedy())?,
+        questions[0],
+        8,
+        |_| {},
+    )?;
+
+    let mut totals = [Totals::default(); 4];
+    for (qi, q) in questions.iter().enumerate() {
+        for (mi, mode) in MODES.iter().enumerate() {
+            let record = match *mode {
+                "stream" => {
+                    let config = MachineConfig {
+                        max_total_tokens: args.max_tokens,
+                        ..MachineConfig::default()
+                    };
+                    StreamMachine::new(q.to_string(), config)?.run(
+                        &mut upstream(SamplingConfig::greedy())?,
+                        &mut corrector()?,
+                        |_| {},
+                    )?
+                }
+                "upstream" => modes::upstream_only(
+                    &mut upstream(SamplingConfig::greedy())?,
+                    q,
+                    args.max_tokens,
+                    |_| {},
+                )?,
+                "aligner" => modes::whole_answer(
+                    &mut upstream(SamplingConfig::greedy())?,
+                    &mut corrector()?,
+                    q,
+                    args.max_tokens,
+                    |_| {},
+                )?,
+                _ => modes::reference(
+                    &mut upstream(SamplingConfig::reference_upstream(42))?,
+                    &mut corrector()?,
+                    q,
+                    ReferenceConfig {
+                        rounds: 16,
+                        max_continuation_tokens: args.max_tokens,
+                    },
+                    |_| {},
+                )?,
+            };
+            eprintln!(
+                "q{qi} {mode:>9}: {:6.2} s, first sentence {:6.2} s, upstream {} + aligner {} tokens",
+                record.summary.wall_ms / 1e3,
+                record.summary.first_sentence_ms.unwrap_or(f64::NAN) / 1e3,
+                record.summary.upstream_tokens,
+                record.summary.corrector_tokens
+            );
+            totals[mi].add(&record);
+        }
+    }
+    let n = questions.len() as f64;
+    let base = totals[1].wall_ms.max(1e-9);
+    println!(
+        "| mode | wall s / question | vs upstream alone | first sentence s | upstream tokens | aligner tokens | sentences changed |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut json = serde_json::Map::new();
+    for (mode, t) in MODES.iter().zip(&totals) {
+        println!(
+            "| {mode} | {:.2} | {:.2}x | {:.2} | {} | {} | {}/{} |",
+            t.wall_ms / 1e3 / n,
+            t.wall_ms / base,
+            t.first_ms / 1e3 / n,
+            t.upstream_tokens,
+            t.corrector_tokens,
+            t.changed,
+            t.sentences
+        );
+        json.insert(
+            (*mode).to_owned(),
+            serde_json::json!({
+                "wall_s_per_question": t.wall_ms / 1e3 / n,
+                "first_sentence_s": t.first_ms / 1e3 / n,
+                "upstream_tokens": t.upstream_tokens,
+                "aligner_tokens": t.corrector_tokens,
+                "changed": t.changed,
+                "sentences": t.sentences,
+            }),
+        );
+    }
+    let stream_vs_upstream = totals[0].wall_ms / base;
+    let reference_vs_stream = totals[3].wall_ms / totals[0].wall_ms.max(1e-9);
+    let first_vs_whole = totals[0].first_ms / totals[2].wall_ms.max(1e-9);
+    println!(
+        "\nstream / upstream alone: {stream_vs_upstream:.2}x (goal <= 1.5x); reference loop / stream: {reference_vs_stream:.2}x (goal >= 5x); first corrected sentence / whole-answer latency: {first_vs_whole:.2}x (goal <= 0.2x)"
+    );
+    json.insert("questions".into(), questions.len().into());
+    json.insert("threads".into(), tch::get_num_threads().into());
+    json.insert("dtype".into(), format!("{:?}", args.dtype).into());
+    json.insert("aligner".into(), aligner_dir.display().to_string().into());
+    json.insert("stream_vs_upstream".into(), stream_vs_upstream.into());
+    json.insert("reference_vs_stream".into(), reference_vs_stream.into());
+    json.insert("first_sentence_vs_whole".into(), first_vs_whole.into());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
