@@ -54,42 +54,12 @@ pub fn bench() -> Result<()> {
     let reference_path = out_dir.join("transformers.json");
 
     println!("== aligner-rs");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "--example",
-            "bench_model",
-            "--",
-            "--json",
-        ])
-        .arg(&ours_path)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("bench_model failed ({status})");
-    }
-
+    let json = |p: &Path| vec!["--json".to_owned(), p.display().to_string()];
+    crate::run_example::run("bench_model", &json(&ours_path))?;
     let train_path = out_dir.join("aligner-rs-train.json");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "--example",
-            "bench_train",
-            "--",
-            "--json",
-        ])
-        .arg(&train_path)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("bench_train failed ({status})");
-    }
+    crate::run_example::run("bench_train", &json(&train_path))?;
+    let stream_path = out_dir.join("aligner-rs-stream.json");
+    crate::run_example::run("bench_stream", &json(&stream_path))?;
 
     println!("== transformers (../shared/tools/hf_reference.py)");
     let script = root
@@ -122,7 +92,8 @@ pub fn bench() -> Result<()> {
             .filter(|(k, _)| k.starts_with("train_")),
     );
     let reference = read(&reference_path)?;
-    let doc = render(&ours, &reference);
+    let mut doc = render(&ours, &reference);
+    doc.push_str(&render_stream(&read(&stream_path)?));
     let path = root.join("docs").join("benchmarks.md");
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
@@ -190,5 +161,64 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
         };
         let _ = writeln!(s, "| {label} | {} | {} | {ratio} |", fmt(a), fmt(b));
     }
+    s
+}
+
+/// The Stream Aligner section: wall time per mode, same models and questions, one run.
+fn render_stream(stream: &Map<String, Value>) -> String {
+    let f = |v: Option<&Value>| v.and_then(Value::as_f64);
+    let mode = |m: &str, k: &str| f(stream.get(m).and_then(|v| v.get(k)));
+    let num = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.2}"));
+    let mut s = String::new();
+    let _ = writeln!(s, "\n## Stream Aligner latency\n");
+    let _ = writeln!(
+        s,
+        "Written by the same command from `examples/bench_stream.rs`: {} fixed arithmetic word \
+         problems, the embedded SmolLM2-135M-Instruct as upstream (math system prompt, greedy, at \
+         most 256 tokens) and `{}` as aligner, {} weights, a fresh upstream and aligner for every \
+         run. The reference loop is the published one (16 rounds, whole continuations, sampled as \
+         published).\n",
+        stream.get("questions").unwrap_or(&Value::Null),
+        stream
+            .get("aligner")
+            .and_then(Value::as_str)
+            .and_then(|a| a.rsplit("../").next())
+            .unwrap_or("?"),
+        stream.get("dtype").and_then(Value::as_str).unwrap_or("?"),
+    );
+    let _ = writeln!(
+        s,
+        "| mode | wall s / question | first sentence s | upstream tokens | aligner tokens | sentences changed |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for (key, label) in [
+        ("stream", "Stream Aligner (ours)"),
+        ("upstream", "upstream alone"),
+        ("aligner", "whole-answer Aligner"),
+        ("reference", "published reference loop"),
+    ] {
+        let int = |k: &str| mode(key, k).map_or_else(|| "–".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {} | {} | {} | {}/{} |",
+            num(mode(key, "wall_s_per_question")),
+            num(mode(key, "first_sentence_s")),
+            int("upstream_tokens"),
+            int("aligner_tokens"),
+            int("changed"),
+            int("sentences"),
+        );
+    }
+    let ratio = |k: &str| f(stream.get(k)).map_or_else(|| "–".into(), |v| format!("{v:.2}x"));
+    let _ = writeln!(
+        s,
+        "\n| ratio | measured | goal |\n|---|---:|---:|\n\
+         | stream / upstream alone (wall) | {} | <= 1.5x |\n\
+         | reference loop / stream (wall) | {} | >= 5x |\n\
+         | first corrected sentence / whole-answer Aligner latency | {} | <= 0.2x |",
+        ratio("stream_vs_upstream"),
+        ratio("reference_vs_stream"),
+        ratio("first_sentence_vs_whole"),
+    );
     s
 }
