@@ -45,7 +45,9 @@ const ROWS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-pub fn bench() -> Result<()> {
+/// Runs every benchmark, or with `stream_only` just the Stream Aligner one, re-rendering the
+/// model table from the JSON files of the last full run.
+pub fn bench(stream_only: bool) -> Result<()> {
     let root = repo_root()?;
     let model = fetch_model()?;
     let out_dir = root.join("target").join("bench");
@@ -55,10 +57,20 @@ pub fn bench() -> Result<()> {
 
     println!("== aligner-rs");
     let json = |p: &Path| vec!["--json".to_owned(), p.display().to_string()];
-    crate::run_example::run("bench_model", &json(&ours_path))?;
     let train_path = out_dir.join("aligner-rs-train.json");
-    crate::run_example::run("bench_train", &json(&train_path))?;
     let stream_path = out_dir.join("aligner-rs-stream.json");
+    if stream_only {
+        crate::run_example::run("bench_stream", &json(&stream_path))?;
+        return write_doc(
+            &root,
+            &ours_path,
+            &train_path,
+            &reference_path,
+            &stream_path,
+        );
+    }
+    crate::run_example::run("bench_model", &json(&ours_path))?;
+    crate::run_example::run("bench_train", &json(&train_path))?;
     crate::run_example::run("bench_stream", &json(&stream_path))?;
 
     println!("== transformers (../shared/tools/hf_reference.py)");
@@ -85,15 +97,47 @@ pub fn bench() -> Result<()> {
         bail!("reference script failed ({status})");
     }
 
-    let mut ours = read(&ours_path)?;
-    ours.extend(
-        read(&train_path)?
+    write_doc(
+        &root,
+        &ours_path,
+        &train_path,
+        &reference_path,
+        &stream_path,
+    )
+}
+
+fn write_doc(
+    root: &Path,
+    ours: &Path,
+    train: &Path,
+    reference: &Path,
+    stream: &Path,
+) -> Result<()> {
+    let mut ours_map = read(ours)?;
+    ours_map.extend(
+        read(train)?
             .into_iter()
             .filter(|(k, _)| k.starts_with("train_")),
     );
-    let reference = read(&reference_path)?;
-    let mut doc = render(&ours, &reference);
-    doc.push_str(&render_stream(&read(&stream_path)?));
+    let reference_map = read(reference)?;
+    let mut doc = render(&ours_map, &reference_map);
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
+    };
+    let apart = stamp(stream).abs_diff(stamp(ours));
+    if apart > 3600 {
+        let _ = writeln!(
+            doc,
+            "\nThe table above and the one below come from separate runs ({:.1} hours apart; \
+             `cargo xtask bench --stream-only` re-ran the latter).",
+            apart as f64 / 3600.0
+        );
+    }
+    doc.push_str(&render_stream(&read(stream)?));
     let path = root.join("docs").join("benchmarks.md");
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());

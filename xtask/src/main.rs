@@ -41,7 +41,12 @@ enum Cmd {
     FetchModel,
     /// Run our benchmarks and the transformers reference back to back and write
     /// docs/benchmarks.md.
-    Bench,
+    Bench {
+        /// Re-run only the Stream Aligner latency benchmark; the model table is re-rendered
+        /// from the last full run's results in target/bench.
+        #[arg(long)]
+        stream_only: bool,
+    },
     /// Tokenise files of rows into safetensors shards and a JSON manifest.
     Prepare(prepare::PrepareArgs),
     /// Generate multi-step arithmetic word problems with one-sentence-per-step reference
@@ -68,7 +73,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup { no_model } => setup::setup(!no_model),
-        Cmd::Bench => bench::bench(),
+        Cmd::Bench { stream_only } => bench::bench(stream_only),
         Cmd::Prepare(args) => prepare::run(args),
         Cmd::MathData(args) => math_data::run(args),
         Cmd::StreamData { args } => run_example::run("stream_data", &args),
