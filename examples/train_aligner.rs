@@ -279,7 +279,15 @@ fn main() -> anyhow::Result<()> {
     let before = trainer.evaluate()?;
     let summary = trainer.train()?;
     if trainer.config().model.lora.is_some() {
-        trainer.save_lora_adapter(args.out.join("adapter"), &dir.to_string_lossy())?;
+        // The embedded default model is named as on the Hugging Face hub, so that the adapter
+        // travels: `aligner_model::adapter` and PEFT both resolve that name.
+        let default = aligner::model::hub::model_dir(&aligner::model::hub::SMOLLM2_135M_INSTRUCT);
+        let base = if dir == default {
+            "HuggingFaceTB/SmolLM2-135M-Instruct".to_owned()
+        } else {
+            dir.to_string_lossy().into_owned()
+        };
+        trainer.save_lora_adapter(args.out.join("adapter"), &base)?;
     }
     trainer.export_hf(args.out.join("final"), Some(&dir))?;
     if let (Some(b), Some(a)) = (before, summary.eval) {

@@ -1,0 +1,64 @@
+//! The Stream Aligner shipped in `assets/stream-aligner` (a LoRA adapter on the embedded
+//! SmolLM2-135M-Instruct, trained as docs/experiments.md describes) loads onto its base model
+//! and corrects a wrong arithmetic step of a problem it was not trained on.
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure.
+
+use std::path::Path;
+
+use aligner::model::ModelTokenizer;
+use aligner::model::adapter::{PeftAdapter, load_adapted};
+use aligner::stream::{Corrector, CorrectorConfig, LocalCorrector};
+use tch::{Device, Kind};
+
+fn shipped() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/stream-aligner")
+}
+
+#[test]
+fn the_shipped_adapter_is_small_and_names_its_base() {
+    let adapter = PeftAdapter::load(&shipped()).unwrap();
+    assert_eq!(adapter.config.r, 8);
+    assert_eq!(adapter.modules().count(), 30 * 7);
+    let bytes = std::fs::metadata(shipped().join("adapter_model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(bytes <= 16 << 20, "{bytes} bytes");
+    for file in [
+        "train_config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "README.md",
+    ] {
+        assert!(
+            shipped().join(file).is_file(),
+            "assets/stream-aligner/{file}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_stream_aligner_corrects_a_wrong_step() {
+    let loaded = load_adapted(&shipped(), None, Kind::Float, Device::Cpu).unwrap();
+    assert_eq!(loaded.merged, 30 * 7);
+    let tokenizer = ModelTokenizer::from_dir(&loaded.base_dir).unwrap();
+    let mut aligner =
+        LocalCorrector::new(&loaded.model, tokenizer, CorrectorConfig::default()).unwrap();
+    for (question, prefix, wrong, right) in CASES {
+        let fixed = aligner.correct(question, prefix, wrong).unwrap();
+        // The wording may differ from the reference step; the computation must be the right one.
+        assert!(
+            fixed.text.contains(right) && fixed.text != *wrong,
+            "question: {question}\nwrong step: {wrong}\ncorrection: {}",
+            fixed.text
+        );
+    }
+}
+
+/// (question, accepted prefix, a wrong sentence, the computation the correction must hold).
+/// The questions are from the test split, which the aligner never saw.
+const CASES: &[(&str, &str, &str, &str)] = &[(
+    "Liam plants 2 rows of 8 pepper plants. Each plant grows 7 peppers. How many peppers do the plants grow?",
+    "",
+    "Liam plants 2 * 8 = 18 pepper plants.",
+    "2 * 8 = 16",
+)];
