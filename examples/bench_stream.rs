@@ -46,11 +46,15 @@ struct Args {
     /// the upstream's model).
     #[arg(long)]
     aligner_dir: Option<PathBuf>,
+    /// Whole-answer Aligner folder, model or LoRA adapter (default: assets/aligner if present,
+    /// else the Stream Aligner).
+    #[arg(long)]
+    whole_aligner_dir: Option<PathBuf>,
     /// Questions to use (the first N of the fixed set).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     questions: usize,
-    /// Most upstream tokens per answer.
-    #[arg(long, default_value_t = 256)]
+    /// Most upstream tokens per answer (and per continuation of the reference loop).
+    #[arg(long, default_value_t = 160)]
     max_tokens: usize,
     /// Weights and activations.
     #[arg(long, default_value = "bf16", value_parser = common::dtype)]
@@ -100,13 +104,22 @@ fn main() -> anyhow::Result<()> {
         None if shipped.is_dir() => shipped,
         None => upstream_dir.clone(),
     };
+    let shipped_whole = common::repo_path("assets/aligner");
+    let whole_dir = match &args.whole_aligner_dir {
+        Some(d) => d.clone(),
+        None if shipped_whole.is_dir() => shipped_whole,
+        None => aligner_dir.clone(),
+    };
     let kind = args.dtype.kind();
     let (up_model, _up_vs, up_tok_dir) = load_any(&upstream_dir, kind, device)
         .with_context(|| upstream_dir.display().to_string())?;
     let (al_model, _al_vs, al_tok_dir) =
         load_any(&aligner_dir, kind, device).with_context(|| aligner_dir.display().to_string())?;
+    let (wh_model, _wh_vs, wh_tok_dir) =
+        load_any(&whole_dir, kind, device).with_context(|| whole_dir.display().to_string())?;
     let up_tok = ModelTokenizer::from_dir(&up_tok_dir)?;
     let al_tok = ModelTokenizer::from_dir(&al_tok_dir)?;
+    let wh_tok = ModelTokenizer::from_dir(&wh_tok_dir)?;
     let questions = &QUESTIONS[..args.questions.clamp(1, QUESTIONS.len())];
     let upstream = |sampling: SamplingConfig| -> anyhow::Result<LocalUpstream<'_, Llama>> {
         let config = UpstreamConfig {
@@ -123,10 +136,18 @@ fn main() -> anyhow::Result<()> {
             CorrectorConfig::default(),
         )?)
     };
+    let whole = || -> anyhow::Result<LocalCorrector<'_, Llama>> {
+        Ok(LocalCorrector::new(
+            &wh_model,
+            wh_tok.clone(),
+            CorrectorConfig::default(),
+        )?)
+    };
     eprintln!(
-        "upstream {}, aligner {}, {} questions, {:?}, {} threads",
+        "upstream {}, stream aligner {}, whole-answer aligner {}, {} questions, {:?}, {} threads",
         upstream_dir.display(),
         aligner_dir.display(),
+        whole_dir.display(),
         questions.len(),
         args.dtype,
         tch::get_num_threads()
@@ -162,7 +183,7 @@ fn main() -> anyhow::Result<()> {
                 )?,
                 "aligner" => modes::whole_answer(
                     &mut upstream(SamplingConfig::greedy())?,
-                    &mut corrector()?,
+                    &mut whole()?,
                     q,
                     args.max_tokens,
                     |_| {},
@@ -225,9 +246,17 @@ fn main() -> anyhow::Result<()> {
         "\nstream / upstream alone: {stream_vs_upstream:.2}x (goal <= 1.5x); reference loop / stream: {reference_vs_stream:.2}x (goal >= 5x); first corrected sentence / whole-answer latency: {first_vs_whole:.2}x (goal <= 0.2x)"
     );
     json.insert("questions".into(), questions.len().into());
+    json.insert("max_tokens".into(), args.max_tokens.into());
     json.insert("threads".into(), tch::get_num_threads().into());
     json.insert("dtype".into(), format!("{:?}", args.dtype).into());
-    json.insert("aligner".into(), aligner_dir.display().to_string().into());
+    json.insert(
+        "stream_aligner_dir".into(),
+        aligner_dir.display().to_string().into(),
+    );
+    json.insert(
+        "whole_aligner_dir".into(),
+        whole_dir.display().to_string().into(),
+    );
     json.insert("stream_vs_upstream".into(), stream_vs_upstream.into());
     json.insert("reference_vs_stream".into(), reference_vs_stream.into());
     json.insert("first_sentence_vs_whole".into(), first_vs_whole.into());

@@ -210,6 +210,12 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
 
 /// The Stream Aligner section: wall time per mode, same models and questions, one run.
 fn render_stream(stream: &Map<String, Value>) -> String {
+    let short = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|a| a.rsplit("../").next())
+            .unwrap_or("?")
+            .to_owned()
+    };
     let f = |v: Option<&Value>| v.and_then(Value::as_f64);
     let mode = |m: &str, k: &str| f(stream.get(m).and_then(|v| v.get(k)));
     let num = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.2}"));
@@ -219,16 +225,18 @@ fn render_stream(stream: &Map<String, Value>) -> String {
         s,
         "Written by the same command from `examples/bench_stream.rs`: {} fixed arithmetic word \
          problems, the embedded SmolLM2-135M-Instruct as upstream (math system prompt, greedy, at \
-         most 256 tokens) and `{}` as aligner, {} weights, a fresh upstream and aligner for every \
-         run. The reference loop is the published one (16 rounds, whole continuations, sampled as \
-         published).\n",
+         most {} tokens), `{}` as Stream Aligner and `{}` as whole-answer Aligner, {} weights, a fresh upstream and aligner for every \
+         run. The reference loop is the published one (16 rounds, whole continuations of up to \
+         the same number of tokens, sampled as published).\n",
         stream.get("questions").unwrap_or(&Value::Null),
+        stream.get("max_tokens").unwrap_or(&Value::Null),
+        short(stream.get("stream_aligner_dir")),
+        short(stream.get("whole_aligner_dir")),
         stream
-            .get("aligner")
+            .get("dtype")
             .and_then(Value::as_str)
-            .and_then(|a| a.rsplit("../").next())
-            .unwrap_or("?"),
-        stream.get("dtype").and_then(Value::as_str).unwrap_or("?"),
+            .unwrap_or("?")
+            .to_lowercase(),
     );
     let _ = writeln!(
         s,
