@@ -20,12 +20,11 @@
 //! # Ok::<(), aligner_stream::Error>(())
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::Record;
+use crate::record::{LineFile, Record};
 use crate::{Error, Result};
 
 /// How a pair is laid out on its JSON line.
@@ -109,8 +108,7 @@ struct Conversational<'a> {
 /// leaves out.
 #[derive(Debug)]
 pub struct PreferenceWriter {
-    path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
+    file: LineFile,
     style: PreferenceStyle,
     keep_ties: bool,
     written: usize,
@@ -121,14 +119,8 @@ impl PreferenceWriter {
     /// Creates (or truncates) `path`. Pairs whose answers are equal are left out (and counted)
     /// unless `keep_ties`.
     pub fn create(path: impl AsRef<Path>, style: PreferenceStyle, keep_ties: bool) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::create(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
         Ok(Self {
-            path,
-            file: std::io::BufWriter::new(file),
+            file: LineFile::create(path)?,
             style,
             keep_ties,
             written: 0,
@@ -149,14 +141,7 @@ impl PreferenceWriter {
                 return Ok(false);
             }
         }
-        let line = pair.to_json_line(self.style)?;
-        let io = |source| Error::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(line.as_bytes()).map_err(io)?;
-        self.file.write_all(b"\n").map_err(io)?;
-        self.file.flush().map_err(io)?;
+        self.file.write_line(&pair.to_json_line(self.style)?)?;
         self.written += 1;
         Ok(true)
     }

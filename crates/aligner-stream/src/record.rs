@@ -134,16 +134,16 @@ impl Record {
     }
 }
 
-/// Appends records to a JSON Lines file, one object per line.
+/// A file written one line at a time, flushed after each line, with errors naming the file.
 #[derive(Debug)]
-pub struct JsonlWriter {
+pub(crate) struct LineFile {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
 }
 
-impl JsonlWriter {
+impl LineFile {
     /// Creates (or truncates) `path`.
-    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+    pub(crate) fn create(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::File::create(&path).map_err(|source| Error::Io {
             path: path.clone(),
@@ -155,17 +155,43 @@ impl JsonlWriter {
         })
     }
 
-    /// Writes one record and flushes, so that an interrupted run keeps what it finished.
-    pub fn write(&mut self, record: &Record) -> Result<()> {
+    /// Writes `line` and a newline, then flushes, so an interrupted run keeps what it finished.
+    pub(crate) fn write_line(&mut self, line: &str) -> Result<()> {
         let io = |source| Error::Io {
             path: self.path.clone(),
             source,
         };
-        serde_json::to_writer(&mut self.file, record).map_err(|source| Error::Json {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file.write_all(line.as_bytes()).map_err(io)?;
         self.file.write_all(b"\n").map_err(io)?;
         self.file.flush().map_err(io)
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Appends records to a JSON Lines file, one object per line.
+#[derive(Debug)]
+pub struct JsonlWriter {
+    file: LineFile,
+}
+
+impl JsonlWriter {
+    /// Creates (or truncates) `path`.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self {
+            file: LineFile::create(path)?,
+        })
+    }
+
+    /// Writes one record and flushes, so that an interrupted run keeps what it finished.
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        let line = serde_json::to_string(record).map_err(|source| Error::Json {
+            path: self.file.path().to_path_buf(),
+            source,
+        })?;
+        self.file.write_line(&line)
     }
 }
