@@ -2,13 +2,22 @@
 
 use tch::{Device, Kind, Tensor};
 
+/// Positions a layer's buffers hold at first; they double whenever they fill up.
+const MIN_CAPACITY: i64 = 256;
+
 /// Keys and values of every layer for the tokens seen so far, plus which of them are padding.
 ///
 /// Built by [`crate::CausalLm::new_cache`]. [`KvCache::truncate`] rolls the cache back to an
 /// earlier length (e.g. to drop a rejected sentence) so that generation can continue from there
 /// without recomputing the prefix.
+///
+/// Keys and values live in buffers allocated ahead (growing by doubling), so that a decoding
+/// step writes its new position in place instead of copying the whole cache, and truncation
+/// is free.
 #[derive(Debug)]
 pub struct KvCache {
+    /// Per layer: key and value buffers `(batch, kv_heads, capacity, head_dim)`, of which the
+    /// first `len` positions are filled.
     layers: Vec<Option<(Tensor, Tensor)>>,
     /// `(batch, len)` bool: true where the cached token is real, false for padding. `None` while
     /// no padding was ever fed (the common batch-1 case), which lets attention skip the mask.
@@ -46,9 +55,8 @@ impl KvCache {
         self.batch
     }
 
-    /// Empties the cache, keeping its batch size.
+    /// Empties the cache, keeping its batch size (and its buffers, for reuse).
     pub fn reset(&mut self) {
-        self.layers.iter_mut().for_each(|l| *l = None);
         self.key_mask = None;
         let _ = self.next_position.zero_();
         self.len = 0;
@@ -63,10 +71,7 @@ impl KvCache {
             self.reset();
             return;
         }
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.narrow(2, 0, len as i64);
-            *v = v.narrow(2, 0, len as i64);
-        }
+        // The buffers keep their capacity; positions past `len` are overwritten by the next append.
         match &mut self.key_mask {
             Some(mask) => {
                 *mask = mask.narrow(1, 0, len as i64);
@@ -128,15 +133,37 @@ impl KvCache {
         }
     }
 
-    /// Appends keys and values `(batch, kv_heads, t, head_dim)` for `layer`; returns the full ones.
+    /// Appends keys and values `(batch, kv_heads, t, head_dim)` for `layer` at the current length;
+    /// returns views of all cached ones, the new included.
     pub(crate) fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let (start, t) = (self.len as i64, k.size()[2]);
+        let end = start + t;
         let entry = &mut self.layers[layer];
-        let (k, v) = match entry.take() {
-            None => (k, v),
-            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+        let (kb, vb) = match entry.take() {
+            Some((kb, vb)) if end <= kb.size()[2] => (kb, vb),
+            old => {
+                let capacity = old.as_ref().map_or(0, |(kb, _)| kb.size()[2]);
+                let new_capacity = (capacity * 2).max(end).max(MIN_CAPACITY);
+                let grow = |old: Option<&Tensor>, like: &Tensor| {
+                    let mut shape = like.size();
+                    shape[2] = new_capacity;
+                    let buffer = Tensor::empty(shape, (like.kind(), like.device()));
+                    if let Some(old) = old.filter(|_| start > 0) {
+                        buffer.narrow(2, 0, start).copy_(&old.narrow(2, 0, start));
+                    }
+                    buffer
+                };
+                (
+                    grow(old.as_ref().map(|(kb, _)| kb), &k),
+                    grow(old.as_ref().map(|(_, vb)| vb), &v),
+                )
+            }
         };
-        *entry = Some((k.shallow_clone(), v.shallow_clone()));
-        (k, v)
+        kb.narrow(2, start, t).copy_(&k);
+        vb.narrow(2, start, t).copy_(&v);
+        let full = (kb.narrow(2, 0, end), vb.narrow(2, 0, end));
+        *entry = Some((kb, vb));
+        full
     }
 
     /// Advances the cached length after all layers appended `t` positions.

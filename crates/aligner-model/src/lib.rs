@@ -28,6 +28,7 @@ pub mod gguf;
 pub mod hub;
 pub mod import;
 mod io;
+pub mod qmatmul;
 pub mod remote;
 pub mod tokenizer;
 
@@ -47,6 +48,8 @@ pub mod device;
 pub mod llama;
 #[cfg(feature = "torch")]
 pub mod load;
+#[cfg(feature = "torch")]
+pub mod packed;
 
 #[cfg(feature = "torch")]
 pub use cache::KvCache;
@@ -56,5 +59,7 @@ pub use causal_lm::{CausalLm, LayeredLm, LoraWeights};
 pub use device::{DType, auto_device, parse_device};
 #[cfg(feature = "torch")]
 pub use llama::Llama;
+#[cfg(feature = "torch")]
+pub use packed::{PackedLlama, WeightFormat};
 #[cfg(feature = "torch")]
 pub mod generate;

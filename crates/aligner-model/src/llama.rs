@@ -16,7 +16,7 @@ use crate::{CausalLm, Error, LayeredLm, LoraWeights, Result, load};
 
 /// A low-rank adapter `y += scale * B (A dropout(x))` on a [`Linear`] (LoRA, PEFT's names).
 #[derive(Debug)]
-struct LoraAdapter {
+pub(crate) struct LoraAdapter {
     /// `(rank, in_dim)`, saved as `<module>.lora_A.weight`.
     a: Tensor,
     /// `(out_dim, rank)`, saved as `<module>.lora_B.weight`; starts at zero.
@@ -28,10 +28,10 @@ struct LoraAdapter {
 /// A linear layer `y = x W^T + b` with Hugging Face's parameter names (`weight`, `bias`), and an
 /// optional LoRA adapter.
 #[derive(Debug)]
-struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    lora: Option<LoraAdapter>,
+pub(crate) struct Linear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
+    pub(crate) lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -100,9 +100,9 @@ impl Linear {
 
 /// Root-mean-square layer norm, computed in f32 and cast back as Hugging Face does.
 #[derive(Debug)]
-struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
+pub(crate) struct RmsNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) eps: f64,
 }
 
 impl RmsNorm {
@@ -124,7 +124,7 @@ impl RmsNorm {
 
 /// Rotary embedding tables: `cos` and `sin` of shape `(max_positions, head_dim)` in f32.
 #[derive(Debug)]
-struct RotaryEmbedding {
+pub(crate) struct RotaryEmbedding {
     cos: Tensor,
     sin: Tensor,
 }
@@ -172,6 +172,14 @@ impl RotaryEmbedding {
         }
     }
 
+    /// The same tables, sharing memory.
+    pub(crate) fn shallow_clone(&self) -> Self {
+        Self {
+            cos: self.cos.shallow_clone(),
+            sin: self.sin.shallow_clone(),
+        }
+    }
+
     /// `cos`, `sin` for `positions` `(batch, t)`, shaped `(batch, 1, t, head_dim)` in `kind`.
     fn at(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let pick = |table: &Tensor| {
@@ -195,23 +203,23 @@ fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
 
 /// Grouped-query self-attention.
 #[derive(Debug)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+pub(crate) struct Attention {
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) o_proj: Linear,
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
 }
 
 /// What every layer's attention needs to know about the current forward pass.
-struct AttentionContext {
-    cos: Tensor,
-    sin: Tensor,
+pub(crate) struct AttentionContext {
+    pub(crate) cos: Tensor,
+    pub(crate) sin: Tensor,
     /// `(batch, 1, t, total)` bool, true = may attend; `None` with `causal` = plain causal.
-    mask: Option<Tensor>,
-    causal: bool,
+    pub(crate) mask: Option<Tensor>,
+    pub(crate) causal: bool,
     /// Training mode: LoRA dropout is active.
     train: bool,
 }
@@ -272,10 +280,10 @@ impl Attention {
 
 /// The SwiGLU feed-forward block.
 #[derive(Debug)]
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+pub(crate) struct Mlp {
+    pub(crate) gate_proj: Linear,
+    pub(crate) up_proj: Linear,
+    pub(crate) down_proj: Linear,
 }
 
 impl Mlp {
@@ -312,11 +320,11 @@ impl Mlp {
 
 /// One pre-norm decoder layer.
 #[derive(Debug)]
-struct DecoderLayer {
-    input_layernorm: RmsNorm,
-    self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+pub(crate) struct DecoderLayer {
+    pub(crate) input_layernorm: RmsNorm,
+    pub(crate) self_attn: Attention,
+    pub(crate) post_attention_layernorm: RmsNorm,
+    pub(crate) mlp: Mlp,
 }
 
 impl DecoderLayer {
@@ -353,14 +361,14 @@ impl DecoderLayer {
 /// A Llama-family causal language model.
 #[derive(Debug)]
 pub struct Llama {
-    embed_tokens: Tensor,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
+    pub(crate) embed_tokens: Tensor,
+    pub(crate) layers: Vec<DecoderLayer>,
+    pub(crate) norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
-    lm_head: Option<Tensor>,
-    rotary: RotaryEmbedding,
-    config: Config,
-    device: Device,
+    pub(crate) lm_head: Option<Tensor>,
+    pub(crate) rotary: RotaryEmbedding,
+    pub(crate) config: Config,
+    pub(crate) device: Device,
 }
 
 impl Llama {
@@ -430,52 +438,15 @@ impl Llama {
         cache: &mut KvCache,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids.size2()?;
-        if b as usize != cache.batch() {
-            return Err(Error::InvalidArgument(format!(
-                "input batch {b} differs from the cache's {}",
-                cache.batch()
-            )));
-        }
-        let total = cache.len() + t as usize;
-        if total > self.config.max_position_embeddings {
-            return Err(Error::InvalidArgument(format!(
-                "{total} positions exceed the model's context of {}",
-                self.config.max_position_embeddings
-            )));
-        }
-        let positions = cache.positions_for(t as usize, mask);
-        let key_mask = cache.extend_key_mask(t as usize, mask);
-        let kind = self.embed_tokens.kind();
-        let (cos, sin) = self.rotary.at(&positions, kind);
-        let past = cache.len() as i64;
-        let (mask, causal) = match key_mask {
-            None if past == 0 => (None, t > 1),
-            None if t == 1 => (None, false),
-            key_mask => {
-                let q_pos =
-                    Tensor::arange_start(past, past + t, (Kind::Int64, self.device)).view([t, 1]);
-                let k_pos = Tensor::arange(total as i64, (Kind::Int64, self.device))
-                    .view([1, total as i64]);
-                let causal = k_pos.le_tensor(&q_pos);
-                let allowed = match key_mask {
-                    // A padding query may attend to itself only, so that no row is fully masked.
-                    Some(km) => causal
-                        .unsqueeze(0)
-                        .logical_and(&km.unsqueeze(1))
-                        .logical_or(&k_pos.eq_tensor(&q_pos).unsqueeze(0)),
-                    None => causal.unsqueeze(0).expand([b, t, total as i64], false),
-                };
-                (Some(allowed.unsqueeze(1)), false)
-            }
-        };
-        let ctx = AttentionContext {
-            cos,
-            sin,
+        let (_, t) = check_input(&self.config, input_ids, cache)?;
+        let ctx = pass_context(
+            &self.rotary,
+            self.embed_tokens.kind(),
+            self.device,
+            t,
+            cache,
             mask,
-            causal,
-            train: false,
-        };
+        );
         let mut xs = self.embed_tokens.embedding_ids(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, i, Some(&mut *cache), &ctx);
@@ -486,6 +457,72 @@ impl Llama {
 
     fn logits(&self, hidden: &Tensor) -> Tensor {
         hidden.linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed_tokens), None)
+    }
+}
+
+/// `(batch, t)` of `input_ids` after checking them against the cache and the model's context.
+pub(crate) fn check_input(
+    config: &Config,
+    input_ids: &Tensor,
+    cache: &KvCache,
+) -> Result<(i64, i64)> {
+    let (b, t) = input_ids.size2()?;
+    if b as usize != cache.batch() {
+        return Err(Error::InvalidArgument(format!(
+            "input batch {b} differs from the cache's {}",
+            cache.batch()
+        )));
+    }
+    let total = cache.len() + t as usize;
+    if total > config.max_position_embeddings {
+        return Err(Error::InvalidArgument(format!(
+            "{total} positions exceed the model's context of {}",
+            config.max_position_embeddings
+        )));
+    }
+    Ok((b, t))
+}
+
+/// Rotary tables and attention mask for `t` new tokens after what `cache` holds, with padding
+/// mask `mask`; advances the cache's positions (the layers then append their keys and values).
+pub(crate) fn pass_context(
+    rotary: &RotaryEmbedding,
+    kind: Kind,
+    device: Device,
+    t: i64,
+    cache: &mut KvCache,
+    mask: Option<&Tensor>,
+) -> AttentionContext {
+    let b = cache.batch() as i64;
+    let total = cache.len() + t as usize;
+    let positions = cache.positions_for(t as usize, mask);
+    let key_mask = cache.extend_key_mask(t as usize, mask);
+    let (cos, sin) = rotary.at(&positions, kind);
+    let past = cache.len() as i64;
+    let (mask, causal) = match key_mask {
+        None if past == 0 => (None, t > 1),
+        None if t == 1 => (None, false),
+        key_mask => {
+            let q_pos = Tensor::arange_start(past, past + t, (Kind::Int64, device)).view([t, 1]);
+            let k_pos = Tensor::arange(total as i64, (Kind::Int64, device)).view([1, total as i64]);
+            let causal = k_pos.le_tensor(&q_pos);
+            let allowed = match key_mask {
+                // A padding query may attend to itself only, so that no row is fully masked.
+                Some(km) => causal
+                    .unsqueeze(0)
+                    .logical_and(&km.unsqueeze(1))
+                    .logical_or(&k_pos.eq_tensor(&q_pos).unsqueeze(0)),
+                None => causal.unsqueeze(0).expand([b, t, total as i64], false),
+            };
+            (Some(allowed.unsqueeze(1)), false)
+        }
+    };
+    AttentionContext {
+        cos,
+        sin,
+        mask,
+        causal,
+        train: false,
     }
 }
 

@@ -117,7 +117,10 @@ impl Sampler {
     /// The next token for one row. `logits`: `(vocab,)`; `context`: prompt and generated ids
     /// (for the repetition penalty); `generated`: generated ids only (for the frequency penalty).
     pub fn sample(&mut self, logits: &Tensor, context: &[u32], generated: &[u32]) -> Result<u32> {
-        if !self.needs_host() {
+        // On the GPU a greedy choice stays there. On the CPU it is made here: LibTorch's argmax
+        // over a vocabulary is a parallel region whose OpenMP workers then spin against the
+        // threads of the next forward pass.
+        if !self.needs_host() && logits.device() != tch::Device::Cpu {
             return Ok(logits.f_argmax(-1, false)?.int64_value(&[]) as u32);
         }
         let mut values: Vec<f32> = Vec::<f32>::try_from(

@@ -1,0 +1,170 @@
+//! The packed inference model: dense packing computes the same logits as `Llama`, int4 packing
+//! of the imported GGUF model gives back the file's own Q4_1/Q8_0 blocks, quantised decoding
+//! follows the f32 model, and bad inputs are typed errors naming the tensor.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use aligner_model::gguf::GgufFile;
+use aligner_model::qmatmul::{BlockQ4, BlockQ8, Q4Matrix, Q8Matrix};
+use aligner_model::{CausalLm, Config, LayeredLm, Llama, LoraSpec, PackedLlama, WeightFormat};
+use tch::{Device, Kind, Tensor, nn};
+
+fn ids(v: &[i64]) -> Tensor {
+    Tensor::from_slice(v).unsqueeze(0)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// 40 fixed ids: longer than `QUANT_MAX_ROWS`, so the prompt takes the dense path.
+const PROMPT: &[i64] = &[
+    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+    19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 1350, 549, 12865, 30,
+    2, 198, 1, 520, 9531,
+];
+
+fn raw_blocks<B: Copy>(bytes: &[u8]) -> Vec<B> {
+    assert_eq!(bytes.len() % size_of::<B>(), 0);
+    bytes
+        .chunks(size_of::<B>())
+        // SAFETY: `B` is a plain `repr(C)` block of integers and f16s with no invalid bit
+        // patterns; `read_unaligned` copes with any alignment.
+        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<B>()) })
+        .collect()
+}
+
+#[test]
+fn blocks_of_the_imported_model_are_the_gguf_files_own() {
+    let gguf = GgufFile::open(common::gguf_path()).unwrap();
+    for name in [
+        "blk.0.ffn_gate.weight",
+        "blk.17.ffn_down.weight",
+        "blk.29.attn_v.weight",
+    ] {
+        let info = gguf.tensor_info(name).unwrap().clone();
+        // GGUF lists the inner (input) dimension first.
+        let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
+        let values = gguf.dequantize(name).unwrap();
+        let ours = Q4Matrix::from_f32(&values, rows, cols).unwrap();
+        let theirs: Vec<BlockQ4> = raw_blocks(gguf.tensor_bytes(&info).unwrap());
+        assert_eq!(ours.blocks(), theirs.as_slice(), "{name}");
+    }
+    let info = gguf.tensor_info("token_embd.weight").unwrap().clone();
+    let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
+    let ours =
+        Q8Matrix::from_f32(&gguf.dequantize("token_embd.weight").unwrap(), rows, cols).unwrap();
+    let theirs: Vec<BlockQ8> = raw_blocks(gguf.tensor_bytes(&info).unwrap());
+    assert_eq!(ours.blocks(), theirs.as_slice(), "token_embd.weight");
+}
+
+#[test]
+fn dense_packing_computes_the_models_logits() {
+    let _guard = tch::no_grad_guard();
+    let (model, _vs) = Llama::load(common::model_dir(), Kind::Float, Device::Cpu).unwrap();
+    let packed = PackedLlama::from_model(&model, Kind::Float, WeightFormat::Dense).unwrap();
+    let want = model
+        .forward(&ids(PROMPT), &mut model.new_cache(1), None)
+        .unwrap();
+    let mut cache = packed.new_cache(1);
+    let split = PROMPT.len() - 8;
+    let prefix = packed
+        .forward(&ids(&PROMPT[..split]), &mut cache, None)
+        .unwrap();
+    assert!(max_diff(&prefix, &want.narrow(1, 0, split as i64)) < 1e-3);
+    for (i, &t) in PROMPT.iter().enumerate().skip(split) {
+        let step = packed.forward_last(&ids(&[t]), &mut cache, None).unwrap();
+        let d = max_diff(&step, &want.select(1, i as i64));
+        assert!(d < 1e-3, "position {i}: max |Δlogit| = {d}");
+    }
+}
+
+/// Teacher-forced next-token agreement with the f32 model over `steps` greedy tokens.
+fn top1_agreement(reference: &Llama, packed: &PackedLlama, steps: usize) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let (mut rc, mut pc) = (reference.new_cache(1), packed.new_cache(1));
+    let mut r = reference.forward_last(&ids(PROMPT), &mut rc, None).unwrap();
+    let mut p = packed.forward_last(&ids(PROMPT), &mut pc, None).unwrap();
+    let mut agree = 0;
+    for _ in 0..steps {
+        let want = r.argmax(-1, false).int64_value(&[0]);
+        agree += usize::from(p.argmax(-1, false).int64_value(&[0]) == want);
+        r = reference
+            .forward_last(&ids(&[want]), &mut rc, None)
+            .unwrap();
+        p = packed.forward_last(&ids(&[want]), &mut pc, None).unwrap();
+    }
+    agree as f64 / steps as f64
+}
+
+#[test]
+fn quantised_decoding_follows_the_f32_model() {
+    let (model, _vs) = Llama::load(common::model_dir(), Kind::Float, Device::Cpu).unwrap();
+    for format in [WeightFormat::Int4, WeightFormat::Int8] {
+        let packed = PackedLlama::from_model(&model, Kind::Float, format).unwrap();
+        assert_eq!(packed.format(), format);
+        // The weights are the model's own (int4) or within Q8_0 rounding (int8); what differs
+        // is the 8-bit quantisation of activations, which flips a near-tie now and then.
+        let agreement = top1_agreement(&model, &packed, 48);
+        assert!(agreement >= 0.85, "{format}: top-1 agreement {agreement}");
+    }
+}
+
+#[test]
+fn packing_errors_name_the_tensor() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut config = Config::tiny(64);
+    config.hidden_size = 48;
+    config.head_dim = 12;
+    let model = Llama::new(&vs.root(), &config);
+    let err = PackedLlama::from_model(&model, Kind::Float, WeightFormat::Int4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.layers.0.self_attn.qkv_proj") && err.contains("48"),
+        "{err}"
+    );
+    // Dense packing has no width constraint.
+    assert!(PackedLlama::from_model(&model, Kind::Float, WeightFormat::Dense).is_ok());
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = Llama::new(&vs.root(), &Config::tiny(64));
+    model.add_lora(&vs.root(), &LoraSpec::default()).unwrap();
+    let err = PackedLlama::from_model(&model, Kind::Float, WeightFormat::Dense)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LoRA"), "{err}");
+    assert!(PackedLlama::from_model(&model, Kind::Int64, WeightFormat::Dense).is_err());
+}
+
+#[test]
+fn packed_batches_with_padding_equal_single_rows() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(1);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Llama::new(&vs.root(), &Config::tiny(64));
+    let packed = PackedLlama::from_model(&model, Kind::Float, WeightFormat::Int8).unwrap();
+    // Row 0 is left-padded by two; a decode step of both rows must match each row alone.
+    let batch = Tensor::from_slice(&[0i64, 0, 5, 6, 7, 8, 9, 10, 11, 12]).view([2, 5]);
+    let mask = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, 5]);
+    let mut cache = packed.new_cache(2);
+    let _ = packed
+        .forward_last(&batch, &mut cache, Some(&mask))
+        .unwrap();
+    let step = packed
+        .forward_last(
+            &Tensor::from_slice(&[13i64, 14]).view([2, 1]),
+            &mut cache,
+            None,
+        )
+        .unwrap();
+    for (row, tokens) in [(0, vec![5i64, 6, 7, 13]), (1, vec![8, 9, 10, 11, 12, 14])] {
+        let alone = packed
+            .forward_last(&ids(&tokens), &mut packed.new_cache(1), None)
+            .unwrap();
+        let d = max_diff(&step.get(row), &alone.get(0));
+        assert!(d < 1e-4, "row {row}: {d}");
+    }
+}
