@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use aligner_model::qmatmul::{Q4Matrix, Q8Matrix, quantize_activations};
+use aligner_model::qmatmul::{Activations, Q4Matrix, Q8Matrix};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Deterministic values in about [-1, 1).
@@ -38,7 +38,7 @@ fn kernels(c: &mut Criterion) {
     for (name, rows, cols) in shapes {
         let w = values(rows * cols, rows as u64);
         let x = values(cols, 7);
-        let xq = quantize_activations(&x, cols).expect("whole blocks");
+        let xq = Activations::quantize(&x, cols).expect("whole blocks");
         let q4 = Q4Matrix::from_f32(&w, rows, cols).expect("whole blocks");
         let q8 = Q8Matrix::from_f32(&w, rows, cols).expect("whole blocks");
         let mut out = vec![0f32; rows];
@@ -53,8 +53,8 @@ fn kernels(c: &mut Criterion) {
     }
     let x = values(1536, 3);
     group.throughput(Throughput::Elements(x.len() as u64));
-    group.bench_function("quantize_activations/1536", |b| {
-        b.iter(|| quantize_activations(black_box(&x), 1536))
+    group.bench_function("quantize/1536", |b| {
+        b.iter(|| Activations::quantize(black_box(&x), 1536))
     });
     group.finish();
 }

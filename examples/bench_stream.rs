@@ -15,9 +15,8 @@ mod common;
 use std::path::PathBuf;
 
 use aligner::data::template::MATH_SYSTEM_PROMPT;
-use aligner::model::adapter::load_any;
 use aligner::model::generate::SamplingConfig;
-use aligner::model::{DType, Llama, ModelTokenizer};
+use aligner::model::{CausalLm, DType, InferenceModel, ModelTokenizer, WeightFormat};
 use aligner::stream::modes::{self, ReferenceConfig};
 use aligner::stream::{
     CorrectorConfig, LocalCorrector, LocalUpstream, MachineConfig, Record, StreamMachine,
@@ -56,9 +55,16 @@ struct Args {
     /// Most upstream tokens per answer (and per continuation of the reference loop).
     #[arg(long, default_value_t = 160)]
     max_tokens: usize,
-    /// Weights and activations.
-    #[arg(long, default_value = "bf16", value_parser = common::dtype)]
-    dtype: DType,
+    /// Activations (and dense weights): f32, bf16 or f16 (default: f32 on the CPU, bf16 on a
+    /// GPU).
+    #[arg(long, value_parser = common::dtype)]
+    dtype: Option<DType>,
+    /// Upstream weights: dense, int8 or int4 (default: int4 on the CPU, dense elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    weights: common::Weights,
+    /// Aligner weights, both aligners (default: int8 on the CPU, dense elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    aligner_weights: common::Weights,
     /// LibTorch intra-op threads (default: LibTorch's choice).
     #[arg(long)]
     threads: Option<i32>,
@@ -91,6 +97,14 @@ impl Totals {
 
 const MODES: [&str; 4] = ["stream", "upstream", "aligner", "reference"];
 
+/// `dense` or the packed format of a loaded model.
+fn weights_name(model: &InferenceModel) -> String {
+    match model {
+        InferenceModel::Llama(..) => "dense".into(),
+        InferenceModel::Packed(p) => p.format().to_string(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(n) = args.threads {
@@ -110,18 +124,17 @@ fn main() -> anyhow::Result<()> {
         None if shipped_whole.is_dir() => shipped_whole,
         None => aligner_dir.clone(),
     };
-    let kind = args.dtype.kind();
-    let (up_model, _up_vs, up_tok_dir) = load_any(&upstream_dir, kind, device)
-        .with_context(|| upstream_dir.display().to_string())?;
-    let (al_model, _al_vs, al_tok_dir) =
-        load_any(&aligner_dir, kind, device).with_context(|| aligner_dir.display().to_string())?;
-    let (wh_model, _wh_vs, wh_tok_dir) =
-        load_any(&whole_dir, kind, device).with_context(|| whole_dir.display().to_string())?;
+    let load = |dir: &PathBuf, weights, cpu_format| {
+        common::load_for_inference(dir, device, args.dtype, weights, cpu_format)
+    };
+    let (up_model, up_tok_dir) = load(&upstream_dir, args.weights, WeightFormat::Int4)?;
+    let (al_model, al_tok_dir) = load(&aligner_dir, args.aligner_weights, WeightFormat::Int8)?;
+    let (wh_model, wh_tok_dir) = load(&whole_dir, args.aligner_weights, WeightFormat::Int8)?;
     let up_tok = ModelTokenizer::from_dir(&up_tok_dir)?;
     let al_tok = ModelTokenizer::from_dir(&al_tok_dir)?;
     let wh_tok = ModelTokenizer::from_dir(&wh_tok_dir)?;
     let questions = &QUESTIONS[..args.questions.clamp(1, QUESTIONS.len())];
-    let upstream = |sampling: SamplingConfig| -> anyhow::Result<LocalUpstream<'_, Llama>> {
+    let upstream = |sampling: SamplingConfig| -> anyhow::Result<LocalUpstream<'_, InferenceModel>> {
         let config = UpstreamConfig {
             sampling,
             system: Some(MATH_SYSTEM_PROMPT.to_owned()),
@@ -129,14 +142,14 @@ fn main() -> anyhow::Result<()> {
         };
         Ok(LocalUpstream::new(&up_model, up_tok.clone(), config)?)
     };
-    let corrector = || -> anyhow::Result<LocalCorrector<'_, Llama>> {
+    let corrector = || -> anyhow::Result<LocalCorrector<'_, InferenceModel>> {
         Ok(LocalCorrector::new(
             &al_model,
             al_tok.clone(),
             CorrectorConfig::default(),
         )?)
     };
-    let whole = || -> anyhow::Result<LocalCorrector<'_, Llama>> {
+    let whole = || -> anyhow::Result<LocalCorrector<'_, InferenceModel>> {
         Ok(LocalCorrector::new(
             &wh_model,
             wh_tok.clone(),
@@ -144,12 +157,14 @@ fn main() -> anyhow::Result<()> {
         )?)
     };
     eprintln!(
-        "upstream {}, stream aligner {}, whole-answer aligner {}, {} questions, {:?}, {} threads",
+        "upstream {} ({}), stream aligner {}, whole-answer aligner {} ({}), {} questions, {:?} activations, {} threads",
         upstream_dir.display(),
+        weights_name(&up_model),
         aligner_dir.display(),
         whole_dir.display(),
+        weights_name(&al_model),
         questions.len(),
-        args.dtype,
+        up_model.kind(),
         tch::get_num_threads()
     );
     // Warm-up: one short answer, not counted.
@@ -248,7 +263,9 @@ fn main() -> anyhow::Result<()> {
     json.insert("questions".into(), questions.len().into());
     json.insert("max_tokens".into(), args.max_tokens.into());
     json.insert("threads".into(), tch::get_num_threads().into());
-    json.insert("dtype".into(), format!("{:?}", args.dtype).into());
+    json.insert("dtype".into(), format!("{:?}", up_model.kind()).into());
+    json.insert("upstream_weights".into(), weights_name(&up_model).into());
+    json.insert("aligner_weights".into(), weights_name(&al_model).into());
     json.insert(
         "stream_aligner_dir".into(),
         aligner_dir.display().to_string().into(),

@@ -15,9 +15,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use aligner::data::template::MATH_SYSTEM_PROMPT;
-use aligner::model::adapter::load_any;
 use aligner::model::generate::SamplingConfig;
-use aligner::model::{DType, ModelTokenizer};
+use aligner::model::{DType, ModelTokenizer, WeightFormat};
 use aligner::stream::modes::{self, ReferenceConfig};
 use aligner::stream::preference::{PreferenceStyle, PreferenceWriter};
 use aligner::stream::{
@@ -84,9 +83,18 @@ struct Args {
     /// How to answer.
     #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
     mode: ModeArg,
-    /// Weights and activations: f32, bf16 or f16.
-    #[arg(long, default_value = "bf16", value_parser = common::dtype)]
-    dtype: DType,
+    /// Activations (and dense weights): f32, bf16 or f16 (default: f32 on the CPU, bf16 on a
+    /// GPU).
+    #[arg(long, value_parser = common::dtype)]
+    dtype: Option<DType>,
+    /// Upstream weights: dense, int8 or int4 blocks (default: int4 on the CPU, which keeps the
+    /// embedded model's own Q4_1 codes; dense elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    weights: common::Weights,
+    /// Aligner weights (default: int8 on the CPU, close to the merged LoRA weights; dense
+    /// elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    aligner_weights: common::Weights,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto", value_parser = common::device)]
     device: tch::Device,
@@ -171,20 +179,28 @@ fn main() -> anyhow::Result<()> {
         None if shipped.is_dir() => shipped,
         None => upstream_dir.clone(),
     };
-    let kind = args.dtype.kind();
-    let load = |dir: &PathBuf| {
-        load_any(dir, kind, args.device).with_context(|| format!("loading {}", dir.display()))
-    };
-    let (upstream_model, _upstream_vs, upstream_tok) = load(&upstream_dir)?;
-    // One copy of the weights when both roles use the same model.
-    let separate_aligner = if aligner_dir == upstream_dir {
+    let (upstream_model, upstream_tok) = common::load_for_inference(
+        &upstream_dir,
+        args.device,
+        args.dtype,
+        args.weights,
+        WeightFormat::Int4,
+    )?;
+    // One copy of the weights when both roles use the same model in the same format.
+    let separate_aligner = if aligner_dir == upstream_dir && args.aligner_weights == args.weights {
         None
     } else {
-        Some(load(&aligner_dir)?)
+        Some(common::load_for_inference(
+            &aligner_dir,
+            args.device,
+            args.dtype,
+            args.aligner_weights,
+            WeightFormat::Int8,
+        )?)
     };
     let (aligner_model, aligner_tok) = separate_aligner
         .as_ref()
-        .map_or((&upstream_model, &upstream_tok), |(m, _, t)| (m, t));
+        .map_or((&upstream_model, &upstream_tok), |(m, t)| (m, t));
     if !args.quiet {
         eprintln!("aligner: {}", aligner_dir.display());
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aligner::model::{DType, hub, parse_device};
+use aligner::model::{DType, InferenceModel, WeightFormat, hub, parse_device};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// `dir` if given, else the embedded default model, fetched and imported on first use.
@@ -75,4 +75,45 @@ pub fn sampling_json(s: &aligner::model::generate::SamplingConfig) -> serde_json
         "frequency_penalty": s.frequency_penalty,
         "seed": s.seed,
     })
+}
+
+/// `--weights`: a format, or `None` for `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weights(pub Option<WeightFormat>);
+
+/// clap parser for `--weights`: `auto`, `dense`, `int8` or `int4`.
+pub fn weights(s: &str) -> Result<Weights, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Weights(None));
+    }
+    s.parse()
+        .map(|f| Weights(Some(f)))
+        .map_err(|e: aligner::model::Error| e.to_string())
+}
+
+/// Loads a model or adapter folder for inference. `auto` settings pick, on the CPU, f32
+/// activations with `cpu_format` blocks (the packed model's fast decoding) and elsewhere bf16
+/// dense weights. Returns the model and its tokenizer folder.
+pub fn load_for_inference(
+    dir: &Path,
+    device: tch::Device,
+    dtype: Option<DType>,
+    weights: Weights,
+    cpu_format: WeightFormat,
+) -> anyhow::Result<(InferenceModel, PathBuf)> {
+    let cpu = device == tch::Device::Cpu;
+    let format = weights
+        .0
+        .unwrap_or(if cpu { cpu_format } else { WeightFormat::Dense });
+    let kind = dtype.map_or(
+        if cpu {
+            tch::Kind::Float
+        } else {
+            tch::Kind::BFloat16
+        },
+        DType::kind,
+    );
+    let packed = (format != WeightFormat::Dense).then_some(format);
+    InferenceModel::load(dir, kind, device, packed)
+        .map_err(|e| anyhow::anyhow!("loading {}: {e}", dir.display()))
 }

@@ -137,33 +137,54 @@ impl KvCache {
     /// returns views of all cached ones, the new included.
     pub(crate) fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
         let (start, t) = (self.len as i64, k.size()[2]);
-        let end = start + t;
+        let (kb, vb) = self.reserve(layer, (start + t) as usize, &k.size(), k.kind());
+        kb.narrow(2, start, t).copy_(&k);
+        vb.narrow(2, start, t).copy_(&v);
+        (kb.narrow(2, 0, start + t), vb.narrow(2, 0, start + t))
+    }
+
+    /// The key and value buffers of `layer` `(batch, kv_heads, capacity, head_dim)`, contiguous,
+    /// grown (keeping the cached positions) to hold at least `end` positions. `like` is the
+    /// shape of keys to be stored (its third entry is ignored) and `kind` their dtype.
+    pub(crate) fn reserve(
+        &mut self,
+        layer: usize,
+        end: usize,
+        like: &[i64],
+        kind: Kind,
+    ) -> (Tensor, Tensor) {
+        let (start, end) = (self.len as i64, end as i64);
+        let device = self.next_position.device();
         let entry = &mut self.layers[layer];
         let (kb, vb) = match entry.take() {
             Some((kb, vb)) if end <= kb.size()[2] => (kb, vb),
             old => {
                 let capacity = old.as_ref().map_or(0, |(kb, _)| kb.size()[2]);
                 let new_capacity = (capacity * 2).max(end).max(MIN_CAPACITY);
-                let grow = |old: Option<&Tensor>, like: &Tensor| {
-                    let mut shape = like.size();
+                let grow = |old: Option<&Tensor>| {
+                    let mut shape = like.to_vec();
                     shape[2] = new_capacity;
-                    let buffer = Tensor::empty(shape, (like.kind(), like.device()));
+                    let buffer = Tensor::empty(shape, (kind, device));
                     if let Some(old) = old.filter(|_| start > 0) {
                         buffer.narrow(2, 0, start).copy_(&old.narrow(2, 0, start));
                     }
                     buffer
                 };
                 (
-                    grow(old.as_ref().map(|(kb, _)| kb), &k),
-                    grow(old.as_ref().map(|(_, vb)| vb), &v),
+                    grow(old.as_ref().map(|(kb, _)| kb)),
+                    grow(old.as_ref().map(|(_, vb)| vb)),
                 )
             }
         };
-        kb.narrow(2, start, t).copy_(&k);
-        vb.narrow(2, start, t).copy_(&v);
-        let full = (kb.narrow(2, 0, end), vb.narrow(2, 0, end));
+        let handles = (kb.shallow_clone(), vb.shallow_clone());
         *entry = Some((kb, vb));
-        full
+        handles
+    }
+
+    /// The padding mask `(batch, len)` of everything cached and just announced by a pass, if any
+    /// padding was ever fed.
+    pub(crate) fn key_mask(&self) -> Option<&Tensor> {
+        self.key_mask.as_ref()
     }
 
     /// Advances the cached length after all layers appended `t` positions.

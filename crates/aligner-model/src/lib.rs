@@ -43,6 +43,8 @@ mod cache;
 #[cfg(feature = "torch")]
 mod causal_lm;
 #[cfg(feature = "torch")]
+mod decode;
+#[cfg(feature = "torch")]
 pub mod device;
 #[cfg(feature = "torch")]
 pub mod llama;
@@ -60,6 +62,6 @@ pub use device::{DType, auto_device, parse_device};
 #[cfg(feature = "torch")]
 pub use llama::Llama;
 #[cfg(feature = "torch")]
-pub use packed::{PackedLlama, WeightFormat};
+pub use packed::{InferenceModel, PackedLlama, WeightFormat};
 #[cfg(feature = "torch")]
 pub mod generate;

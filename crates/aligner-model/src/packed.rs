@@ -23,8 +23,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::Config;
+use crate::decode;
 use crate::llama::{Linear, RmsNorm, RotaryEmbedding, check_input, pass_context};
-use crate::qmatmul::{DotBlock, Q4Matrix, Q8Matrix, QMatrix, quantize_activations};
+use crate::qmatmul::{Activations, Q4Matrix, Q8Matrix, QuantError};
 use crate::{CausalLm, Error, Llama, Result};
 
 /// How a [`PackedLlama`] stores its projection and LM-head weights for decoding.
@@ -89,6 +90,8 @@ struct Proj {
     /// when `blocks` is `None`).
     dense: Tensor,
     bias: Option<Tensor>,
+    /// The bias in f32 on the host, for the block kernels.
+    bias_host: Option<Vec<f32>>,
     blocks: Option<Blocks>,
 }
 
@@ -116,7 +119,7 @@ impl Proj {
                 }
                 let values = Vec::<f32>::try_from(w32.view([-1]))?;
                 let (rows, cols) = (rows as usize, cols as usize);
-                let err = |e: crate::qmatmul::QuantError| {
+                let err = |e: QuantError| {
                     Error::InvalidArgument(format!("{name}: cannot quantise as {format}: {e}"))
                 };
                 Some(if format == WeightFormat::Int4 {
@@ -126,31 +129,76 @@ impl Proj {
                 })
             }
         };
+        let bias_host = match &bias {
+            Some(b) => Some(Vec::<f32>::try_from(
+                b.to_kind(Kind::Float).to_device(Device::Cpu),
+            )?),
+            None => None,
+        };
         Ok(Self {
             dense: w32.to_kind(kind),
             bias,
+            bias_host,
             blocks: quantised,
         })
+    }
+
+    /// Output width.
+    fn out_dim(&self) -> usize {
+        self.dense.size()[0] as usize
+    }
+
+    /// `x` (`rows` rows, row-major, f32) times the block matrix, plus the bias: `(rows, out)`
+    /// row-major. Only for packs with blocks.
+    fn matmul_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let err = |e: QuantError| Error::InvalidArgument(e.to_string());
+        let n = self.out_dim();
+        let xq = Activations::quantize(x, x.len() / rows.max(1)).map_err(err)?;
+        let mut t = vec![0f32; n * rows];
+        match &self.blocks {
+            Some(Blocks::Q4(m)) => m.matmul_t(&xq, &mut t),
+            Some(Blocks::Q8(m)) => m.matmul_t(&xq, &mut t),
+            None => {
+                return Err(Error::InvalidArgument(
+                    "a dense projection has no block kernel".into(),
+                ));
+            }
+        }
+        .map_err(err)?;
+        // `(out, rows)` to `(rows, out)`.
+        let mut out = if rows == 1 {
+            t
+        } else {
+            let mut out = vec![0f32; n * rows];
+            for (j, col) in t.chunks_exact(rows).enumerate() {
+                for (i, &v) in col.iter().enumerate() {
+                    out[i * n + j] = v;
+                }
+            }
+            out
+        };
+        if let Some(b) = &self.bias_host {
+            for row in out.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        }
+        Ok(out)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let in_dim = self.dense.size()[1];
         let rows = xs.numel() as i64 / in_dim.max(1);
-        let ys = match &self.blocks {
-            Some(blocks) if rows <= QUANT_MAX_ROWS => {
-                let ys = match blocks {
-                    Blocks::Q4(m) => block_matmul(m, xs)?,
-                    Blocks::Q8(m) => block_matmul(m, xs)?,
-                }
-                .to_kind(xs.kind());
-                match &self.bias {
-                    Some(b) => ys + b,
-                    None => ys,
-                }
-            }
-            _ => xs.linear(&self.dense, self.bias.as_ref()),
-        };
-        Ok(ys)
+        if self.blocks.is_none() || rows > QUANT_MAX_ROWS {
+            return Ok(xs.linear(&self.dense, self.bias.as_ref()));
+        }
+        let mut shape = xs.size();
+        shape.pop();
+        shape.push(self.out_dim() as i64);
+        let x = Vec::<f32>::try_from(xs.to_kind(Kind::Float).reshape([-1]))?;
+        let ys = self.matmul_rows(&x, rows as usize)?;
+        Ok(Tensor::from_slice(&ys)
+            .view(shape.as_slice())
+            .to_kind(xs.kind()))
     }
 
     /// Bytes of weight data a quantised-kernel pass reads (the dense copy where there are no
@@ -164,22 +212,6 @@ impl Proj {
                 Some(Blocks::Q8(m)) => m.bytes(),
             }
     }
-}
-
-/// `xs` `(.., in)` times the transposed block matrix: `(.., out)` in f32.
-fn block_matmul<B: DotBlock>(m: &QMatrix<B>, xs: &Tensor) -> Result<Tensor> {
-    let mut shape = xs.size();
-    let in_dim = shape.pop().unwrap_or(0);
-    let x = xs.to_kind(Kind::Float).contiguous();
-    let rows = x.numel() / (in_dim.max(1) as usize);
-    let err = |e: crate::qmatmul::QuantError| Error::InvalidArgument(e.to_string());
-    let values = Vec::<f32>::try_from(x.view([-1]))?;
-    let xq = quantize_activations(&values, in_dim as usize).map_err(err)?;
-    let mut out = vec![0f32; m.rows() * rows];
-    m.matmul_t(&xq, &mut out).map_err(err)?;
-    let ys = Tensor::from_slice(&out).view([m.rows() as i64, rows as i64]);
-    shape.push(m.rows() as i64);
-    Ok(ys.transpose(0, 1).reshape(shape.as_slice()))
 }
 
 /// Concatenates the weights (and biases) of `linears` along the output dimension and packs them.
@@ -210,15 +242,19 @@ fn pack_fused(name: &str, linears: &[&Linear], format: WeightFormat, kind: Kind)
 #[derive(Debug)]
 struct Norm {
     weight: Tensor,
+    /// The weight in f32 on the host, for the host decoding step.
+    host: Vec<f32>,
     eps: f64,
 }
 
 impl Norm {
-    fn from(norm: &RmsNorm, kind: Kind) -> Self {
-        Self {
-            weight: norm.weight.detach().to_kind(kind),
+    fn from(norm: &RmsNorm, kind: Kind) -> Result<Self> {
+        let weight = norm.weight.detach();
+        Ok(Self {
+            host: Vec::<f32>::try_from(weight.to_kind(Kind::Float).to_device(Device::Cpu))?,
+            weight: weight.to_kind(kind),
             eps: norm.eps,
-        }
+        })
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
@@ -274,7 +310,7 @@ impl PackedLlama {
                 let (a, m) = (&l.self_attn, &l.mlp);
                 let name = |s: &str| format!("model.layers.{i}.{s}");
                 Ok(Layer {
-                    input_norm: Norm::from(&l.input_layernorm, kind),
+                    input_norm: Norm::from(&l.input_layernorm, kind)?,
                     qkv: pack_fused(
                         &name("self_attn.qkv_proj"),
                         &[&a.q_proj, &a.k_proj, &a.v_proj],
@@ -282,7 +318,7 @@ impl PackedLlama {
                         kind,
                     )?,
                     o: pack_fused(&name("self_attn.o_proj"), &[&a.o_proj], format, kind)?,
-                    post_norm: Norm::from(&l.post_attention_layernorm, kind),
+                    post_norm: Norm::from(&l.post_attention_layernorm, kind)?,
                     gate_up: pack_fused(
                         &name("mlp.gate_up_proj"),
                         &[&m.gate_proj, &m.up_proj],
@@ -302,7 +338,7 @@ impl PackedLlama {
         Ok(Self {
             embed_tokens: model.embed_tokens.detach().to_kind(kind),
             layers,
-            norm: Norm::from(&model.norm, kind),
+            norm: Norm::from(&model.norm, kind)?,
             lm_head,
             rotary: model.rotary.shallow_clone(),
             config: c.clone(),
@@ -407,6 +443,98 @@ impl PackedLlama {
         Ok(h + layer.down.forward(&act)?)
     }
 
+    /// One decoding step (one token per row) computed on the host in f32 with the block
+    /// kernels, reading and writing the cache's buffers in place: a few LibTorch calls per step
+    /// instead of a few dozen per layer. Returns the normed hidden states `(b, 1, hidden)`.
+    fn host_step(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        ctx: &crate::llama::AttentionContext,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let (width, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
+        let b = cache.batch();
+        let (len, total) = (cache.len(), cache.len() + 1);
+        let host = |t: &Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float).reshape([-1]));
+        let (cos, sin) = (host(&ctx.cos)?, host(&ctx.sin)?);
+        let allowed = match cache.key_mask() {
+            Some(m) => {
+                let mut a = Vec::<bool>::try_from(m.reshape([-1]))?;
+                // A row's new token always sees itself, as on the LibTorch path.
+                a.chunks_exact_mut(total).for_each(|r| r[len] = true);
+                Some(a)
+            }
+            None => None,
+        };
+        let mut x = host(&Tensor::embedding(
+            &self.embed_tokens,
+            input_ids,
+            -1,
+            false,
+            false,
+        ))?;
+        let mut h = vec![0f32; b * width];
+        let row = (nh + 2 * nkv) * hd;
+        for (i, layer) in self.layers.iter().enumerate() {
+            decode::rms_norm(&x, &layer.input_norm.host, eps, &mut h);
+            let mut qkv = layer.qkv.matmul_rows(&h, b)?;
+            let (kb, vb) =
+                cache.reserve(i, total, &[b as i64, nkv as i64, 0, hd as i64], Kind::Float);
+            let cap = kb.size()[2] as usize;
+            // SAFETY: `reserve` returns contiguous f32 CPU buffers of `b * nkv * cap * hd`
+            // values, owned by `cache`, which this function borrows mutably: nothing else reads
+            // or writes them meanwhile, and the slices die before the buffers can.
+            let (keys, values) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(kb.data_ptr().cast::<f32>(), kb.numel()),
+                    std::slice::from_raw_parts_mut(vb.data_ptr().cast::<f32>(), vb.numel()),
+                )
+            };
+            let mut attn = Vec::with_capacity(b * nh * hd);
+            for r in 0..b {
+                let this = &mut qkv[r * row..(r + 1) * row];
+                decode::rope(
+                    &mut this[..(nh + nkv) * hd],
+                    &cos[r * hd..(r + 1) * hd],
+                    &sin[r * hd..(r + 1) * hd],
+                );
+                for g in 0..nkv {
+                    let at = ((r * nkv + g) * cap + len) * hd;
+                    keys[at..at + hd].copy_from_slice(&this[(nh + g) * hd..(nh + g + 1) * hd]);
+                    values[at..at + hd]
+                        .copy_from_slice(&this[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
+                }
+                let span = r * nkv * cap * hd..(r + 1) * nkv * cap * hd;
+                let kv = decode::KvRow {
+                    keys: &keys[span.clone()],
+                    values: &values[span],
+                    capacity: cap,
+                };
+                let visible = allowed.as_ref().map(|a| &a[r * total..(r + 1) * total]);
+                attn.extend(decode::attend(
+                    &this[..nh * hd],
+                    &kv,
+                    total,
+                    visible,
+                    nh,
+                    nkv,
+                    hd,
+                ));
+            }
+            let o = layer.o.matmul_rows(&attn, b)?;
+            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+            decode::rms_norm(&x, &layer.post_norm.host, eps, &mut h);
+            let act = decode::swiglu(&layer.gate_up.matmul_rows(&h, b)?, inter);
+            let down = layer.down.matmul_rows(&act, b)?;
+            x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
+        }
+        cache.commit(1);
+        decode::rms_norm(&x, &self.norm.host, eps, &mut h);
+        Ok(Tensor::from_slice(&h).view([b as i64, 1, width as i64]))
+    }
+
     fn hidden_states(
         &self,
         input_ids: &Tensor,
@@ -418,6 +546,14 @@ impl PackedLlama {
         let threads =
             (self.format != WeightFormat::Dense && b * t <= QUANT_MAX_ROWS).then(SerialTorch::new);
         let ctx = pass_context(&self.rotary, self.kind, self.device, t, cache, mask);
+        if t == 1
+            && b <= QUANT_MAX_ROWS
+            && self.device == Device::Cpu
+            && self.kind == Kind::Float
+            && self.format != WeightFormat::Dense
+        {
+            return Ok((self.host_step(input_ids, cache, &ctx)?, threads));
+        }
         // `(b, 1, t, hd)` -> `(b, t, 1, hd)` to broadcast over the heads of `(b, t, heads, hd)`;
         // the sine's first half negated for `rotate_half`.
         let hd = self.config.head_dim as i64;
@@ -502,5 +638,87 @@ impl CausalLm for PackedLlama {
         let (hidden, _threads) = self.hidden_states(input_ids, cache, mask)?;
         let t = hidden.size()[1];
         self.lm_head.forward(&hidden.select(1, t - 1))
+    }
+}
+
+/// A model ready for inference: [`Llama`] as loaded (with the store that owns its weights), or
+/// its packed form. Implements [`CausalLm`] by delegation, so callers choose the weight format
+/// at run time and keep one code path.
+#[derive(Debug)]
+pub enum InferenceModel {
+    /// The trainable model and its variables.
+    Llama(Llama, tch::nn::VarStore),
+    /// The packed model.
+    Packed(PackedLlama),
+}
+
+impl InferenceModel {
+    /// Loads a model folder or a PEFT adapter folder (merged into its base, see
+    /// [`crate::adapter::load_any`]) with activations of `kind`, packed as `format` unless that
+    /// is `None`. Returns the model and the folder of its tokenizer.
+    ///
+    /// Packing loads the weights in f32 first, so that quantisation sees them exactly.
+    pub fn load(
+        dir: &Path,
+        kind: Kind,
+        device: Device,
+        format: Option<WeightFormat>,
+    ) -> Result<(Self, std::path::PathBuf)> {
+        match format {
+            None => {
+                let (model, vs, tokenizer) = crate::adapter::load_any(dir, kind, device)?;
+                Ok((Self::Llama(model, vs), tokenizer))
+            }
+            Some(format) => {
+                let (model, _vs, tokenizer) = crate::adapter::load_any(dir, Kind::Float, device)?;
+                Ok((
+                    Self::Packed(PackedLlama::from_model(&model, kind, format)?),
+                    tokenizer,
+                ))
+            }
+        }
+    }
+
+    fn inner(&self) -> &dyn CausalLm {
+        match self {
+            Self::Llama(m, _) => m,
+            Self::Packed(m) => m,
+        }
+    }
+}
+
+impl CausalLm for InferenceModel {
+    fn config(&self) -> &Config {
+        self.inner().config()
+    }
+
+    fn device(&self) -> Device {
+        self.inner().device()
+    }
+
+    fn kind(&self) -> Kind {
+        self.inner().kind()
+    }
+
+    fn new_cache(&self, batch: usize) -> KvCache {
+        self.inner().new_cache(batch)
+    }
+
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.inner().forward(input_ids, cache, mask)
+    }
+
+    fn forward_last(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.inner().forward_last(input_ids, cache, mask)
     }
 }

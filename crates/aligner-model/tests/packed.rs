@@ -50,14 +50,14 @@ fn blocks_of_the_imported_model_are_the_gguf_files_own() {
         let values = gguf.dequantize(name).unwrap();
         let ours = Q4Matrix::from_f32(&values, rows, cols).unwrap();
         let theirs: Vec<BlockQ4> = raw_blocks(gguf.tensor_bytes(&info).unwrap());
-        assert_eq!(ours.blocks(), theirs.as_slice(), "{name}");
+        assert_eq!(ours.blocks(), theirs, "{name}");
     }
     let info = gguf.tensor_info("token_embd.weight").unwrap().clone();
     let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
     let ours =
         Q8Matrix::from_f32(&gguf.dequantize("token_embd.weight").unwrap(), rows, cols).unwrap();
     let theirs: Vec<BlockQ8> = raw_blocks(gguf.tensor_bytes(&info).unwrap());
-    assert_eq!(ours.blocks(), theirs.as_slice(), "token_embd.weight");
+    assert_eq!(ours.blocks(), theirs, "token_embd.weight");
 }
 
 #[test]

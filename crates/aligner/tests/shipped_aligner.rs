@@ -62,3 +62,31 @@ const CASES: &[(&str, &str, &str, &str)] = &[(
     "Liam plants 2 * 8 = 18 pepper plants.",
     "2 * 8 = 16",
 )];
+
+/// Verifying the sentence as a draft (the default) returns what plain greedy decoding returns,
+/// on a sentence the aligner fixes and on ones it keeps.
+#[test]
+fn draft_verification_changes_no_correction() {
+    let loaded = load_adapted(&shipped(), None, Kind::Float, Device::Cpu).unwrap();
+    let tokenizer = ModelTokenizer::from_dir(&loaded.base_dir).unwrap();
+    let config = |verify_draft| CorrectorConfig {
+        verify_draft,
+        ..CorrectorConfig::default()
+    };
+    let mut plain = LocalCorrector::new(&loaded.model, tokenizer.clone(), config(false)).unwrap();
+    let mut verified = LocalCorrector::new(&loaded.model, tokenizer, config(true)).unwrap();
+    let (question, _, wrong, _) = CASES[0];
+    let right = "Liam plants 2 * 8 = 16 pepper plants.";
+    for (prefix, last) in [
+        ("", wrong),
+        ("", right),
+        (
+            right,
+            "Each plant grows 7 peppers, so the plants grow 16 * 7 = 112 peppers.",
+        ),
+    ] {
+        let a = plain.correct(question, prefix, last).unwrap();
+        let b = verified.correct(question, prefix, last).unwrap();
+        assert_eq!(a, b, "prefix {prefix:?}, sentence {last:?}");
+    }
+}

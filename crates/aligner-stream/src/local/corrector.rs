@@ -1,5 +1,7 @@
 //! The aligner: a local causal LM prompted with the Stream Aligner instruction.
 
+use std::collections::VecDeque;
+
 use aligner_model::chat::ChatTemplate;
 use aligner_model::generate::{Sampler, SamplingConfig, TextStream};
 use aligner_model::{CausalLm, ModelTokenizer};
@@ -29,6 +31,12 @@ pub struct CorrectorConfig {
     /// untrained aligner (the default model prompted with the instruction) tends to copy the
     /// prefix's first sentence, which would make the answer loop; a trained one never needs it.
     pub reject_repeats: bool,
+    /// Verify the text being corrected as a draft of the answer: it is forwarded with the prompt
+    /// in one pass, the longest prefix of it that greedy decoding would have written is taken
+    /// at once, and decoding goes on from the first token that differs. The result is that of
+    /// plain greedy decoding (up to floating-point near-ties between a batched and a stepwise
+    /// forward pass), but an unchanged sentence costs one forward pass instead of one per token.
+    pub verify_draft: bool,
 }
 
 impl Default for CorrectorConfig {
@@ -40,6 +48,7 @@ impl Default for CorrectorConfig {
             system: None,
             one_sentence: true,
             reject_repeats: true,
+            verify_draft: true,
         }
     }
 }
@@ -110,28 +119,67 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
     /// Rewrites a whole answer with the Aligner correction instruction (whole-answer mode).
     pub fn rewrite_answer(&mut self, question: &str, answer: &str) -> Result<Correction> {
         let instruction = correction_instruction(question, answer.trim());
-        self.complete(&instruction, self.config.max_answer_tokens, false)
+        self.complete(
+            &instruction,
+            answer.trim(),
+            self.config.max_answer_tokens,
+            false,
+        )
     }
 
     /// Greedy completion of `instruction`, trimmed; with `one_sentence` it stops after the
-    /// first sentence of the output.
+    /// first sentence of the output. `draft` is the text being corrected: with `verify_draft`
+    /// its tokens are checked in one pass and the agreeing ones taken without decoding.
     fn complete(
         &mut self,
         instruction: &str,
+        draft: &str,
         max_tokens: usize,
         one_sentence: bool,
     ) -> Result<Correction> {
         let prompt = self.render_prompt(instruction)?;
         let ids = self.tokenizer.encode(&prompt, true)?;
-        let (mut logits, info) = self.ctx.sync(self.model, &ids)?;
-        self.forwarded += info.fed;
+        let draft_ids = if self.config.verify_draft && !draft.is_empty() {
+            self.tokenizer.encode(draft, false)?
+        } else {
+            Vec::new()
+        };
+        // Tokens chosen ahead of decoding, each with whether the cache already holds it.
+        let mut ahead = VecDeque::new();
+        let mut logits = None;
+        if draft_ids.is_empty() {
+            let (l, info) = self.ctx.sync(self.model, &ids)?;
+            self.forwarded += info.fed;
+            logits = Some(l);
+        } else {
+            let (choices, info) = self.ctx.verify(self.model, &ids, &draft_ids)?;
+            self.forwarded += info.fed;
+            let agreed = choices
+                .iter()
+                .zip(&draft_ids)
+                .take_while(|(c, d)| c == d)
+                .count();
+            // Keep the agreeing draft tokens cached; the model's own choice after them is next.
+            self.ctx.truncate(ids.len() + agreed);
+            ahead.extend(draft_ids[..agreed].iter().map(|&t| (t, true)));
+            ahead.push_back((choices[agreed], false));
+        }
         let mut sampler = Sampler::new(SamplingConfig::greedy())?;
         let mut stream = TextStream::new(self.tokenizer.clone());
         let eos_ids = self.tokenizer.eos_ids().to_vec();
         let mut text = String::new();
         let mut tokens = 0;
         while tokens < max_tokens {
-            let token = sampler.sample(&logits, &[], &[])?;
+            let (token, cached) = match (ahead.pop_front(), &logits) {
+                (Some(next), _) => next,
+                (None, Some(l)) => (sampler.sample(l, &[], &[])?, false),
+                (None, None) => {
+                    return Err(Error::Protocol {
+                        component: "corrector",
+                        reason: "no logits to decode from".into(),
+                    });
+                }
+            };
             tokens += 1;
             if eos_ids.contains(&token) {
                 break;
@@ -147,8 +195,8 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
                     });
                 }
             }
-            if tokens < max_tokens {
-                logits = self.ctx.feed(self.model, &[token])?;
+            if tokens < max_tokens && !cached {
+                logits = Some(self.ctx.feed(self.model, &[token])?);
                 self.forwarded += 1;
             }
         }
@@ -165,6 +213,7 @@ impl<M: CausalLm> Corrector for LocalCorrector<'_, M> {
         let instruction = stream_instruction(question, prefix.trim(), last.trim());
         let mut correction = self.complete(
             &instruction,
+            last.trim(),
             self.config.max_sentence_tokens,
             self.config.one_sentence,
         )?;

@@ -69,6 +69,57 @@ impl Context {
         Ok((logits, info))
     }
 
+    /// Makes the cache hold `prompt` followed by `draft` and returns the model's greedy choice
+    /// after the prompt and after each draft token (`draft.len() + 1` ids), from one forward
+    /// pass over whatever of them is not cached yet.
+    fn verify<M: CausalLm>(
+        &mut self,
+        model: &M,
+        prompt: &[u32],
+        draft: &[u32],
+    ) -> Result<(Vec<u32>, SyncInfo)> {
+        if prompt.is_empty() {
+            return Err(Error::Protocol {
+                component: "context",
+                reason: "empty prompt".into(),
+            });
+        }
+        let full: Vec<u32> = prompt.iter().chain(draft).copied().collect();
+        // The logits after the prompt's last token are needed, so that token is forwarded.
+        let kept = common_prefix(&self.ids, &full).min(prompt.len() - 1);
+        self.cache.truncate(kept);
+        self.ids.truncate(kept);
+        let _guard = tch::no_grad_guard();
+        let input: Vec<i64> = full[kept..].iter().map(|&t| i64::from(t)).collect();
+        let input = Tensor::from_slice(&input)
+            .unsqueeze(0)
+            .to_device(model.device());
+        let logits = model.forward(&input, &mut self.cache, None)?;
+        self.ids.extend_from_slice(&full[kept..]);
+        let first = (prompt.len() - 1 - kept) as i64;
+        let choices = logits
+            .f_select(0, 0)?
+            .f_narrow(0, first, draft.len() as i64 + 1)?
+            .f_argmax(-1, false)?
+            .to_device(tch::Device::Cpu);
+        let choices = Vec::<i64>::try_from(choices)?
+            .into_iter()
+            .map(|t| t as u32)
+            .collect();
+        let info = SyncInfo {
+            kept,
+            fed: full.len() - kept,
+            len: self.ids.len(),
+        };
+        Ok((choices, info))
+    }
+
+    /// Keeps only the first `len` cached positions.
+    fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+        self.ids.truncate(len);
+    }
+
     /// Forwards `ids` after the cached ones; returns the logits `(vocab,)` after the last.
     fn feed<M: CausalLm>(&mut self, model: &M, ids: &[u32]) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
