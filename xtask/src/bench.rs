@@ -190,6 +190,36 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// The CPU's vector extensions that decide matrix-product speed (AVX2, AVX-512, bf16, AMX).
+fn cpu_vector_flags() -> String {
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("flags"))
+                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        })
+        .unwrap_or_default();
+    let wanted = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_vnni",
+        "amx_bf16",
+    ];
+    let found: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|w| flags.iter().any(|f| f == w))
+        .collect();
+    if found.is_empty() {
+        "no AVX2".into()
+    } else {
+        found.join(", ")
+    }
+}
+
 fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -206,7 +236,13 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
          512 tokens with logits at every position (best of 3); training = forward, backward and an \
          AdamW step on batch 4 x 256 (best of 2 after a warm-up). Compare ratios, not absolute \
          numbers: they drift between runs and machines (on a shared 2-core machine, repeated runs \
-         of the same side differ by up to about 10%).\n",
+         of the same side differ by up to about 10%). The packed rows are `PackedLlama` \
+         (`crates/aligner-model/src/packed.rs`) with f32 activations: int4 keeps the embedded \
+         GGUF file's own Q4_1 blocks (Q8_0 for the LM head, as in the file), int8 is Q8_0 \
+         throughout; steps of up to 16 rows run on our block kernels, longer passes on a dense f32 \
+         copy of the same weights. They are set beside transformers' bf16 figures, its faster \
+         setting where the CPU has native bf16 (on one without, such as this one if its flags \
+         below lack avx512_bf16 and amx, bf16 matrix products are slower than f32 on both sides).\n",
         reference
             .get("torch")
             .and_then(Value::as_str)
@@ -214,8 +250,9 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
     );
     let _ = writeln!(
         s,
-        "Machine: {} ({cores} cores), LibTorch threads: {}.\n",
+        "Machine: {} ({cores} cores; {}), LibTorch threads: {}.\n",
         cpu_model(),
+        cpu_vector_flags(),
         ours.get("threads").unwrap_or(&Value::Null)
     );
     let _ = writeln!(s, "| measurement | aligner-rs | transformers | ratio |");

@@ -15,6 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("torch", TORCH),
     ("transformers", "5.23.0"),
     ("gguf", "0.19.0"),
+    ("accelerate", "1.15.0"),
 ];
 
 /// Prints the versions of the pinned packages and where torch lives, one `name=value` per line.
