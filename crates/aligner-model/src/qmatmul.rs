@@ -76,7 +76,7 @@ pub enum QuantError {
 }
 
 fn check_shape(len: usize, rows: usize, cols: usize) -> Result<(), QuantError> {
-    if cols % BLOCK != 0 || cols == 0 {
+    if !cols.is_multiple_of(BLOCK) || cols == 0 {
         return Err(QuantError::Width(cols));
     }
     if len != rows * cols {
