@@ -70,9 +70,9 @@ const ROWS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Runs every benchmark, or with `stream_only` just the Stream Aligner one, re-rendering the
-/// model table from the JSON files of the last full run.
-pub fn bench(stream_only: bool) -> Result<()> {
+/// Runs every benchmark, or with `stream_only` just the Stream Aligner one (re-rendering the
+/// model table from the JSON files of the last full run), or with `render_only` none.
+pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
     let root = repo_root()?;
     let model = fetch_model()?;
     let out_dir = root.join("target").join("bench");
@@ -84,8 +84,10 @@ pub fn bench(stream_only: bool) -> Result<()> {
     let json = |p: &Path| vec!["--json".to_owned(), p.display().to_string()];
     let train_path = out_dir.join("aligner-rs-train.json");
     let stream_path = out_dir.join("aligner-rs-stream.json");
-    if stream_only {
-        crate::run_example::run("bench_stream", &json(&stream_path))?;
+    if stream_only || render_only {
+        if stream_only {
+            crate::run_example::run("bench_stream", &json(&stream_path))?;
+        }
         return write_doc(
             &root,
             &ours_path,
@@ -322,6 +324,19 @@ fn render_roofline_and_quality(ours: &Map<String, Value>) -> String {
     s
 }
 
+/// "upstream int4, aligners int8, float activations" (or "bf16 weights" for runs that recorded
+/// only a dtype).
+fn weights_phrase(stream: &Map<String, Value>) -> String {
+    let get = |k: &str| stream.get(k).and_then(Value::as_str);
+    let dtype = get("dtype").unwrap_or("?").to_lowercase();
+    match (get("upstream_weights"), get("aligner_weights")) {
+        (Some(u), Some(a)) => {
+            format!("upstream weights {u}, aligner weights {a}, {dtype} activations")
+        }
+        _ => format!("{dtype} weights"),
+    }
+}
+
 /// The Stream Aligner section: wall time per mode, same models and questions, one run.
 fn render_stream(stream: &Map<String, Value>) -> String {
     let short = |v: Option<&Value>| {
@@ -339,18 +354,14 @@ fn render_stream(stream: &Map<String, Value>) -> String {
         s,
         "Written by the same command from `examples/bench_stream.rs`: {} fixed arithmetic word \
          problems, the embedded SmolLM2-135M-Instruct as upstream (math system prompt, greedy, at \
-         most {} tokens), `{}` as Stream Aligner and `{}` as whole-answer Aligner, {} weights, a fresh upstream and aligner for every \
+         most {} tokens), `{}` as Stream Aligner and `{}` as whole-answer Aligner, {}, a fresh upstream and aligner for every \
          run. The reference loop is the published one (16 rounds, whole continuations of up to \
          the same number of tokens, sampled as published).\n",
         stream.get("questions").unwrap_or(&Value::Null),
         stream.get("max_tokens").unwrap_or(&Value::Null),
         short(stream.get("stream_aligner_dir")),
         short(stream.get("whole_aligner_dir")),
-        stream
-            .get("dtype")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_lowercase(),
+        weights_phrase(stream),
     );
     let _ = writeln!(
         s,

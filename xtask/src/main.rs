@@ -46,6 +46,9 @@ enum Cmd {
         /// from the last full run's results in target/bench.
         #[arg(long)]
         stream_only: bool,
+        /// Run nothing: re-render docs/benchmarks.md from the last results in target/bench.
+        #[arg(long, conflicts_with = "stream_only")]
+        render_only: bool,
     },
     /// Tokenise files of rows into safetensors shards and a JSON manifest.
     Prepare(prepare::PrepareArgs),
@@ -73,7 +76,10 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup { no_model } => setup::setup(!no_model),
-        Cmd::Bench { stream_only } => bench::bench(stream_only),
+        Cmd::Bench {
+            stream_only,
+            render_only,
+        } => bench::bench(stream_only, render_only),
         Cmd::Prepare(args) => prepare::run(args),
         Cmd::MathData(args) => math_data::run(args),
         Cmd::StreamData { args } => run_example::run("stream_data", &args),

@@ -1,20 +1,26 @@
-//! An inference-only form of [`Llama`] built for fast decoding: q/k/v and gate/up projections
-//! fused into one matrix each, weights optionally quantised (int8 per output channel or int4 in
-//! groups of 32), fused RMSNorm and rotary kernels, and single-token attention that folds the
-//! query heads of a key/value group into one matrix product instead of expanding the cache.
+//! An inference-only form of [`Llama`] built for fast decoding on the CPU.
+//!
+//! - q/k/v and gate/up projections are fused into one matrix each;
+//! - with [`WeightFormat::Int4`] or [`WeightFormat::Int8`] the weights are kept in GGUF's Q4_1 /
+//!   Q8_0 blocks and multiplied by the block kernels of [`crate::qmatmul`];
+//! - a decoding step (one token per row, at most [`QUANT_MAX_ROWS`] rows, f32 activations) runs
+//!   on the host in one pass over the layers, reading and writing the KV cache's buffers in
+//!   place, so that it costs a handful of LibTorch calls instead of dozens per layer;
+//! - longer passes (prompts) run through LibTorch on a dense copy of the same weights, with
+//!   fused RMSNorm and single-token attention that folds the query heads of a key/value group.
 //!
 //! ```no_run
 //! use aligner_model::{CausalLm, PackedLlama, WeightFormat};
 //! let dir = aligner_model::hub::model_dir(&aligner_model::hub::SMOLLM2_135M_INSTRUCT);
-//! let model = PackedLlama::load(&dir, tch::Kind::BFloat16, tch::Device::Cpu, WeightFormat::Int4)?;
+//! let model = PackedLlama::load(&dir, tch::Kind::Float, tch::Device::Cpu, WeightFormat::Int4)?;
 //! let mut cache = model.new_cache(1);
 //! let logits = model.forward_last(&tch::Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0), &mut cache, None)?;
 //! # Ok::<(), aligner_model::Error>(())
 //! ```
 //!
-//! GGUF's Q4_1 blocks are 32 weights with a scale and a minimum each, which is exactly the int4
-//! layout here: a model imported from a Q4_1 file and packed as [`WeightFormat::Int4`] gets its
-//! original 4-bit codes back (up to the rounding of the scales to the activation dtype).
+//! A model imported from a GGUF file in Q4_1 (the embedded default model) and packed as
+//! [`WeightFormat::Int4`] gets the file's own blocks back byte for byte; what the quantised
+//! formats approximate is the 8-bit quantisation of activations in front of each product.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -290,10 +296,11 @@ pub struct PackedLlama {
 }
 
 impl PackedLlama {
-    /// Packs `model` for activations of `kind` (f32, bf16 or f16). Quantisation is computed from
-    /// the model's weights in f32: pack a model loaded in f32 for the most faithful int4/int8
-    /// codes, then drop it (the packed model shares no weight memory with it except where
-    /// `format` is dense and the dtypes agree).
+    /// Packs `model` for activations of `kind` (f32, bf16 or f16; the host decoding step needs
+    /// f32). Quantisation is computed from the model's weights in f32: pack a model loaded in
+    /// f32 for the most faithful codes, then drop it. The packed model keeps its own copies of
+    /// the weights (quantised formats keep a dense copy for long passes as well, about 1.2
+    /// times the f32 model's memory for int4).
     pub fn from_model(model: &Llama, kind: Kind, format: WeightFormat) -> Result<Self> {
         if !matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half) {
             return Err(Error::InvalidArgument(format!(
