@@ -35,16 +35,17 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    fn new(vs: nn::Path<'_>, in_dim: usize, out_dim: usize, bias: bool) -> Self {
+    fn new(vs: nn::Path<'_>, in_dim: usize, out_dim: usize, bias: bool, random: bool) -> Self {
         let bound = 1.0 / (in_dim as f64).sqrt();
-        let weight = vs.var(
-            "weight",
-            &[out_dim as i64, in_dim as i64],
+        let init = if random {
             Init::Uniform {
                 lo: -bound,
                 up: bound,
-            },
-        );
+            }
+        } else {
+            Init::Const(0.0)
+        };
+        let weight = vs.var("weight", &[out_dim as i64, in_dim as i64], init);
         let bias = bias.then(|| vs.var("bias", &[out_dim as i64], Init::Const(0.0)));
         Self {
             weight,
@@ -225,13 +226,13 @@ pub(crate) struct AttentionContext {
 }
 
 impl Attention {
-    fn new(vs: nn::Path<'_>, c: &Config) -> Self {
+    fn new(vs: nn::Path<'_>, c: &Config, random: bool) -> Self {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
         Self {
-            q_proj: Linear::new(&vs / "q_proj", h, nh * hd, c.qkv_bias),
-            k_proj: Linear::new(&vs / "k_proj", h, nkv * hd, c.qkv_bias),
-            v_proj: Linear::new(&vs / "v_proj", h, nkv * hd, c.qkv_bias),
-            o_proj: Linear::new(&vs / "o_proj", nh * hd, h, c.o_bias),
+            q_proj: Linear::new(&vs / "q_proj", h, nh * hd, c.qkv_bias, random),
+            k_proj: Linear::new(&vs / "k_proj", h, nkv * hd, c.qkv_bias, random),
+            v_proj: Linear::new(&vs / "v_proj", h, nkv * hd, c.qkv_bias, random),
+            o_proj: Linear::new(&vs / "o_proj", nh * hd, h, c.o_bias, random),
             num_heads: nh as i64,
             num_kv_heads: nkv as i64,
             head_dim: hd as i64,
@@ -287,25 +288,28 @@ pub(crate) struct Mlp {
 }
 
 impl Mlp {
-    fn new(vs: nn::Path<'_>, c: &Config) -> Self {
+    fn new(vs: nn::Path<'_>, c: &Config, random: bool) -> Self {
         Self {
             gate_proj: Linear::new(
                 &vs / "gate_proj",
                 c.hidden_size,
                 c.intermediate_size,
                 c.mlp_bias,
+                random,
             ),
             up_proj: Linear::new(
                 &vs / "up_proj",
                 c.hidden_size,
                 c.intermediate_size,
                 c.mlp_bias,
+                random,
             ),
             down_proj: Linear::new(
                 &vs / "down_proj",
                 c.intermediate_size,
                 c.hidden_size,
                 c.mlp_bias,
+                random,
             ),
         }
     }
@@ -328,16 +332,16 @@ pub(crate) struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(vs: nn::Path<'_>, c: &Config) -> Self {
+    fn new(vs: nn::Path<'_>, c: &Config, random: bool) -> Self {
         Self {
             input_layernorm: RmsNorm::new(&vs / "input_layernorm", c.hidden_size, c.rms_norm_eps),
-            self_attn: Attention::new(&vs / "self_attn", c),
+            self_attn: Attention::new(&vs / "self_attn", c, random),
             post_attention_layernorm: RmsNorm::new(
                 &vs / "post_attention_layernorm",
                 c.hidden_size,
                 c.rms_norm_eps,
             ),
-            mlp: Mlp::new(&vs / "mlp", c),
+            mlp: Mlp::new(&vs / "mlp", c, random),
         }
     }
 
@@ -372,30 +376,39 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Builds the model's variables under `vs` (randomly initialised; load weights afterwards).
+    /// Builds the model's variables under `vs`, randomly initialised (load weights afterwards,
+    /// or train from scratch).
     pub fn new(vs: &nn::Path<'_>, config: &Config) -> Self {
+        Self::build(vs, config, true)
+    }
+
+    /// The variables, randomly initialised or (`random == false`, when a checkpoint overwrites
+    /// every one of them next) zero-filled, which is much cheaper.
+    fn build(vs: &nn::Path<'_>, config: &Config, random: bool) -> Self {
         let model = vs / "model";
         let std = 0.02;
-        let embed_tokens = (&model / "embed_tokens").var(
-            "weight",
-            &[config.vocab_size as i64, config.hidden_size as i64],
+        let init = if random {
             Init::Randn {
                 mean: 0.0,
                 stdev: std,
-            },
+            }
+        } else {
+            Init::Const(0.0)
+        };
+        let embed_tokens = (&model / "embed_tokens").var(
+            "weight",
+            &[config.vocab_size as i64, config.hidden_size as i64],
+            init,
         );
         let layers = (0..config.num_layers)
-            .map(|i| DecoderLayer::new(&model / "layers" / i, config))
+            .map(|i| DecoderLayer::new(&model / "layers" / i, config, random))
             .collect();
         let norm = RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps);
         let lm_head = (!config.tie_word_embeddings).then(|| {
             (vs / "lm_head").var(
                 "weight",
                 &[config.vocab_size as i64, config.hidden_size as i64],
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: std,
-                },
+                init,
             )
         });
         Self {
@@ -417,7 +430,8 @@ impl Llama {
         let dir = dir.as_ref();
         let config = Config::from_file(dir.join("config.json"))?;
         let mut vs = nn::VarStore::new(device);
-        let model = Self::new(&vs.root(), &config);
+        // Loading overwrites every variable (a missing one is an error), so skip random init.
+        let model = Self::build(&vs.root(), &config, false);
         load::load_safetensors_dir(&mut vs, dir)?;
         if !matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half) {
             return Err(Error::InvalidArgument(format!(
