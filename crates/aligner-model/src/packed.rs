@@ -289,6 +289,8 @@ pub struct PackedLlama {
     norm: Norm,
     lm_head: Proj,
     rotary: RotaryEmbedding,
+    /// `(head_dim,)`: -1 on the first half, 1 on the second (`rotate_half`'s signs).
+    rope_sign: Tensor,
     config: Config,
     device: Device,
     kind: Kind,
@@ -348,6 +350,16 @@ impl PackedLlama {
             norm: Norm::from(&model.norm, kind)?,
             lm_head,
             rotary: model.rotary.shallow_clone(),
+            rope_sign: {
+                let hd = c.head_dim as i64;
+                Tensor::cat(
+                    &[
+                        Tensor::full([hd / 2], -1.0, (kind, model.device)),
+                        Tensor::ones([hd - hd / 2], (kind, model.device)),
+                    ],
+                    0,
+                )
+            },
             config: c.clone(),
             device: model.device,
             kind,
@@ -563,17 +575,10 @@ impl PackedLlama {
         }
         // `(b, 1, t, hd)` -> `(b, t, 1, hd)` to broadcast over the heads of `(b, t, heads, hd)`;
         // the sine's first half negated for `rotate_half`.
-        let hd = self.config.head_dim as i64;
-        let cos = ctx.cos.transpose(1, 2);
-        let sin = ctx.sin.transpose(1, 2);
-        let sign = Tensor::cat(
-            &[
-                Tensor::full([hd / 2], -1.0, (self.kind, self.device)),
-                Tensor::ones([hd - hd / 2], (self.kind, self.device)),
-            ],
-            0,
+        let rope = (
+            ctx.cos.transpose(1, 2),
+            ctx.sin.transpose(1, 2) * &self.rope_sign,
         );
-        let rope = (cos, sin * sign);
         let mut xs = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
         for (i, layer) in self.layers.iter().enumerate() {
             xs = self.layer_forward(layer, i, &xs, cache, &ctx, &rope)?;

@@ -58,8 +58,7 @@ impl Context {
         if kept == ids.len() {
             kept -= 1;
         }
-        self.cache.truncate(kept);
-        self.ids.truncate(kept);
+        self.truncate(kept);
         let logits = self.feed(model, &ids[kept..])?;
         let info = SyncInfo {
             kept,
@@ -87,14 +86,9 @@ impl Context {
         let full: Vec<u32> = prompt.iter().chain(draft).copied().collect();
         // The logits after the prompt's last token are needed, so that token is forwarded.
         let kept = common_prefix(&self.ids, &full).min(prompt.len() - 1);
-        self.cache.truncate(kept);
-        self.ids.truncate(kept);
+        self.truncate(kept);
         let _guard = tch::no_grad_guard();
-        let input: Vec<i64> = full[kept..].iter().map(|&t| i64::from(t)).collect();
-        let input = Tensor::from_slice(&input)
-            .unsqueeze(0)
-            .to_device(model.device());
-        let logits = model.forward(&input, &mut self.cache, None)?;
+        let logits = model.forward(&input_row(&full[kept..], model), &mut self.cache, None)?;
         self.ids.extend_from_slice(&full[kept..]);
         let first = (prompt.len() - 1 - kept) as i64;
         let choices = logits
@@ -123,14 +117,18 @@ impl Context {
     /// Forwards `ids` after the cached ones; returns the logits `(vocab,)` after the last.
     fn feed<M: CausalLm>(&mut self, model: &M, ids: &[u32]) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let input: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
-        let input = Tensor::from_slice(&input)
-            .unsqueeze(0)
-            .to_device(model.device());
-        let logits = model.forward_last(&input, &mut self.cache, None)?;
+        let logits = model.forward_last(&input_row(ids, model), &mut self.cache, None)?;
         self.ids.extend_from_slice(ids);
         Ok(logits.f_select(0, 0)?.to_kind(Kind::Float))
     }
+}
+
+/// `ids` as a `(1, len)` input on the model's device.
+fn input_row<M: CausalLm>(ids: &[u32], model: &M) -> Tensor {
+    let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+    Tensor::from_slice(&ids)
+        .unsqueeze(0)
+        .to_device(model.device())
 }
 
 /// Length of the longest common prefix of two id sequences.
