@@ -28,6 +28,9 @@ struct Args {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu", value_parser = common::device)]
     device: Device,
+    /// Precisions to measure, comma-separated (f32, bf16).
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
+    precision: Vec<String>,
     /// Also measure with per-layer gradient checkpointing.
     #[arg(long)]
     checkpointing: bool,
@@ -44,9 +47,17 @@ fn main() -> anyhow::Result<()> {
     let mut results = serde_json::Map::new();
     results.insert("threads".into(), tch::get_num_threads().into());
     results.insert("device".into(), format!("{:?}", args.device).into());
-    let mut variants = vec![(Precision::F32, false), (Precision::Bf16, false)];
+    let mut precisions = Vec::new();
+    for name in &args.precision {
+        precisions.push(match name.as_str() {
+            "f32" => Precision::F32,
+            "bf16" => Precision::Bf16,
+            other => anyhow::bail!("unknown precision `{other}` (expected f32 or bf16)"),
+        });
+    }
+    let mut variants: Vec<(Precision, bool)> = precisions.iter().map(|&p| (p, false)).collect();
     if args.checkpointing {
-        variants.extend([(Precision::F32, true), (Precision::Bf16, true)]);
+        variants.extend(precisions.iter().map(|&p| (p, true)));
     }
     for (precision, checkpointing) in variants {
         let (model, vs) = Llama::load(&dir, Kind::Float, args.device)?;

@@ -42,6 +42,62 @@ pub trait CausalLm {
         let t = logits.size()[1];
         Ok(logits.select(1, t - 1))
     }
+
+    /// One decoding step for several independent sequences at once: `tokens[i]` follows what
+    /// `caches[i]` (a one-row cache) holds, and is appended to it. Returns the logits
+    /// `(tokens.len(), vocab)` after each.
+    ///
+    /// The sequences may have different lengths and histories (each cache is truncated, reset or
+    /// extended on its own), which is what serving several conversations needs. The default
+    /// runs one [`forward_last`](CausalLm::forward_last) per sequence; a model that can share
+    /// the weight reads of the rows in one pass overrides it.
+    fn decode_step(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        check_decode_step(tokens, caches)?;
+        decode_each(self, tokens, caches)
+    }
+}
+
+/// [`CausalLm::decode_step`] as one [`CausalLm::forward_last`] per sequence.
+pub(crate) fn decode_each<M: CausalLm + ?Sized>(
+    model: &M,
+    tokens: &[u32],
+    caches: &mut [&mut KvCache],
+) -> Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let rows = tokens
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(&token, cache)| {
+            let input = Tensor::from_slice(&[i64::from(token)])
+                .view([1, 1])
+                .to_device(model.device());
+            model.forward_last(&input, cache, None)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::f_cat(&rows, 0)?)
+}
+
+/// Checks the arguments of [`CausalLm::decode_step`]: one token per cache, one row per cache.
+pub(crate) fn check_decode_step(tokens: &[u32], caches: &[&mut KvCache]) -> Result<()> {
+    if tokens.len() != caches.len() {
+        return Err(crate::Error::InvalidArgument(format!(
+            "decode_step got {} tokens for {} caches",
+            tokens.len(),
+            caches.len()
+        )));
+    }
+    if tokens.is_empty() {
+        return Err(crate::Error::InvalidArgument(
+            "decode_step got no sequences".into(),
+        ));
+    }
+    if let Some(i) = caches.iter().position(|c| c.batch() != 1) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "decode_step needs one-row caches; cache {i} has {} rows",
+            caches[i].batch()
+        )));
+    }
+    Ok(())
 }
 
 /// One LoRA adapter of a model: its module path and weights (shallow copies of the variables).

@@ -28,6 +28,7 @@ use std::str::FromStr;
 use tch::{Device, Kind, Tensor};
 
 use crate::cache::KvCache;
+use crate::causal_lm::{check_decode_step, decode_each};
 use crate::config::Config;
 use crate::decode;
 use crate::llama::{Linear, RmsNorm, RotaryEmbedding, check_input, pass_context};
@@ -463,95 +464,106 @@ impl PackedLlama {
     }
 
     /// One decoding step (one token per row) computed on the host in f32 with the block
-    /// kernels, reading and writing the cache's buffers in place: a few LibTorch calls per step
-    /// instead of a few dozen per layer. Returns the normed hidden states `(b, 1, hidden)`.
-    fn host_step(
-        &self,
-        input_ids: &Tensor,
-        cache: &mut KvCache,
-        ctx: &crate::llama::AttentionContext,
-    ) -> Result<Tensor> {
+    /// kernels, reading and writing the caches' buffers in place: a few LibTorch calls per step
+    /// instead of a few dozen per layer. The rows are those of every cache in turn (`ids` has
+    /// one token per row), each attending over its own cache, while the projections run on all
+    /// rows together. Returns the normed hidden states `(rows, hidden)`.
+    fn host_step(&self, ids: &[i64], caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let c = &self.config;
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let (width, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
-        let b = cache.batch();
-        let (len, total) = (cache.len(), cache.len() + 1);
         let host = |t: &Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float).reshape([-1]));
-        let (cos, sin) = (host(&ctx.cos)?, host(&ctx.sin)?);
-        let allowed = match cache.key_mask() {
-            Some(m) => {
-                let mut a = Vec::<bool>::try_from(m.reshape([-1]))?;
-                // A row's new token always sees itself, as on the LibTorch path.
-                a.chunks_exact_mut(total).for_each(|r| r[len] = true);
-                Some(a)
-            }
-            None => None,
-        };
-        let mut x = host(&Tensor::embedding(
-            &self.embed_tokens,
-            input_ids,
-            -1,
-            false,
-            false,
-        ))?;
-        let mut h = vec![0f32; b * width];
-        let row = (nh + 2 * nkv) * hd;
+        // Per cache: rows, cached length, rotary tables and (with padding) visible positions.
+        let mut seqs = Vec::with_capacity(caches.len());
+        for cache in caches.iter_mut() {
+            let (b, len) = (cache.batch(), cache.len());
+            let total = len + 1;
+            let ctx = pass_context(&self.rotary, self.kind, self.device, 1, cache, None);
+            let allowed = match cache.key_mask() {
+                Some(m) => {
+                    let mut a = Vec::<bool>::try_from(m.reshape([-1]))?;
+                    // A row's new token always sees itself, as on the LibTorch path.
+                    a.chunks_exact_mut(total).for_each(|r| r[len] = true);
+                    Some(a)
+                }
+                None => None,
+            };
+            seqs.push((b, len, host(&ctx.cos)?, host(&ctx.sin)?, allowed));
+        }
+        let rows: usize = seqs.iter().map(|s| s.0).sum();
+        let ids = Tensor::from_slice(ids).to_device(self.device);
+        let mut x = host(&Tensor::embedding(&self.embed_tokens, &ids, -1, false, false))?;
+        let mut h = vec![0f32; rows * width];
+        let stride = (nh + 2 * nkv) * hd;
         for (i, layer) in self.layers.iter().enumerate() {
             decode::rms_norm(&x, &layer.input_norm.host, eps, &mut h);
-            let mut qkv = layer.qkv.matmul_rows(&h, b)?;
-            let (kb, vb) =
-                cache.reserve(i, total, &[b as i64, nkv as i64, 0, hd as i64], Kind::Float);
-            let cap = kb.size()[2] as usize;
-            // SAFETY: `reserve` returns contiguous f32 CPU buffers of `b * nkv * cap * hd`
-            // values, owned by `cache`, which this function borrows mutably: nothing else reads
-            // or writes them meanwhile, and the slices die before the buffers can.
-            let (keys, values) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(kb.data_ptr().cast::<f32>(), kb.numel()),
-                    std::slice::from_raw_parts_mut(vb.data_ptr().cast::<f32>(), vb.numel()),
-                )
-            };
-            let mut attn = Vec::with_capacity(b * nh * hd);
-            for r in 0..b {
-                let this = &mut qkv[r * row..(r + 1) * row];
-                decode::rope(
-                    &mut this[..(nh + nkv) * hd],
-                    &cos[r * hd..(r + 1) * hd],
-                    &sin[r * hd..(r + 1) * hd],
-                );
-                for g in 0..nkv {
-                    let at = ((r * nkv + g) * cap + len) * hd;
-                    keys[at..at + hd].copy_from_slice(&this[(nh + g) * hd..(nh + g + 1) * hd]);
-                    values[at..at + hd]
-                        .copy_from_slice(&this[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
-                }
-                let span = r * nkv * cap * hd..(r + 1) * nkv * cap * hd;
-                let kv = decode::KvRow {
-                    keys: &keys[span.clone()],
-                    values: &values[span],
-                    capacity: cap,
+            let mut qkv = layer.qkv.matmul_rows(&h, rows)?;
+            let mut attn = Vec::with_capacity(rows * nh * hd);
+            let mut qkv_rows = qkv.chunks_exact_mut(stride);
+            for (cache, (b, len, cos, sin, allowed)) in caches.iter_mut().zip(&seqs) {
+                let (b, len) = (*b, *len);
+                let total = len + 1;
+                let (kb, vb) =
+                    cache.reserve(i, total, &[b as i64, nkv as i64, 0, hd as i64], Kind::Float);
+                let cap = kb.size()[2] as usize;
+                // SAFETY: `reserve` returns contiguous f32 CPU buffers of `b * nkv * cap * hd`
+                // values, owned by `cache`, which this function borrows mutably: nothing else
+                // reads or writes them meanwhile, and the slices die before the buffers can.
+                let (keys, values) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(kb.data_ptr().cast::<f32>(), kb.numel()),
+                        std::slice::from_raw_parts_mut(vb.data_ptr().cast::<f32>(), vb.numel()),
+                    )
                 };
-                let visible = allowed.as_ref().map(|a| &a[r * total..(r + 1) * total]);
-                attn.extend(decode::attend(
-                    &this[..nh * hd],
-                    &kv,
-                    total,
-                    visible,
-                    nh,
-                    nkv,
-                    hd,
-                ));
+                for (r, this) in (0..b).zip(&mut qkv_rows) {
+                    decode::rope(
+                        &mut this[..(nh + nkv) * hd],
+                        &cos[r * hd..(r + 1) * hd],
+                        &sin[r * hd..(r + 1) * hd],
+                    );
+                    for g in 0..nkv {
+                        let at = ((r * nkv + g) * cap + len) * hd;
+                        keys[at..at + hd]
+                            .copy_from_slice(&this[(nh + g) * hd..(nh + g + 1) * hd]);
+                        values[at..at + hd]
+                            .copy_from_slice(&this[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
+                    }
+                    let span = r * nkv * cap * hd..(r + 1) * nkv * cap * hd;
+                    let kv = decode::KvRow {
+                        keys: &keys[span.clone()],
+                        values: &values[span],
+                        capacity: cap,
+                    };
+                    let visible = allowed.as_ref().map(|a| &a[r * total..(r + 1) * total]);
+                    attn.extend(decode::attend(
+                        &this[..nh * hd],
+                        &kv,
+                        total,
+                        visible,
+                        nh,
+                        nkv,
+                        hd,
+                    ));
+                }
             }
-            let o = layer.o.matmul_rows(&attn, b)?;
+            let o = layer.o.matmul_rows(&attn, rows)?;
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             decode::rms_norm(&x, &layer.post_norm.host, eps, &mut h);
-            let act = decode::swiglu(&layer.gate_up.matmul_rows(&h, b)?, inter);
-            let down = layer.down.matmul_rows(&act, b)?;
+            let act = decode::swiglu(&layer.gate_up.matmul_rows(&h, rows)?, inter);
+            let down = layer.down.matmul_rows(&act, rows)?;
             x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
         }
-        cache.commit(1);
+        caches.iter_mut().for_each(|cache| cache.commit(1));
         decode::rms_norm(&x, &self.norm.host, eps, &mut h);
-        Ok(Tensor::from_slice(&h).view([b as i64, 1, width as i64]))
+        Ok(Tensor::from_slice(&h).view([rows as i64, width as i64]))
+    }
+
+    /// Whether a step of `rows` rows of one token each runs on [`Self::host_step`].
+    fn host_eligible(&self, rows: usize) -> bool {
+        rows as i64 <= QUANT_MAX_ROWS
+            && self.device == Device::Cpu
+            && self.kind == Kind::Float
+            && self.format != WeightFormat::Dense
     }
 
     fn hidden_states(
@@ -564,15 +576,12 @@ impl PackedLlama {
         // Through the LM head as well: the guard lives until the caller's forward returns.
         let threads =
             (self.format != WeightFormat::Dense && b * t <= QUANT_MAX_ROWS).then(SerialTorch::new);
-        let ctx = pass_context(&self.rotary, self.kind, self.device, t, cache, mask);
-        if t == 1
-            && b <= QUANT_MAX_ROWS
-            && self.device == Device::Cpu
-            && self.kind == Kind::Float
-            && self.format != WeightFormat::Dense
-        {
-            return Ok((self.host_step(input_ids, cache, &ctx)?, threads));
+        if t == 1 && mask.is_none() && self.host_eligible(b as usize) {
+            let ids = Vec::<i64>::try_from(input_ids.reshape([-1]))?;
+            let hidden = self.host_step(&ids, &mut [cache])?.unsqueeze(1);
+            return Ok((hidden, threads));
         }
+        let ctx = pass_context(&self.rotary, self.kind, self.device, t, cache, mask);
         // `(b, 1, t, hd)` -> `(b, t, 1, hd)` to broadcast over the heads of `(b, t, heads, hd)`;
         // the sine's first half negated for `rotate_half`.
         let rope = (
@@ -650,6 +659,34 @@ impl CausalLm for PackedLlama {
         let (hidden, _threads) = self.hidden_states(input_ids, cache, mask)?;
         let t = hidden.size()[1];
         self.lm_head.forward(&hidden.select(1, t - 1))
+    }
+
+    /// Runs all the sequences' rows through the host step together (in groups of at most
+    /// [`QUANT_MAX_ROWS`]), so each weight is read once per group instead of once per sequence.
+    fn decode_step(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        check_decode_step(tokens, caches)?;
+        if !self.host_eligible(1) {
+            return decode_each(self, tokens, caches);
+        }
+        for cache in caches.iter() {
+            if cache.len() + 1 > self.config.max_position_embeddings {
+                return Err(Error::InvalidArgument(format!(
+                    "{} positions exceed the model's context of {}",
+                    cache.len() + 1,
+                    self.config.max_position_embeddings
+                )));
+            }
+        }
+        let _guard = tch::no_grad_guard();
+        let _threads = SerialTorch::new();
+        let group = QUANT_MAX_ROWS as usize;
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let logits = ids
+            .chunks(group)
+            .zip(caches.chunks_mut(group))
+            .map(|(ids, caches)| self.lm_head.forward(&self.host_step(ids, caches)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::f_cat(&logits, 0)?)
     }
 }
 
@@ -732,5 +769,9 @@ impl CausalLm for InferenceModel {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         self.inner().forward_last(input_ids, cache, mask)
+    }
+
+    fn decode_step(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        self.inner().decode_step(tokens, caches)
     }
 }

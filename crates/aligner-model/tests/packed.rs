@@ -168,3 +168,49 @@ fn packed_batches_with_padding_equal_single_rows() {
         assert!(d < 1e-4, "row {row}: {d}");
     }
 }
+
+#[test]
+fn decode_step_over_separate_caches_equals_each_sequence_alone() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(2);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Llama::new(&vs.root(), &Config::tiny(64));
+    let packed = PackedLlama::from_model(&model, Kind::Float, WeightFormat::Int8).unwrap();
+    // Three conversations of different lengths; the middle one was rolled back first.
+    let histories: [&[i64]; 3] = [&[3, 4, 5], &[6, 7, 8, 9, 10, 11], &[12]];
+    let next = [20u32, 21, 22];
+    let check = |lm: &dyn CausalLm, tolerance: f64| {
+        let mut caches: Vec<_> = histories
+            .iter()
+            .map(|h| {
+                let mut cache = lm.new_cache(1);
+                let _ = lm.forward_last(&ids(h), &mut cache, None).unwrap();
+                cache
+            })
+            .collect();
+        caches[1].truncate(4);
+        let mut refs: Vec<&mut aligner_model::KvCache> = caches.iter_mut().collect();
+        let step = lm.decode_step(&next, &mut refs).unwrap();
+        assert_eq!(step.size(), [3, 64]);
+        for (i, cache) in caches.iter().enumerate() {
+            assert_eq!(cache.len(), [4, 5, 2][i], "cache {i} grew by one");
+        }
+        for (row, history) in histories.iter().enumerate() {
+            let kept = if row == 1 { &history[..4] } else { history };
+            let mut tokens = kept.to_vec();
+            tokens.push(i64::from(next[row]));
+            let alone = lm
+                .forward_last(&ids(&tokens), &mut lm.new_cache(1), None)
+                .unwrap();
+            let d = max_diff(&step.get(row as i64), &alone.get(0));
+            assert!(d < tolerance, "row {row}: {d}");
+        }
+    };
+    check(&packed, 1e-4);
+    check(&model, 1e-4);
+    // Mismatched arguments are errors, not panics.
+    let mut one = packed.new_cache(1);
+    assert!(packed.decode_step(&[1, 2], &mut [&mut one]).is_err());
+    let mut two = packed.new_cache(2);
+    assert!(packed.decode_step(&[1], &mut [&mut two]).is_err());
+}
