@@ -9,6 +9,8 @@
 //!   [`LocalCorrector`]), keeping KV caches across rounds.
 //! - [`remote`] implements [`Upstream`] over an OpenAI-compatible completions endpoint
 //!   ([`remote::RemoteUpstream`]), for upstreams served elsewhere.
+//! - [`batch`] answers many questions at once ([`StreamBatch`]), one machine each, sharing
+//!   the upstream's decoding steps between them.
 //! - [`modes`] has the baselines: the upstream alone, the whole-answer Aligner and the published
 //!   loop; [`record`] the JSON Lines records of every run.
 //! - [`rows`] makes Stream Aligner training rows from an upstream's real sentences after
@@ -49,6 +51,7 @@
 //! # Ok::<(), aligner_stream::Error>(())
 //! ```
 
+pub mod batch;
 mod error;
 pub mod local;
 pub mod machine;
@@ -60,8 +63,11 @@ pub mod remote;
 pub mod rows;
 pub mod segment;
 
+pub use batch::StreamBatch;
 pub use error::{Error, Result};
-pub use local::{CorrectorConfig, LocalCorrector, LocalUpstream, UpstreamConfig};
+pub use local::{
+    CorrectorConfig, DraftRequest, LocalCorrector, LocalUpstream, UpstreamConfig, draft_batch,
+};
 pub use machine::{
     Correction, Corrector, DoneReason, Draft, DraftStop, Event, Identity, MachineConfig, State,
     StreamMachine, Upstream,

@@ -232,3 +232,84 @@ fn going_back_to_a_shorter_prefix_drafts_afresh() {
         assert!(again.tokens > 0, "the model wrote the draft");
     }
 }
+
+/// Answering questions together gives each exactly the record it gets alone: the batch shares
+/// decoding steps, never state. Three questions in two slots also exercise a slot being reused.
+#[test]
+fn a_batch_answers_each_question_as_it_would_alone() {
+    use aligner_stream::{Event, StreamBatch};
+
+    let (model, _vs, tokenizer) = model();
+    let questions = [
+        "What is the capital of France?",
+        "Name two primary colours.",
+        "What is the capital of France?",
+    ];
+    let config = MachineConfig {
+        max_rounds: 8,
+        max_sentence_tokens: 20,
+        max_total_tokens: 40,
+    };
+    let corrector_config = CorrectorConfig {
+        max_sentence_tokens: 24,
+        ..CorrectorConfig::default()
+    };
+    let alone: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let mut upstream =
+                LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+            let mut corrector =
+                LocalCorrector::new(&model, tokenizer.clone(), corrector_config.clone()).unwrap();
+            let mut machine = StreamMachine::new(*q, config.clone()).unwrap();
+            machine.run(&mut upstream, &mut corrector, |_| {}).unwrap()
+        })
+        .collect();
+
+    let mut batch = StreamBatch::new(
+        2,
+        &model,
+        &tokenizer,
+        &UpstreamConfig::default(),
+        &model,
+        &tokenizer,
+        &corrector_config,
+        config,
+    )
+    .unwrap();
+    let mut events: Vec<Vec<Event>> = vec![Vec::new(); questions.len()];
+    let records = batch
+        .run(&questions, |i, event| events[i].push(event.clone()))
+        .unwrap();
+    assert_eq!(records.len(), questions.len());
+    for (i, (together, alone)) in records.iter().zip(&alone).enumerate() {
+        assert_eq!(together.question, questions[i]);
+        assert_eq!(together.answer, alone.answer, "question {i}");
+        assert_eq!(together.draft, alone.draft, "question {i}");
+        let rounds = |r: &aligner_stream::Record| {
+            r.rounds
+                .iter()
+                .map(|r| (r.last.clone(), r.committed.clone(), r.upstream_tokens))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rounds(together), rounds(alone), "question {i}");
+        assert!(!together.answer.trim().is_empty());
+        // The events tell the same story: every committed round, then one Done last.
+        let committed: String = events[i]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Committed(round) => Some(round.committed.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(committed, together.answer);
+        assert!(matches!(events[i].last(), Some(Event::Done(_))));
+        assert_eq!(
+            events[i]
+                .iter()
+                .filter(|e| matches!(e, Event::Done(_)))
+                .count(),
+            1
+        );
+    }
+}

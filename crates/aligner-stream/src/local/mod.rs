@@ -9,7 +9,7 @@ use aligner_model::{CausalLm, KvCache, ModelTokenizer};
 use tch::{Kind, Tensor};
 
 pub use corrector::{CorrectorConfig, LocalCorrector};
-pub use upstream::{LocalUpstream, UpstreamConfig, UpstreamStats};
+pub use upstream::{DraftRequest, LocalUpstream, UpstreamConfig, UpstreamStats, draft_batch};
 
 use crate::{Error, Result};
 
@@ -106,6 +106,24 @@ impl Context {
             len: self.ids.len(),
         };
         Ok((choices, info))
+    }
+
+    /// Forwards one token after each context's cached ones in one
+    /// [`CausalLm::decode_step`]; returns the logits `(vocab,)` after each.
+    fn feed_many<M: CausalLm>(
+        model: &M,
+        contexts: &mut [&mut Context],
+        tokens: &[u32],
+    ) -> Result<Vec<Tensor>> {
+        let _guard = tch::no_grad_guard();
+        let logits = {
+            let mut caches: Vec<&mut KvCache> = contexts.iter_mut().map(|c| &mut c.cache).collect();
+            model.decode_step(tokens, &mut caches)?.to_kind(Kind::Float)
+        };
+        for (context, &token) in contexts.iter_mut().zip(tokens) {
+            context.ids.push(token);
+        }
+        Ok((0..tokens.len() as i64).map(|i| logits.get(i)).collect())
     }
 
     /// Keeps only the first `len` cached positions.

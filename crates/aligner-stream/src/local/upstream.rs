@@ -125,6 +125,13 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
         })
     }
 
+    /// Forgets the current answer: the next draft starts its question afresh (new sampler,
+    /// nothing written), even if it is the same question again. The cache keeps what it holds,
+    /// so a shared prompt prefix is still reused.
+    pub fn restart(&mut self) {
+        self.question = None;
+    }
+
     /// Work counters.
     #[must_use]
     pub fn stats(&self) -> UpstreamStats {
@@ -332,8 +339,39 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
     }
 }
 
-impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+/// A draft being decoded, between two tokens.
+struct Pending {
+    accepted: String,
+    segmenter: StreamingSegmenter,
+    /// Bytes of the written text the segmenter has seen.
+    consumed: usize,
+    /// Prompt and answer ids so far (the sampler's context).
+    context: Vec<u32>,
+    /// Spaces the next token must start with (token healing); empty once used.
+    heal: String,
+    max_tokens: usize,
+    tokens: usize,
+    /// Logits `(vocab,)` for the next token.
+    logits: Tensor,
+}
+
+/// What a draft needs next.
+enum Progress {
+    /// The draft is finished.
+    Done(Draft),
+    /// The sampled token must be forwarded and its logits put in [`Pending::logits`].
+    Feed(u32),
+}
+
+impl<M: CausalLm> LocalUpstream<'_, M> {
+    /// Everything of a draft before its first sampled token: the question's prompt, rewinding
+    /// to `accepted`, a sentence already written past it, and the cache synchronisation.
+    fn begin_draft(
+        &mut self,
+        question: &str,
+        accepted: &str,
+        max_tokens: usize,
+    ) -> Result<std::result::Result<Draft, Pending>> {
         if self.question.as_deref() != Some(question) {
             self.start(question)?;
         }
@@ -351,67 +389,202 @@ impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
             consumed = self.gen_text.len();
             if let Some(sentence) = segmenter.push(lookahead).next() {
                 let text = sentence.to_owned();
-                return Ok(Draft {
+                return Ok(Ok(Draft {
                     text,
                     tokens: 0,
                     stop: DraftStop::Sentence,
-                });
+                }));
             }
         }
         if self.ended {
-            return Ok(last_pieces(accepted, &self.gen_text, 0));
+            return Ok(Ok(last_pieces(accepted, &self.gen_text, 0)));
         }
         let mut context = self.prompt_ids.clone();
         context.extend(&self.gen_ids);
-        let (mut logits, info) = self.ctx.sync(self.model, &context)?;
+        let (logits, info) = self.ctx.sync(self.model, &context)?;
         self.stats.forwarded += info.fed;
         self.stats.reused += info.kept;
         self.stats.last_sync = info;
-        let eos_ids = self.tokenizer.eos_ids().to_vec();
-        for i in 0..max_tokens {
-            if !heal.is_empty() {
-                if let Some(mask) = self.heal_mask(&heal)? {
-                    logits += mask;
-                }
-                heal.clear();
+        Ok(Err(Pending {
+            accepted: accepted.to_owned(),
+            segmenter,
+            consumed,
+            context,
+            heal,
+            max_tokens,
+            tokens: 0,
+            logits,
+        }))
+    }
+
+    /// Samples the next token of `p` and decides whether the draft ends with it.
+    fn next_token(&mut self, p: &mut Pending) -> Result<Progress> {
+        if !p.heal.is_empty() {
+            if let Some(mask) = self.heal_mask(&p.heal)? {
+                p.logits += mask;
             }
-            let token = self.sampler.sample(&logits, &context, &self.gen_ids)?;
-            self.stats.generated += 1;
-            let tokens = i + 1;
-            if eos_ids.contains(&token) {
-                self.ended = true;
-                let tail = self.stream.flush()?;
-                self.gen_text.push_str(&tail);
-                return Ok(last_pieces(accepted, &self.gen_text, tokens));
-            }
-            self.gen_ids.push(token);
-            context.push(token);
-            let delta = self.stream.push(token)?;
-            self.gen_text.push_str(&delta);
-            self.gen_ends.push(self.gen_text.len());
-            if self.gen_text.len() > consumed {
-                let new = &self.gen_text[consumed..];
-                consumed = self.gen_text.len();
-                if let Some(sentence) = segmenter.push(new).next() {
-                    let text = sentence.to_owned();
-                    return Ok(Draft {
-                        text,
-                        tokens,
-                        stop: DraftStop::Sentence,
-                    });
-                }
-            }
-            if tokens < max_tokens {
-                logits = self.ctx.feed(self.model, &[token])?;
-                self.stats.forwarded += 1;
+            p.heal.clear();
+        }
+        let token = self.sampler.sample(&p.logits, &p.context, &self.gen_ids)?;
+        self.stats.generated += 1;
+        p.tokens += 1;
+        if self.tokenizer.eos_ids().contains(&token) {
+            self.ended = true;
+            let tail = self.stream.flush()?;
+            self.gen_text.push_str(&tail);
+            return Ok(Progress::Done(last_pieces(
+                &p.accepted,
+                &self.gen_text,
+                p.tokens,
+            )));
+        }
+        self.gen_ids.push(token);
+        p.context.push(token);
+        let delta = self.stream.push(token)?;
+        self.gen_text.push_str(&delta);
+        self.gen_ends.push(self.gen_text.len());
+        if self.gen_text.len() > p.consumed {
+            let new = &self.gen_text[p.consumed..];
+            p.consumed = self.gen_text.len();
+            if let Some(sentence) = p.segmenter.push(new).next() {
+                return Ok(Progress::Done(Draft {
+                    text: sentence.to_owned(),
+                    tokens: p.tokens,
+                    stop: DraftStop::Sentence,
+                }));
             }
         }
-        Ok(Draft {
-            text: segmenter.pending().to_owned(),
-            tokens: max_tokens,
-            stop: DraftStop::TokenCap,
-        })
+        if p.tokens >= p.max_tokens {
+            return Ok(Progress::Done(Draft {
+                text: p.segmenter.pending().to_owned(),
+                tokens: p.max_tokens,
+                stop: DraftStop::TokenCap,
+            }));
+        }
+        Ok(Progress::Feed(token))
     }
+}
+
+impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
+    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        let mut pending = match self.begin_draft(question, accepted, max_tokens)? {
+            Ok(draft) => return Ok(draft),
+            Err(pending) => pending,
+        };
+        loop {
+            match self.next_token(&mut pending)? {
+                Progress::Done(draft) => return Ok(draft),
+                Progress::Feed(token) => {
+                    pending.logits = self.ctx.feed(self.model, &[token])?;
+                    self.stats.forwarded += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One draft request of [`draft_batch`]: which upstream, for which question and accepted text,
+/// with which token cap.
+#[derive(Debug, Clone, Copy)]
+pub struct DraftRequest<'a> {
+    /// Index into the upstreams.
+    pub upstream: usize,
+    /// The question.
+    pub question: &'a str,
+    /// The accepted answer so far.
+    pub accepted: &'a str,
+    /// Most tokens to write (>= 1).
+    pub max_tokens: usize,
+}
+
+/// Drafts of several upstreams over the same model at once, each exactly what its own
+/// [`Upstream::draft`] would return: prompts and cache synchronisations run per upstream, and
+/// the token-by-token decoding of all unfinished drafts shares one
+/// [`CausalLm::decode_step`] per token. Returns each draft with the time from the start of the
+/// call to its end, in the order of `requests`.
+///
+/// Errors if two requests name the same upstream, an index is out of range, or the upstreams
+/// do not run the same model.
+pub fn draft_batch<M: CausalLm>(
+    upstreams: &mut [LocalUpstream<'_, M>],
+    requests: &[DraftRequest<'_>],
+) -> Result<Vec<(Draft, std::time::Duration)>> {
+    let started = std::time::Instant::now();
+    let mut seen = vec![false; upstreams.len()];
+    for r in requests {
+        match seen.get_mut(r.upstream) {
+            Some(s) if !*s => *s = true,
+            _ => {
+                return Err(Error::InvalidConfig {
+                    field: "requests",
+                    reason: format!("upstream {} is out of range or named twice", r.upstream),
+                });
+            }
+        }
+    }
+    let Some(first) = upstreams.first() else {
+        return Ok(Vec::new());
+    };
+    let model = first.model;
+    if upstreams.iter().any(|u| !std::ptr::eq(u.model, model)) {
+        return Err(Error::InvalidConfig {
+            field: "upstreams",
+            reason: "a batch of drafts needs upstreams over one model".into(),
+        });
+    }
+    let mut done: Vec<Option<(Draft, std::time::Duration)>> = vec![None; requests.len()];
+    let mut active: Vec<(usize, Pending)> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        match upstreams[r.upstream].begin_draft(r.question, r.accepted, r.max_tokens)? {
+            Ok(draft) => done[i] = Some((draft, started.elapsed())),
+            Err(pending) => active.push((i, pending)),
+        }
+    }
+    while !active.is_empty() {
+        let mut feeding = Vec::with_capacity(active.len());
+        for (i, mut pending) in std::mem::take(&mut active) {
+            let upstream = &mut upstreams[requests[i].upstream];
+            match upstream.next_token(&mut pending)? {
+                Progress::Done(draft) => done[i] = Some((draft, started.elapsed())),
+                Progress::Feed(token) => feeding.push((i, pending, token)),
+            }
+        }
+        if feeding.is_empty() {
+            break;
+        }
+        let tokens: Vec<u32> = feeding.iter().map(|(_, _, t)| *t).collect();
+        let logits = {
+            // Disjoint upstreams: each request names a different one (checked above).
+            let mut by_index: Vec<Option<&mut LocalUpstream<'_, M>>> =
+                upstreams.iter_mut().map(Some).collect();
+            let mut contexts: Vec<&mut Context> = feeding
+                .iter()
+                .map(|(i, _, _)| {
+                    by_index[requests[*i].upstream]
+                        .take()
+                        .map(|u| &mut u.ctx)
+                        .ok_or_else(|| Error::Protocol {
+                            component: "draft_batch",
+                            reason: "an upstream is fed twice in one step".into(),
+                        })
+                })
+                .collect::<Result<_>>()?;
+            Context::feed_many(model, &mut contexts, &tokens)?
+        };
+        for ((i, mut pending, _), logits) in feeding.into_iter().zip(logits) {
+            upstreams[requests[i].upstream].stats.forwarded += 1;
+            pending.logits = logits;
+            active.push((i, pending));
+        }
+    }
+    done.into_iter()
+        .map(|d| {
+            d.ok_or_else(|| Error::Protocol {
+                component: "draft_batch",
+                reason: "a draft did not finish".into(),
+            })
+        })
+        .collect()
 }
 
 /// The first sentence of a finished text `written` after `accepted`: `Eos` if it is the last.

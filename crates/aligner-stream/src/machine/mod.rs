@@ -390,18 +390,70 @@ impl StreamMachine {
     }
 
     fn draft_step<U: Upstream>(&mut self, upstream: &mut U) -> Result<(State, Option<Event>)> {
+        let max_tokens = match self.draft_budget_or_reason() {
+            Ok(max_tokens) => max_tokens,
+            Err(reason) => return Ok((State::Done(reason), None)),
+        };
+        let t = Instant::now();
+        let draft = upstream.draft(&self.question, &self.accepted, max_tokens)?;
+        Ok(self.take_draft(draft, max_tokens, t.elapsed()))
+    }
+
+    /// The token cap of the next upstream call, or why there is none.
+    fn draft_budget_or_reason(&self) -> std::result::Result<usize, DoneReason> {
         if self.rounds_started >= self.config.max_rounds {
-            return Ok((State::Done(DoneReason::MaxRounds), None));
+            return Err(DoneReason::MaxRounds);
         }
         let used = self.summary.upstream_tokens;
         let left = self.config.max_total_tokens.saturating_sub(used);
         if left == 0 {
-            return Ok((State::Done(DoneReason::MaxTotalTokens), None));
+            return Err(DoneReason::MaxTotalTokens);
         }
-        let max_tokens = left.min(self.config.max_sentence_tokens);
-        let t = Instant::now();
-        let draft = upstream.draft(&self.question, &self.accepted, max_tokens)?;
-        let elapsed = t.elapsed();
+        Ok(left.min(self.config.max_sentence_tokens))
+    }
+
+    /// When the next transition asks the upstream for a sentence: the most tokens it may write
+    /// (the `max_tokens` of [`Upstream::draft`]). `None` in every other state, and when a limit
+    /// ends the run instead.
+    ///
+    /// With [`supply_draft`](Self::supply_draft) this lets a driver produce the drafts of many
+    /// machines together (see [`crate::batch`]).
+    #[must_use]
+    pub fn draft_budget(&self) -> Option<usize> {
+        match self.state {
+            State::Drafting => self.draft_budget_or_reason().ok(),
+            _ => None,
+        }
+    }
+
+    /// Makes the Drafting transition with a draft written elsewhere, for this machine's
+    /// question and [`accepted`](Self::accepted) text within [`draft_budget`](Self::draft_budget)
+    /// tokens, in `elapsed` upstream time. Errors if the machine is not waiting for a draft.
+    pub fn supply_draft(&mut self, draft: Draft, elapsed: Duration) -> Result<Option<Event>> {
+        let Some(max_tokens) = self.draft_budget() else {
+            return Err(Error::Protocol {
+                component: "machine",
+                reason: format!("a draft was supplied in state {:?}", self.state),
+            });
+        };
+        self.started.get_or_insert_with(Instant::now);
+        let (next, event) = self.take_draft(draft, max_tokens, elapsed);
+        self.state = next;
+        if let State::Done(reason) = self.state {
+            let started = self.started.unwrap_or_else(Instant::now);
+            self.summary.reason = reason;
+            self.summary.wall_ms = ms(started.elapsed());
+        }
+        Ok(event)
+    }
+
+    /// The state after the upstream answered `draft` to a call capped at `max_tokens`.
+    fn take_draft(
+        &mut self,
+        draft: Draft,
+        max_tokens: usize,
+        elapsed: Duration,
+    ) -> (State, Option<Event>) {
         self.rounds_started += 1;
         self.summary.rounds = self.rounds_started;
         // Trust but cap: a misbehaving upstream cannot overdraw the budget.
@@ -414,7 +466,7 @@ impl StreamMachine {
                 _ => State::Drafting,
             };
             self.summary.upstream_ms += ms(elapsed);
-            return Ok((next, None));
+            return (next, None);
         }
         let event = Event::Drafted {
             round: self.rounds_started - 1,
@@ -425,7 +477,7 @@ impl StreamMachine {
             draft,
             upstream_time: elapsed,
         };
-        Ok((state, Some(event)))
+        (state, Some(event))
     }
 
     fn round_record(
