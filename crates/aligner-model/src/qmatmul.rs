@@ -7,7 +7,8 @@
 //! maximum of the dequantised weights give back `d` and `m`.
 //!
 //! A matrix keeps its codes, scales and minima in three separate arrays, so that a row's scales
-//! are converted and multiplied eight at a time before its codes are read. Activations are
+//! are converted and multiplied eight at a time before its codes are read, and each block's
+//! codes are unpacked once for up to four activation rows (a batch, or a short prompt). Activations are
 //! quantised on the fly to 8 bits per block ([`Activations`]), so that a block's dot product is
 //! an integer one: on x86-64 with AVX2 it runs as `maddubs` over 32 lanes, with a portable
 //! scalar loop elsewhere (the two agree up to the order of f32 additions). Rows of the output are
@@ -161,12 +162,17 @@ struct ActRow<'a> {
     s: &'a [f32],
 }
 
+/// Activation rows one weight row is dotted with at once: the weight codes of a block are
+/// unpacked once for all of them.
+const TILE: usize = 4;
+
 /// A matrix whose rows can be dotted with quantised activations.
 trait RowDot: Sync {
     fn rows(&self) -> usize;
     fn cols(&self) -> usize;
-    /// Row `r` times `x`; `scratch` holds at least one f32 per block.
-    fn dot(&self, r: usize, x: ActRow<'_>, scratch: &mut [f32]) -> f32;
+    /// `out[j] = ` row `r` times `xs[j]`, for `xs.len()` in `1..=TILE`; `scratch` holds at
+    /// least one f32 per block.
+    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]);
 }
 
 /// Output rows computed per rayon task.
@@ -190,8 +196,8 @@ fn matmul_t(w: &impl RowDot, x: &Activations, out: &mut [f32]) -> Result<(), Qua
         .for_each(|(task, out)| {
             let mut scratch = vec![0f32; w.cols() / BLOCK];
             for (r, out) in out.chunks_mut(m).enumerate() {
-                for (o, x) in out.iter_mut().zip(&rows) {
-                    *o = w.dot(task * ROWS_PER_TASK + r, *x, &mut scratch);
+                for (out, xs) in out.chunks_mut(TILE).zip(rows.chunks(TILE)) {
+                    w.dot_rows(task * ROWS_PER_TASK + r, xs, out, &mut scratch);
                 }
             }
         });
@@ -317,25 +323,37 @@ impl RowDot for Q4Matrix {
         self.cols
     }
 
-    fn dot(&self, r: usize, x: ActRow<'_>, scratch: &mut [f32]) -> f32 {
+    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            let nb = self.cols / BLOCK;
-            let w = r * nb..(r + 1) * nb;
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
-            return unsafe {
-                avx2::dot_q4(
-                    &self.d[w.clone()],
-                    &self.m[w.clone()],
-                    &self.qs[w],
-                    x,
-                    &mut scratch[..nb],
-                )
-            };
+            let (d, m, qs) = (&self.d[w.clone()], &self.m[w.clone()], &self.qs[w]);
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); every slice
+            // holds one entry per block of the row.
+            unsafe {
+                match xs {
+                    // One row: scales first, then one pass over the codes (fastest alone).
+                    [a] => out[0] = avx2::dot_q4_row(d, m, qs, *a, &mut scratch[..nb]),
+                    [a, b] => avx2::dot_q4::<2>(d, m, qs, [*a, *b], out),
+                    [a, b, c] => avx2::dot_q4::<3>(d, m, qs, [*a, *b, *c], out),
+                    [a, b, c, e] => avx2::dot_q4::<4>(d, m, qs, [*a, *b, *c, *e], out),
+                    _ => unreachable_tile(),
+                }
+            }
+            return;
         }
         let _ = scratch;
-        self.dot_scalar(r, x)
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = self.dot_scalar(r, *x);
+        }
     }
+}
+
+/// [`matmul_t`] never passes more than [`TILE`] rows.
+#[cold]
+fn unreachable_tile() {
+    debug_assert!(false, "a tile of more than {TILE} rows");
 }
 
 /// An `(rows, cols)` matrix of Q8_0 blocks.
@@ -444,16 +462,28 @@ impl RowDot for Q8Matrix {
         self.cols
     }
 
-    fn dot(&self, r: usize, x: ActRow<'_>, scratch: &mut [f32]) -> f32 {
+    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            let nb = self.cols / BLOCK;
-            let w = r * nb..(r + 1) * nb;
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
-            return unsafe { avx2::dot_q8(&self.d[w.clone()], &self.qs[w], x, &mut scratch[..nb]) };
+            let (d, qs) = (&self.d[w.clone()], &self.qs[w]);
+            // SAFETY: as for Q4Matrix::dot_rows.
+            unsafe {
+                match xs {
+                    [a] => out[0] = avx2::dot_q8_row(d, qs, *a, &mut scratch[..nb]),
+                    [a, b] => avx2::dot_q8::<2>(d, qs, [*a, *b], out),
+                    [a, b, c] => avx2::dot_q8::<3>(d, qs, [*a, *b, *c], out),
+                    [a, b, c, e] => avx2::dot_q8::<4>(d, qs, [*a, *b, *c, *e], out),
+                    _ => unreachable_tile(),
+                }
+            }
+            return;
         }
         let _ = scratch;
-        self.dot_scalar(r, x)
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = self.dot_scalar(r, *x);
+        }
     }
 }
 
@@ -486,19 +516,32 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Eight f16s from `h[k..k + 8]` as f32s.
+    /// Up to eight f16s from `h[k..]` as f32s, zero-padded past the end.
     #[target_feature(enable = "avx2,f16c")]
     fn load8(h: &[f16], k: usize) -> __m256 {
-        let h = &h[k..k + 8];
-        // SAFETY: `h` holds 8 f16s (16 bytes); unaligned load.
-        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast()) })
+        let n = (h.len() - k).min(8);
+        if n == 8 {
+            // SAFETY: `h[k..k + 8]` holds 8 f16s (16 bytes); unaligned load.
+            return _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h[k..k + 8].as_ptr().cast()) });
+        }
+        let mut buf = [f16::ZERO; 8];
+        buf[..n].copy_from_slice(&h[k..k + n]);
+        // SAFETY: `buf` holds 8 f16s (16 bytes); unaligned load.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(buf.as_ptr().cast()) })
     }
 
+    /// Up to eight f32s from `v[k..]`, zero-padded past the end.
     #[target_feature(enable = "avx2")]
     fn loadf8(v: &[f32], k: usize) -> __m256 {
-        let v = &v[k..k + 8];
-        // SAFETY: `v` holds 8 f32s; unaligned load.
-        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+        let n = (v.len() - k).min(8);
+        if n == 8 {
+            // SAFETY: `v[k..k + 8]` holds 8 f32s; unaligned load.
+            return unsafe { _mm256_loadu_ps(v[k..k + 8].as_ptr()) };
+        }
+        let mut buf = [0f32; 8];
+        buf[..n].copy_from_slice(&v[k..k + n]);
+        // SAFETY: `buf` holds 8 f32s; unaligned load.
+        unsafe { _mm256_loadu_ps(buf.as_ptr()) }
     }
 
     /// `scratch[k] = d[k] * x.d[k]` for every block, eight at a time; with `m`, also returns
@@ -530,7 +573,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4(
+    pub(super) unsafe fn dot_q4_row(
         d: &[f16],
         m: &[f16],
         qs: &[[u8; BLOCK / 2]],
@@ -564,7 +607,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q8(
+    pub(super) unsafe fn dot_q8_row(
         d: &[f16],
         qs: &[[i8; BLOCK]],
         x: ActRow<'_>,
@@ -587,6 +630,137 @@ mod avx2 {
             acc[k & 1] = _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc[k & 1]);
         }
         hsum(_mm256_add_ps(acc[0], acc[1]))
+    }
+
+    /// The per-block products of the weight scales `d[k..k + 8]` (as f32s) and each activation
+    /// row's scales.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn group_scales<const N: usize>(dw: __m256, xs: &[ActRow<'_>; N], k: usize) -> [[f32; 8]; N] {
+        let mut out = [[0f32; 8]; N];
+        for (o, x) in out.iter_mut().zip(xs) {
+            // SAFETY: `o` holds 8 f32s; unaligned store.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(dw, loadf8(x.d, k))) };
+        }
+        out
+    }
+
+    /// `out[j] = ` the Q4_1 row `(d, m, qs)` times `xs[j]`. Blocks go eight at a time: their
+    /// scales are converted and multiplied with each row's in one vector, the minimum terms
+    /// accumulate in another, then each block's codes are unpacked once for all `N` rows.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row,
+    /// and `out` at least `N` values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4<const N: usize>(
+        d: &[f16],
+        m: &[f16],
+        qs: &[[u8; BLOCK / 2]],
+        xs: [ActRow<'_>; N],
+        out: &mut [f32],
+    ) {
+        let mask = _mm_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let nb = qs.len();
+        if xs.iter().any(|x| x.qs.len() < nb || x.d.len() < nb || x.s.len() < nb) {
+            return;
+        }
+        let xp: [*const [i8; BLOCK]; N] = std::array::from_fn(|j| xs[j].qs.as_ptr());
+        // Two accumulators per row (even and odd blocks) when there are few rows, to shorten
+        // the chain of dependent FMAs; more rows give independent chains anyway.
+        let mut acc = [[_mm256_setzero_ps(); N]; 2];
+        let mut mins = [_mm256_setzero_ps(); N];
+        let mut k0 = 0;
+        while k0 < nb {
+            let scales = group_scales(load8(d, k0), &xs, k0);
+            let mw = load8(m, k0);
+            for (mins, x) in mins.iter_mut().zip(&xs) {
+                *mins = _mm256_fmadd_ps(mw, loadf8(x.s, k0), *mins);
+            }
+            let n = (nb - k0).min(8);
+            let block = |b: usize, acc: &mut [__m256; N]| {
+                let k = k0 + b;
+                // SAFETY: a block's codes are 16 bytes; unaligned load.
+                let raw = unsafe { _mm_loadu_si128(qs[k].as_ptr().cast()) };
+                let lo = _mm_and_si128(raw, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
+                let codes = _mm256_set_m128i(hi, lo);
+                for j in 0..N {
+                    // SAFETY: every row has at least `nb` blocks of 32 bytes (checked above);
+                    // unaligned load.
+                    let xq = unsafe { _mm256_loadu_si256(xp[j].add(k).cast()) };
+                    // Codes are 0..=15 and activations -127..=127: pair sums fit in i16.
+                    let pairs = _mm256_maddubs_epi16(codes, xq);
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                    acc[j] = _mm256_fmadd_ps(sums, _mm256_set1_ps(scales[j][b]), acc[j]);
+                }
+            };
+            let mut b = 0;
+            while b + 1 < n {
+                block(b, &mut acc[0]);
+                block(b + 1, &mut acc[1]);
+                b += 2;
+            }
+            if b < n {
+                block(b, &mut acc[0]);
+            }
+            k0 += 8;
+        }
+        for j in 0..N {
+            out[j] = hsum(_mm256_add_ps(_mm256_add_ps(acc[0][j], acc[1][j]), mins[j]));
+        }
+    }
+
+    /// `out[j] = ` the Q8_0 row `(d, qs)` times `xs[j]`, like [`dot_q4`].
+    ///
+    /// # Safety
+    /// As for [`dot_q4`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q8<const N: usize>(
+        d: &[f16],
+        qs: &[[i8; BLOCK]],
+        xs: [ActRow<'_>; N],
+        out: &mut [f32],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let nb = qs.len();
+        if xs.iter().any(|x| x.qs.len() < nb || x.d.len() < nb) {
+            return;
+        }
+        let xp: [*const [i8; BLOCK]; N] = std::array::from_fn(|j| xs[j].qs.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); N]; 2];
+        let mut k0 = 0;
+        while k0 < nb {
+            let scales = group_scales(load8(d, k0), &xs, k0);
+            let n = (nb - k0).min(8);
+            let block = |b: usize, acc: &mut [__m256; N]| {
+                let k = k0 + b;
+                // SAFETY: a block's codes are 32 bytes; unaligned load.
+                let ws = unsafe { _mm256_loadu_si256(qs[k].as_ptr().cast()) };
+                // maddubs wants an unsigned operand: |w| times x with w's sign.
+                let abs = _mm256_sign_epi8(ws, ws);
+                for j in 0..N {
+                    // SAFETY: as in `dot_q4`.
+                    let xq = unsafe { _mm256_loadu_si256(xp[j].add(k).cast()) };
+                    let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(xq, ws));
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                    acc[j] = _mm256_fmadd_ps(sums, _mm256_set1_ps(scales[j][b]), acc[j]);
+                }
+            };
+            let mut b = 0;
+            while b + 1 < n {
+                block(b, &mut acc[0]);
+                block(b + 1, &mut acc[1]);
+                b += 2;
+            }
+            if b < n {
+                block(b, &mut acc[0]);
+            }
+            k0 += 8;
+        }
+        for j in 0..N {
+            out[j] = hsum(_mm256_add_ps(acc[0][j], acc[1][j]));
+        }
     }
 }
 
@@ -669,6 +843,8 @@ mod tests {
         check(130, 96, 3); // 3 blocks per row: scalar tail only
         check(70, 576, 1); // 18 blocks: two groups of 8 and a tail of 2
         check(9, 512, 2); // 16 blocks: no tail
+        check(33, 576, 6); // a tile of four activation rows and one of two
+        check(5, 96, 4);
     }
 
     #[test]
