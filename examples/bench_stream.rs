@@ -19,8 +19,8 @@ use aligner::model::generate::SamplingConfig;
 use aligner::model::{CausalLm, DType, InferenceModel, ModelTokenizer, WeightFormat};
 use aligner::stream::modes::{self, ReferenceConfig};
 use aligner::stream::{
-    CorrectorConfig, LocalCorrector, LocalUpstream, MachineConfig, Record, StreamMachine,
-    UpstreamConfig,
+    CorrectorConfig, Identity, LocalCorrector, LocalUpstream, MachineConfig, Record, StreamBatch,
+    StreamMachine, UpstreamConfig,
 };
 use anyhow::Context;
 use clap::Parser;
@@ -65,6 +65,11 @@ struct Args {
     /// Aligner weights, both aligners (default: int8 on the CPU, dense elsewhere).
     #[arg(long, default_value = "auto", value_parser = common::weights)]
     aligner_weights: common::Weights,
+    /// Also answer all the questions at once in this many slots (`StreamBatch`), in stream mode
+    /// and upstream-only, against the same runs one question at a time (0: skip; default: one
+    /// slot per question).
+    #[arg(long)]
+    batch: Option<usize>,
     /// LibTorch intra-op threads (default: LibTorch's choice).
     #[arg(long)]
     threads: Option<i32>,
@@ -224,6 +229,62 @@ fn main() -> anyhow::Result<()> {
             totals[mi].add(&record);
         }
     }
+    let stream_config = MachineConfig {
+        max_total_tokens: args.max_tokens,
+        ..MachineConfig::default()
+    };
+    // Batches: every question at once, against the sum of the one-at-a-time runs above.
+    let slots = args.batch.unwrap_or(questions.len());
+    let mut batches = serde_json::Map::new();
+    if slots > 0 {
+        for (mi, mode) in [(0, "stream"), (1, "upstream")] {
+            let upstreams = (0..slots)
+                .map(|_| upstream(SamplingConfig::greedy()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let started = std::time::Instant::now();
+            let records = if mode == "stream" {
+                let correctors = (0..slots).map(|_| corrector()).collect::<anyhow::Result<_>>()?;
+                StreamBatch::from_parts(upstreams, correctors, stream_config.clone())?
+                    .run(questions, |_, _| {})?
+            } else {
+                let config = MachineConfig {
+                    max_total_tokens: args.max_tokens,
+                    max_rounds: usize::MAX,
+                    max_sentence_tokens: args.max_tokens,
+                };
+                StreamBatch::from_parts(upstreams, vec![Identity; slots], config)?
+                    .run(questions, |_, _| {})?
+            };
+            let wall = started.elapsed().as_secs_f64();
+            let alone = totals[mi].wall_ms / 1e3;
+            let tokens: usize = records.iter().map(|r| r.summary.upstream_tokens).sum();
+            let first = records
+                .iter()
+                .map(|r| r.summary.first_sentence_ms.unwrap_or(r.summary.wall_ms))
+                .sum::<f64>()
+                / 1e3
+                / questions.len() as f64;
+            eprintln!(
+                "batch of {} in {slots} slots, {mode}: {wall:.2} s ({:.2} s one at a time, {:.2}x faster), {tokens} upstream tokens",
+                questions.len(),
+                alone,
+                alone / wall.max(1e-9)
+            );
+            batches.insert(
+                mode.to_owned(),
+                serde_json::json!({
+                    "slots": slots,
+                    "wall_s": wall,
+                    "one_at_a_time_s": alone,
+                    "speedup": alone / wall.max(1e-9),
+                    "first_sentence_s": first,
+                    "upstream_tokens": tokens,
+                    "upstream_tok_s": tokens as f64 / wall.max(1e-9),
+                }),
+            );
+        }
+    }
+
     let n = questions.len() as f64;
     let base = totals[1].wall_ms.max(1e-9);
     println!(
@@ -260,6 +321,9 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\nstream / upstream alone: {stream_vs_upstream:.2}x (goal <= 1.5x); reference loop / stream: {reference_vs_stream:.2}x (goal >= 5x); first corrected sentence / whole-answer latency: {first_vs_whole:.2}x (goal <= 0.2x)"
     );
+    if !batches.is_empty() {
+        json.insert("batch".into(), batches.into());
+    }
     json.insert("questions".into(), questions.len().into());
     json.insert("max_tokens".into(), args.max_tokens.into());
     json.insert("threads".into(), tch::get_num_threads().into());

@@ -19,18 +19,18 @@ use aligner_model::{CausalLm, ModelTokenizer};
 use crate::local::{
     CorrectorConfig, DraftRequest, LocalCorrector, LocalUpstream, UpstreamConfig, draft_batch,
 };
-use crate::machine::{Draft, Event, MachineConfig, StreamMachine, Upstream};
+use crate::machine::{Corrector, Draft, Event, MachineConfig, StreamMachine, Upstream};
 use crate::record::Record;
 use crate::{Error, Result};
 
 /// A fixed number of (upstream, corrector) slots that answer questions together.
-pub struct StreamBatch<'m, U: CausalLm, A: CausalLm> {
+pub struct StreamBatch<'m, U: CausalLm, C: Corrector> {
     upstreams: Vec<LocalUpstream<'m, U>>,
-    correctors: Vec<LocalCorrector<'m, A>>,
+    correctors: Vec<C>,
     config: MachineConfig,
 }
 
-impl<U: CausalLm, A: CausalLm> std::fmt::Debug for StreamBatch<'_, U, A> {
+impl<U: CausalLm, C: Corrector> std::fmt::Debug for StreamBatch<'_, U, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamBatch")
             .field("slots", &self.upstreams.len())
@@ -52,7 +52,7 @@ impl Upstream for NoUpstream {
     }
 }
 
-impl<'m, U: CausalLm, A: CausalLm> StreamBatch<'m, U, A> {
+impl<'m, U: CausalLm, A: CausalLm> StreamBatch<'m, U, LocalCorrector<'m, A>> {
     /// `slots` (>= 1) upstream/corrector pairs over the two models, each configured alike.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -71,7 +71,6 @@ impl<'m, U: CausalLm, A: CausalLm> StreamBatch<'m, U, A> {
                 reason: "must be at least 1".into(),
             });
         }
-        config.validate()?;
         let upstreams = (0..slots)
             .map(|_| {
                 LocalUpstream::new(
@@ -90,6 +89,29 @@ impl<'m, U: CausalLm, A: CausalLm> StreamBatch<'m, U, A> {
                 )
             })
             .collect::<Result<_>>()?;
+        Self::from_parts(upstreams, correctors, config)
+    }
+}
+
+impl<'m, U: CausalLm, C: Corrector> StreamBatch<'m, U, C> {
+    /// Slots from ready-made upstreams (over one model) and correctors of any kind, one each
+    /// per slot; e.g. [`crate::Identity`] correctors give the upstream alone, batched.
+    pub fn from_parts(
+        upstreams: Vec<LocalUpstream<'m, U>>,
+        correctors: Vec<C>,
+        config: MachineConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        if upstreams.is_empty() || upstreams.len() != correctors.len() {
+            return Err(Error::InvalidConfig {
+                field: "slots",
+                reason: format!(
+                    "{} upstreams and {} correctors: need the same number, at least 1",
+                    upstreams.len(),
+                    correctors.len()
+                ),
+            });
+        }
         Ok(Self {
             upstreams,
             correctors,
