@@ -59,5 +59,10 @@ fn kernels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernels);
+criterion_group! {
+    name = benches;
+    // Numbers only: plotting needs system fonts, which servers often lack (criterion panics).
+    config = Criterion::default().without_plots();
+    targets = kernels
+}
 criterion_main!(benches);

@@ -243,7 +243,9 @@ fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let started = std::time::Instant::now();
             let records = if mode == "stream" {
-                let correctors = (0..slots).map(|_| corrector()).collect::<anyhow::Result<_>>()?;
+                let correctors = (0..slots)
+                    .map(|_| corrector())
+                    .collect::<anyhow::Result<_>>()?;
                 StreamBatch::from_parts(upstreams, correctors, stream_config.clone())?
                     .run(questions, |_, _| {})?
             } else {

@@ -492,7 +492,13 @@ impl PackedLlama {
         }
         let rows: usize = seqs.iter().map(|s| s.0).sum();
         let ids = Tensor::from_slice(ids).to_device(self.device);
-        let mut x = host(&Tensor::embedding(&self.embed_tokens, &ids, -1, false, false))?;
+        let mut x = host(&Tensor::embedding(
+            &self.embed_tokens,
+            &ids,
+            -1,
+            false,
+            false,
+        ))?;
         let mut h = vec![0f32; rows * width];
         let stride = (nh + 2 * nkv) * hd;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -523,8 +529,7 @@ impl PackedLlama {
                     );
                     for g in 0..nkv {
                         let at = ((r * nkv + g) * cap + len) * hd;
-                        keys[at..at + hd]
-                            .copy_from_slice(&this[(nh + g) * hd..(nh + g + 1) * hd]);
+                        keys[at..at + hd].copy_from_slice(&this[(nh + g) * hd..(nh + g + 1) * hd]);
                         values[at..at + hd]
                             .copy_from_slice(&this[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
                     }

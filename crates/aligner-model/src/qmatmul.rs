@@ -662,7 +662,10 @@ mod avx2 {
         let mask = _mm_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let nb = qs.len();
-        if xs.iter().any(|x| x.qs.len() < nb || x.d.len() < nb || x.s.len() < nb) {
+        if xs
+            .iter()
+            .any(|x| x.qs.len() < nb || x.d.len() < nb || x.s.len() < nb)
+        {
             return;
         }
         let xp: [*const [i8; BLOCK]; N] = std::array::from_fn(|j| xs[j].qs.as_ptr());

@@ -82,11 +82,7 @@ impl<'m, U: CausalLm, A: CausalLm> StreamBatch<'m, U, LocalCorrector<'m, A>> {
             .collect::<Result<_>>()?;
         let correctors = (0..slots)
             .map(|_| {
-                LocalCorrector::new(
-                    aligner,
-                    aligner_tokenizer.clone(),
-                    corrector_config.clone(),
-                )
+                LocalCorrector::new(aligner, aligner_tokenizer.clone(), corrector_config.clone())
             })
             .collect::<Result<_>>()?;
         Self::from_parts(upstreams, correctors, config)
@@ -183,11 +179,12 @@ impl<'m, U: CausalLm, C: Corrector> StreamBatch<'m, U, C> {
             if requests.is_empty() {
                 break;
             }
-            let drafts: Vec<(usize, Draft, Duration)> = draft_batch(&mut self.upstreams, &requests)?
-                .into_iter()
-                .zip(&requests)
-                .map(|((draft, elapsed), r)| (r.upstream, draft, elapsed))
-                .collect();
+            let drafts: Vec<(usize, Draft, Duration)> =
+                draft_batch(&mut self.upstreams, &requests)?
+                    .into_iter()
+                    .zip(&requests)
+                    .map(|((draft, elapsed), r)| (r.upstream, draft, elapsed))
+                    .collect();
             for (slot, draft, elapsed) in drafts {
                 if let Some((index, machine)) = live[slot].as_mut() {
                     if let Some(event) = machine.supply_draft(draft, elapsed)? {

@@ -1,0 +1,114 @@
+//! The model's hot paths on SmolLM2-135M's shapes: one decoding step (batch 1 and eight
+//! sequences with their own caches, `CausalLm::decode_step`) for the packed int4 / int8 model and
+//! the f32 `Llama`, and a 512-token prefill. Uses the embedded model when `cargo xtask setup` has
+//! imported it, else random weights of the same shapes (the speed does not depend on the
+//! values).
+//!
+//! Run: `cargo bench -p aligner-model --bench model`
+#![expect(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented public function"
+)]
+
+use std::hint::black_box;
+
+use aligner_model::{CausalLm, Config, KvCache, Llama, PackedLlama, WeightFormat, hub};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tch::{Device, Kind, Tensor, nn};
+
+/// SmolLM2-135M's architecture.
+fn smollm2_shapes() -> Config {
+    Config {
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_layers: 30,
+        num_heads: 9,
+        num_kv_heads: 3,
+        head_dim: 64,
+        rope_theta: 100_000.0,
+        max_position_embeddings: 8192,
+        ..Config::tiny(49152)
+    }
+}
+
+/// The embedded model if imported, else random weights of its shapes.
+fn model() -> (Llama, nn::VarStore) {
+    let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
+    if hub::is_imported(&dir) {
+        if let Ok(loaded) = Llama::load(&dir, Kind::Float, Device::Cpu) {
+            return loaded;
+        }
+    }
+    eprintln!("the embedded model is not imported: random weights of its shapes");
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Llama::new(&vs.root(), &smollm2_shapes());
+    (model, vs)
+}
+
+/// A one-row cache holding a 64-token context.
+fn primed(lm: &dyn CausalLm) -> KvCache {
+    let mut cache = lm.new_cache(1);
+    let ids = Tensor::arange_start(100, 164, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let _ = lm
+        .forward_last(&ids, &mut cache, None)
+        .expect("prime the cache");
+    cache
+}
+
+fn decode(c: &mut Criterion) {
+    let _guard = tch::no_grad_guard();
+    let (llama, _vs) = model();
+    let int4 = PackedLlama::from_model(&llama, Kind::Float, WeightFormat::Int4).expect("int4");
+    let int8 = PackedLlama::from_model(&llama, Kind::Float, WeightFormat::Int8).expect("int8");
+    let models: [(&str, &dyn CausalLm); 3] = [
+        ("packed_int4", &int4),
+        ("packed_int8", &int8),
+        ("llama_f32", &llama),
+    ];
+    let mut group = c.benchmark_group("decode_step");
+    group.sample_size(20);
+    for (name, lm) in models {
+        for rows in [1usize, 8] {
+            group.throughput(Throughput::Elements(rows as u64));
+            group.bench_function(format!("{name}/{rows}"), |b| {
+                let mut caches: Vec<KvCache> = (0..rows).map(|_| primed(lm)).collect();
+                let tokens: Vec<u32> = (0..rows as u32).map(|r| 200 + r).collect();
+                b.iter(|| {
+                    let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+                    let logits = lm.decode_step(&tokens, &mut refs).expect("step");
+                    // Back to the 64-token context (free), so every step sees the same length.
+                    refs.iter_mut().for_each(|c| c.truncate(64));
+                    black_box(logits)
+                });
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("prefill");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(512));
+    let ids = Tensor::arange_start(100, 612, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    for (name, lm) in [
+        ("packed_int4", &int4 as &dyn CausalLm),
+        ("llama_f32", &llama),
+    ] {
+        group.bench_function(format!("{name}/512"), |b| {
+            b.iter(|| {
+                let mut cache = lm.new_cache(1);
+                black_box(lm.forward(&ids, &mut cache, None).expect("prefill"))
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Numbers only: plotting needs system fonts, which servers often lack (criterion panics).
+    config = Criterion::default().without_plots();
+    targets = decode
+}
+criterion_main!(benches);
