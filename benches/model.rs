@@ -36,9 +36,7 @@ fn smollm2_shapes() -> Config {
 fn model() -> (Llama, nn::VarStore) {
     let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
     if hub::is_imported(&dir) {
-        if let Ok(loaded) = Llama::load(&dir, Kind::Float, Device::Cpu) {
-            return loaded;
-        }
+        return Llama::load(&dir, Kind::Float, Device::Cpu).expect("load the embedded model");
     }
     eprintln!("the embedded model is not imported: random weights of its shapes");
     tch::manual_seed(0);

@@ -68,6 +68,11 @@ const ROWS: &[(&str, &str, &str)] = &[
         "train_tok_s_bf16autocast_b4s256",
         "training step, batch 4 x 256, bf16 (ours: bf16 compute, f32 master weights; transformers: bf16 autocast) (tok/s)",
     ),
+    (
+        "train_tok_s_f32_b4s256",
+        "train_tok_s_bf16autocast_b4s256",
+        "training step, batch 4 x 256, ours f32 vs transformers bf16 autocast (tok/s)",
+    ),
 ];
 
 /// Runs every benchmark, or with `stream_only` just the Stream Aligner one (re-rendering the
@@ -244,7 +249,10 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
          throughout; steps of up to 16 rows run on our block kernels, longer passes on a dense f32 \
          copy of the same weights. They are set beside transformers' bf16 figures, its faster \
          setting where the CPU has native bf16 (on one without, such as this one if its flags \
-         below lack avx512_bf16 and amx, bf16 matrix products are slower than f32 on both sides).\n",
+         below lack avx512_bf16 and amx, bf16 matrix products are slower than f32 on both sides). \
+         The last training row does the same for training (our f32 step beside transformers' bf16 \
+         autocast); on a CPU without native bf16 that comparison favours f32, so read it with the \
+         like-for-like f32 and bf16 rows above it.\n",
         reference
             .get("torch")
             .and_then(Value::as_str)
@@ -385,6 +393,28 @@ fn render_stream(stream: &Map<String, Value>) -> String {
             int("changed"),
             int("sentences"),
         );
+    }
+    if let Some(batch) = stream.get("batch").and_then(Value::as_object) {
+        let get = |m: &str, k: &str| f(batch.get(m).and_then(|v| v.get(k)));
+        let slots = get("stream", "slots").map_or_else(|| "?".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            s,
+            "\nAll the questions at once (`StreamBatch`, {slots} slots: one state machine per \
+             question, the upstream's decoding steps shared through `CausalLm::decode_step`) \
+             against the same runs one at a time above:\n\n\
+             | mode | batch wall s | one at a time s | speed-up | upstream tok/s |\n\
+             |---|---:|---:|---:|---:|"
+        );
+        for (key, label) in [("stream", "Stream Aligner"), ("upstream", "upstream alone")] {
+            let _ = writeln!(
+                s,
+                "| {label} | {} | {} | {} | {} |",
+                num(get(key, "wall_s")),
+                num(get(key, "one_at_a_time_s")),
+                get(key, "speedup").map_or_else(|| "–".into(), |v| format!("{v:.2}x")),
+                get(key, "upstream_tok_s").map_or_else(|| "–".into(), |v| format!("{v:.1}")),
+            );
+        }
     }
     let ratio = |k: &str| f(stream.get(k)).map_or_else(|| "–".into(), |v| format!("{v:.2}x"));
     let _ = writeln!(

@@ -186,10 +186,10 @@ impl<'m, U: CausalLm, C: Corrector> StreamBatch<'m, U, C> {
                     .map(|((draft, elapsed), r)| (r.upstream, draft, elapsed))
                     .collect();
             for (slot, draft, elapsed) in drafts {
-                if let Some((index, machine)) = live[slot].as_mut() {
-                    if let Some(event) = machine.supply_draft(draft, elapsed)? {
-                        on_event(*index, &event);
-                    }
+                if let Some((index, machine)) = live[slot].as_mut()
+                    && let Some(event) = machine.supply_draft(draft, elapsed)?
+                {
+                    on_event(*index, &event);
                 }
             }
         }
