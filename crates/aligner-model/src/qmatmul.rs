@@ -570,6 +570,24 @@ mod avx2 {
         hsum(mins) + tail
     }
 
+    /// `sum_k m[k] * x.s[k]` in exactly the order of [`scales`], so that a row's result does
+    /// not depend on how many rows are computed with it.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn min_terms(m: &[f16], x: ActRow<'_>) -> f32 {
+        let nb = m.len();
+        let mut mins = _mm256_setzero_ps();
+        let mut k = 0;
+        while k + 8 <= nb {
+            mins = _mm256_fmadd_ps(load8(m, k), loadf8(x.s, k), mins);
+            k += 8;
+        }
+        let mut tail = 0f32;
+        for k in k..nb {
+            tail += m[k].to_f32() * x.s[k];
+        }
+        hsum(mins) + tail
+    }
+
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -645,8 +663,10 @@ mod avx2 {
     }
 
     /// `out[j] = ` the Q4_1 row `(d, m, qs)` times `xs[j]`. Blocks go eight at a time: their
-    /// scales are converted and multiplied with each row's in one vector, the minimum terms
-    /// accumulate in another, then each block's codes are unpacked once for all `N` rows.
+    /// scales are converted and multiplied with each row's in one vector, then each block's
+    /// codes are unpacked once for all `N` rows. Every operation on a row is the one
+    /// [`dot_q4_row`] does, in the same order: a row's result is bit for bit the same alone or
+    /// in a tile.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row,
@@ -672,14 +692,9 @@ mod avx2 {
         // Two accumulators per row (even and odd blocks) when there are few rows, to shorten
         // the chain of dependent FMAs; more rows give independent chains anyway.
         let mut acc = [[_mm256_setzero_ps(); N]; 2];
-        let mut mins = [_mm256_setzero_ps(); N];
         let mut k0 = 0;
         while k0 < nb {
             let scales = group_scales(load8(d, k0), &xs, k0);
-            let mw = load8(m, k0);
-            for (mins, x) in mins.iter_mut().zip(&xs) {
-                *mins = _mm256_fmadd_ps(mw, loadf8(x.s, k0), *mins);
-            }
             let n = (nb - k0).min(8);
             let block = |b: usize, acc: &mut [__m256; N]| {
                 let k = k0 + b;
@@ -710,11 +725,12 @@ mod avx2 {
             k0 += 8;
         }
         for j in 0..N {
-            out[j] = hsum(_mm256_add_ps(_mm256_add_ps(acc[0][j], acc[1][j]), mins[j]));
+            out[j] = hsum(_mm256_add_ps(acc[0][j], acc[1][j])) + min_terms(m, xs[j]);
         }
     }
 
-    /// `out[j] = ` the Q8_0 row `(d, qs)` times `xs[j]`, like [`dot_q4`].
+    /// `out[j] = ` the Q8_0 row `(d, qs)` times `xs[j]`, like [`dot_q4`] (and bit for bit
+    /// [`dot_q8_row`]).
     ///
     /// # Safety
     /// As for [`dot_q4`].
@@ -837,6 +853,39 @@ mod tests {
                 // Against the dense product only the 8-bit activations differ.
                 let err = (got - want[j]).abs();
                 assert!(err <= 0.02 * scale, "{rows}x{cols}: error {err} of {scale}");
+            }
+        }
+    }
+
+    /// A row's product is the same bits whether it is computed alone or with other rows (so
+    /// that batching never changes a sequence's tokens).
+    #[test]
+    fn rows_in_a_tile_equal_rows_alone() {
+        for (rows, cols, m) in [(70, 576, 7), (9, 96, 3), (3, 1536, 5)] {
+            let x = values(m, cols, 11);
+            let q4 = Q4Matrix::from_f32(&values(rows, cols, 5), rows, cols).unwrap();
+            let q8 = Q8Matrix::from_f32(&values(rows, cols, 6), rows, cols).unwrap();
+            let xq = Activations::quantize(&x, cols).unwrap();
+            let (mut t4, mut t8) = (vec![0f32; rows * m], vec![0f32; rows * m]);
+            q4.matmul_t(&xq, &mut t4).unwrap();
+            q8.matmul_t(&xq, &mut t8).unwrap();
+            for i in 0..m {
+                let one = Activations::quantize(&x[i * cols..(i + 1) * cols], cols).unwrap();
+                let (mut o4, mut o8) = (vec![0f32; rows], vec![0f32; rows]);
+                q4.matmul_t(&one, &mut o4).unwrap();
+                q8.matmul_t(&one, &mut o8).unwrap();
+                for r in 0..rows {
+                    assert_eq!(
+                        t4[r * m + i].to_bits(),
+                        o4[r].to_bits(),
+                        "q4 {rows}x{cols} [{r}, {i}]"
+                    );
+                    assert_eq!(
+                        t8[r * m + i].to_bits(),
+                        o8[r].to_bits(),
+                        "q8 {rows}x{cols} [{r}, {i}]"
+                    );
+                }
             }
         }
     }

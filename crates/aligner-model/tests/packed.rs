@@ -179,7 +179,7 @@ fn decode_step_over_separate_caches_equals_each_sequence_alone() {
     // Three conversations of different lengths; the middle one was rolled back first.
     let histories: [&[i64]; 3] = [&[3, 4, 5], &[6, 7, 8, 9, 10, 11], &[12]];
     let next = [20u32, 21, 22];
-    let check = |lm: &dyn CausalLm, tolerance: f64| {
+    let prime = |lm: &dyn CausalLm| -> Vec<aligner_model::KvCache> {
         let mut caches: Vec<_> = histories
             .iter()
             .map(|h| {
@@ -189,13 +189,25 @@ fn decode_step_over_separate_caches_equals_each_sequence_alone() {
             })
             .collect();
         caches[1].truncate(4);
+        caches
+    };
+    // `exact`: each row must be the very bits of the same step taken alone.
+    let check = |lm: &dyn CausalLm, exact: bool| {
+        let mut caches = prime(lm);
         let mut refs: Vec<&mut aligner_model::KvCache> = caches.iter_mut().collect();
         let step = lm.decode_step(&next, &mut refs).unwrap();
         assert_eq!(step.size(), [3, 64]);
         for (i, cache) in caches.iter().enumerate() {
             assert_eq!(cache.len(), [4, 5, 2][i], "cache {i} grew by one");
         }
+        let mut singles = prime(lm);
         for (row, history) in histories.iter().enumerate() {
+            let one = lm
+                .decode_step(&next[row..=row], &mut [&mut singles[row]])
+                .unwrap();
+            let d = max_diff(&step.get(row as i64), &one.get(0));
+            assert!(!exact || d == 0.0, "row {row} alone differs by {d}");
+            // And against recomputing the whole sequence from scratch.
             let kept = if row == 1 { &history[..4] } else { history };
             let mut tokens = kept.to_vec();
             tokens.push(i64::from(next[row]));
@@ -203,11 +215,13 @@ fn decode_step_over_separate_caches_equals_each_sequence_alone() {
                 .forward_last(&ids(&tokens), &mut lm.new_cache(1), None)
                 .unwrap();
             let d = max_diff(&step.get(row as i64), &alone.get(0));
-            assert!(d < tolerance, "row {row}: {d}");
+            assert!(d < 1e-4, "row {row}: {d}");
         }
     };
-    check(&packed, 1e-4);
-    check(&model, 1e-4);
+    check(&packed, true);
+    let int4 = PackedLlama::from_model(&model, Kind::Float, WeightFormat::Int4).unwrap();
+    check(&int4, true);
+    check(&model, false);
     // Mismatched arguments are errors, not panics.
     let mut one = packed.new_cache(1);
     assert!(packed.decode_step(&[1, 2], &mut [&mut one]).is_err());

@@ -11,6 +11,32 @@
 //!
 //! Every machine produces exactly the record it would produce alone (the tests check it), so
 //! batching changes the wall time only.
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! use aligner_model::{InferenceModel, ModelTokenizer, WeightFormat};
+//! use aligner_stream::{CorrectorConfig, Event, MachineConfig, StreamBatch, UpstreamConfig};
+//! use tch::{Device, Kind};
+//!
+//! let dir = aligner_model::hub::ensure_default_model(&mut |_, _, _| {})?;
+//! let cpu = |dir: &Path, format| InferenceModel::load(dir, Kind::Float, Device::Cpu, Some(format));
+//! let (upstream, up_tok) = cpu(&dir, WeightFormat::Int4)?;
+//! let (aligner, al_tok) = cpu(Path::new("assets/stream-aligner"), WeightFormat::Int8)?;
+//! let (up_tok, al_tok) = (ModelTokenizer::from_dir(&up_tok)?, ModelTokenizer::from_dir(&al_tok)?);
+//! let mut batch = StreamBatch::new(
+//!     4, &upstream, &up_tok, &UpstreamConfig::default(),
+//!     &aligner, &al_tok, &CorrectorConfig::default(), MachineConfig::default(),
+//! )?;
+//! let questions = ["What is 17 + 25?", "Tom has 3 boxes of 12 eggs and breaks 5. How many are left?"];
+//! let records = batch.run(&questions, |i, event| {
+//!     if let Event::Committed(round) = event {
+//!         println!("[{i}] {}", round.committed); // final text of question i, sentence by sentence
+//!     }
+//! })?;
+//! assert_eq!(records.len(), questions.len());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::time::Duration;
 
