@@ -10,40 +10,14 @@
     reason = "criterion_group! defines an undocumented public function"
 )]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 
-use aligner_model::{CausalLm, Config, KvCache, Llama, PackedLlama, WeightFormat, hub};
+use aligner_model::{CausalLm, KvCache, PackedLlama, WeightFormat};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tch::{Device, Kind, Tensor, nn};
-
-/// SmolLM2-135M's architecture.
-fn smollm2_shapes() -> Config {
-    Config {
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_layers: 30,
-        num_heads: 9,
-        num_kv_heads: 3,
-        head_dim: 64,
-        rope_theta: 100_000.0,
-        max_position_embeddings: 8192,
-        ..Config::tiny(49152)
-    }
-}
-
-/// The embedded model if imported, else random weights of its shapes.
-fn model() -> (Llama, nn::VarStore) {
-    let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
-    if hub::is_imported(&dir) {
-        return Llama::load(&dir, Kind::Float, Device::Cpu).expect("load the embedded model");
-    }
-    eprintln!("the embedded model is not imported: random weights of its shapes");
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = Llama::new(&vs.root(), &smollm2_shapes());
-    (model, vs)
-}
+use tch::{Device, Kind, Tensor};
 
 /// A one-row cache holding a 64-token context.
 fn primed(lm: &dyn CausalLm) -> KvCache {
@@ -57,7 +31,7 @@ fn primed(lm: &dyn CausalLm) -> KvCache {
 
 fn decode(c: &mut Criterion) {
     let _guard = tch::no_grad_guard();
-    let (llama, _vs) = model();
+    let (llama, _vs) = common::smollm2();
     let int4 = PackedLlama::from_model(&llama, Kind::Float, WeightFormat::Int4).expect("int4");
     let int8 = PackedLlama::from_model(&llama, Kind::Float, WeightFormat::Int8).expect("int8");
     let models: [(&str, &dyn CausalLm); 3] = [

@@ -9,42 +9,19 @@
     reason = "criterion_group! defines an undocumented public function"
 )]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use aligner_model::{CausalLm, Config, Llama, hub};
+use aligner_model::CausalLm;
 use aligner_train::{Precision, ScheduleKind, TokenizedRow, TrainConfig, TrainData, Trainer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tch::{Device, Kind, nn};
 
 const SEQ: usize = 128;
 
-/// The embedded model if imported, else random weights of SmolLM2-135M's shapes.
-fn model() -> (Llama, nn::VarStore) {
-    let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
-    if hub::is_imported(&dir) {
-        return Llama::load(&dir, Kind::Float, Device::Cpu).expect("load the embedded model");
-    }
-    eprintln!("the embedded model is not imported: random weights of its shapes");
-    let config = Config {
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_layers: 30,
-        num_heads: 9,
-        num_kv_heads: 3,
-        head_dim: 64,
-        rope_theta: 100_000.0,
-        max_position_embeddings: 8192,
-        ..Config::tiny(49152)
-    };
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = Llama::new(&vs.root(), &config);
-    (model, vs)
-}
-
 fn train_step(c: &mut Criterion) {
-    let (model, vs) = model();
+    let (model, vs) = common::smollm2();
     let vocab = model.config().vocab_size as i64;
     // Fixed pseudo-random ids, every position a target.
     let ids: Vec<i64> = (0..SEQ as i64).map(|i| (i * 7919 + 13) % vocab).collect();

@@ -582,8 +582,8 @@ mod avx2 {
             k += 8;
         }
         let mut tail = 0f32;
-        for k in k..nb {
-            tail += m[k].to_f32() * x.s[k];
+        for (mk, sk) in m[k..].iter().zip(&x.s[k..]) {
+            tail += mk.to_f32() * sk;
         }
         hsum(mins) + tail
     }
