@@ -110,11 +110,7 @@ fn main() -> anyhow::Result<()> {
         }
         std::fs::remove_dir_all(&run)?;
         let tps = (batch * seq) as f64 / best;
-        let name = match precision {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-            Precision::F16 => "f16",
-        };
+        let name = precision.as_str();
         let key = format!(
             "train_tok_s_{name}{}_b4s256",
             if checkpointing { "_ckpt" } else { "" }

@@ -30,6 +30,8 @@ use tch::Kind;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum PrecisionArg {
+    /// bf16 where the device computes it natively (CUDA, AVX-512 BF16 or AMX CPUs), else f32.
+    Auto,
     F32,
     Bf16,
     F16,
@@ -85,7 +87,7 @@ struct Args {
     #[arg(long, default_value_t = 512)]
     max_length: usize,
     /// Compute precision (master weights and optimizer state stay f32).
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_enum, default_value = "auto")]
     precision: PrecisionArg,
     /// Recompute decoder layers in the backward pass to save memory.
     #[arg(long)]
@@ -152,6 +154,7 @@ fn config_from(args: &Args) -> anyhow::Result<TrainConfig> {
     }
     let mut c = TrainConfig::default();
     c.model.precision = match args.precision {
+        PrecisionArg::Auto => Precision::Auto,
         PrecisionArg::F32 => Precision::F32,
         PrecisionArg::Bf16 => Precision::Bf16,
         PrecisionArg::F16 => Precision::F16,
@@ -271,9 +274,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("resumed from step {step}");
     }
     eprintln!(
-        "training {} steps ({} warm-up) into {}",
+        "training {} steps ({} warm-up, {} compute) into {}",
         trainer.total_steps(),
         trainer.schedule().warmup_steps(),
+        trainer.config().model.precision,
         args.out.display()
     );
     let before = trainer.evaluate()?;

@@ -43,6 +43,22 @@ pub trait CausalLm {
         Ok(logits.select(1, t - 1))
     }
 
+    /// Like [`CausalLm::forward`] but returns the logits of the last `n` positions only
+    /// `(batch, n, vocab)` (`n` is clamped to `1..=t`): what verifying `n - 1` drafted tokens
+    /// after a prompt needs, without the LM head on the prompt's other positions.
+    fn forward_tail(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+        n: usize,
+    ) -> Result<Tensor> {
+        let logits = self.forward(input_ids, cache, mask)?;
+        let t = logits.size()[1];
+        let n = tail_len(n, t);
+        Ok(logits.narrow(1, t - n, n))
+    }
+
     /// One decoding step for several independent sequences at once: `tokens[i]` follows what
     /// `caches[i]` (a one-row cache) holds, and is appended to it. Returns the logits
     /// `(tokens.len(), vocab)` after each.
@@ -55,6 +71,11 @@ pub trait CausalLm {
         check_decode_step(tokens, caches)?;
         decode_each(self, tokens, caches)
     }
+}
+
+/// `n` clamped to `1..=t` (`t >= 1`), as an index length.
+pub(crate) fn tail_len(n: usize, t: i64) -> i64 {
+    (n as i64).clamp(1, t.max(1))
 }
 
 /// [`CausalLm::decode_step`] as one [`CausalLm::forward_last`] per sequence.

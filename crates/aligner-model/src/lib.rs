@@ -58,7 +58,7 @@ pub use cache::KvCache;
 #[cfg(feature = "torch")]
 pub use causal_lm::{CausalLm, LayeredLm, LoraWeights};
 #[cfg(feature = "torch")]
-pub use device::{DType, auto_device, parse_device};
+pub use device::{DType, auto_device, native_bf16, parse_device};
 #[cfg(feature = "torch")]
 pub use llama::Llama;
 #[cfg(feature = "torch")]

@@ -587,6 +587,19 @@ impl CausalLm for Llama {
         let t = hidden.size()[1];
         Ok(self.logits(&hidden.narrow(1, t - 1, 1).squeeze_dim(1)))
     }
+
+    fn forward_tail(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+        n: usize,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, cache, mask)?;
+        let t = hidden.size()[1];
+        let n = crate::causal_lm::tail_len(n, t);
+        Ok(self.logits(&hidden.narrow(1, t - n, n)))
+    }
 }
 
 /// The per-pass inputs every decoder layer of a cache-free (training) forward needs: rotary

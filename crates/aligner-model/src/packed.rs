@@ -58,6 +58,12 @@ pub enum WeightFormat {
 /// dense copy.
 pub const QUANT_MAX_ROWS: i64 = 16;
 
+/// The same limit for the LM head. Its matrix is so wide (a row per vocabulary entry) that a
+/// dense product re-packing it on every call loses to the block kernels up to about 40 rows
+/// (measured on SmolLM2's 49152 x 576 head, 2 cores: 21 rows in 21 ms against 37 ms dense, 32
+/// in 30 against 46, about even at 48): the tail of a draft verification stays on the kernels.
+const HEAD_QUANT_MAX_ROWS: i64 = 40;
+
 impl FromStr for WeightFormat {
     type Err = Error;
 
@@ -100,6 +106,8 @@ struct Proj {
     /// The bias in f32 on the host, for the block kernels.
     bias_host: Option<Vec<f32>>,
     blocks: Option<Blocks>,
+    /// Longest pass on `blocks`; longer ones use `dense`.
+    max_quant_rows: i64,
 }
 
 impl Proj {
@@ -147,6 +155,7 @@ impl Proj {
             bias,
             bias_host,
             blocks: quantised,
+            max_quant_rows: QUANT_MAX_ROWS,
         })
     }
 
@@ -192,10 +201,15 @@ impl Proj {
         Ok(out)
     }
 
+    /// Whether a pass of `rows` rows runs on the block kernels.
+    fn uses_blocks(&self, rows: i64) -> bool {
+        self.blocks.is_some() && rows <= self.max_quant_rows
+    }
+
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let in_dim = self.dense.size()[1];
         let rows = xs.numel() as i64 / in_dim.max(1);
-        if self.blocks.is_none() || rows > QUANT_MAX_ROWS {
+        if !self.uses_blocks(rows) {
             return Ok(xs.linear(&self.dense, self.bias.as_ref()));
         }
         let mut shape = xs.size();
@@ -344,7 +358,10 @@ impl PackedLlama {
             WeightFormat::Int4 => WeightFormat::Int8,
             other => other,
         };
-        let lm_head = Proj::pack("lm_head", head, None, head_format, kind)?;
+        let lm_head = Proj {
+            max_quant_rows: HEAD_QUANT_MAX_ROWS,
+            ..Proj::pack("lm_head", head, None, head_format, kind)?
+        };
         Ok(Self {
             embed_tokens: model.embed_tokens.detach().to_kind(kind),
             layers,
@@ -563,6 +580,15 @@ impl PackedLlama {
         Ok(Tensor::from_slice(&h).view([rows as i64, width as i64]))
     }
 
+    /// The LM head on normed hidden states `(.., hidden)`. `threads` is the guard of the pass
+    /// that made them, if it ran on the block kernels; a head pass on the kernels after a dense
+    /// pass gets its own.
+    fn head(&self, hidden: &Tensor, threads: Option<SerialTorch>) -> Result<Tensor> {
+        let rows = hidden.numel() as i64 / self.config.hidden_size.max(1) as i64;
+        let _threads = threads.or_else(|| self.lm_head.uses_blocks(rows).then(SerialTorch::new));
+        self.lm_head.forward(hidden)
+    }
+
     /// Whether a step of `rows` rows of one token each runs on [`Self::host_step`].
     fn host_eligible(&self, rows: usize) -> bool {
         rows as i64 <= QUANT_MAX_ROWS
@@ -650,8 +676,8 @@ impl CausalLm for PackedLlama {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let (hidden, _threads) = self.hidden_states(input_ids, cache, mask)?;
-        self.lm_head.forward(&hidden)
+        let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
+        self.head(&hidden, threads)
     }
 
     fn forward_last(
@@ -661,9 +687,23 @@ impl CausalLm for PackedLlama {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let (hidden, _threads) = self.hidden_states(input_ids, cache, mask)?;
+        let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
         let t = hidden.size()[1];
-        self.lm_head.forward(&hidden.select(1, t - 1))
+        self.head(&hidden.select(1, t - 1), threads)
+    }
+
+    fn forward_tail(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+        n: usize,
+    ) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
+        let t = hidden.size()[1];
+        let n = crate::causal_lm::tail_len(n, t);
+        self.head(&hidden.narrow(1, t - n, n), threads)
     }
 
     /// Runs all the sequences' rows through the host step together (in groups of at most
@@ -774,6 +814,16 @@ impl CausalLm for InferenceModel {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         self.inner().forward_last(input_ids, cache, mask)
+    }
+
+    fn forward_tail(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+        n: usize,
+    ) -> Result<Tensor> {
+        self.inner().forward_tail(input_ids, cache, mask, n)
     }
 
     fn decode_step(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {

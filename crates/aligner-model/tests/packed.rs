@@ -228,3 +228,59 @@ fn decode_step_over_separate_caches_equals_each_sequence_alone() {
     let mut two = packed.new_cache(2);
     assert!(packed.decode_step(&[1], &mut [&mut two]).is_err());
 }
+
+#[test]
+fn forward_tail_is_the_last_positions_of_forward() {
+    let _guard = tch::no_grad_guard();
+    let (model, _vs) = Llama::load(common::model_dir(), Kind::Float, Device::Cpu).unwrap();
+    let t = PROMPT.len() as i64;
+    let full = model
+        .forward(&ids(PROMPT), &mut model.new_cache(1), None)
+        .unwrap();
+    // 30 positions: more than `QUANT_MAX_ROWS`, within the LM head's block-kernel limit.
+    for (lm, exact) in [
+        (
+            &PackedLlama::from_model(&model, Kind::Float, WeightFormat::Int8).unwrap()
+                as &dyn CausalLm,
+            true,
+        ),
+        (
+            &PackedLlama::from_model(&model, Kind::Float, WeightFormat::Int4).unwrap(),
+            true,
+        ),
+        (
+            &PackedLlama::from_model(&model, Kind::Float, WeightFormat::Dense).unwrap(),
+            false,
+        ),
+        (&model, false),
+    ] {
+        let all = lm
+            .forward(&ids(PROMPT), &mut lm.new_cache(1), None)
+            .unwrap();
+        let mut cache = lm.new_cache(1);
+        let tail = lm.forward_tail(&ids(PROMPT), &mut cache, None, 30).unwrap();
+        assert_eq!(tail.size(), [1, 30, 49152]);
+        assert_eq!(cache.len(), PROMPT.len(), "the whole input is cached");
+        let d = max_diff(&tail, &all.narrow(1, t - 30, 30));
+        // The packed formats multiply each row on its own: the same bits in any company.
+        assert!(
+            if exact { d == 0.0 } else { d < 1e-4 },
+            "tail differs by {d}"
+        );
+        // And the quantised head agrees with the f32 model on the next token.
+        let agree = tail
+            .argmax(-1, false)
+            .eq_tensor(&full.narrow(1, t - 30, 30).argmax(-1, false))
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(agree >= 0.85, "top-1 agreement with f32 {agree}");
+        // `n` is clamped to the positions there are.
+        for (n, want) in [(0, 1), (1000, t)] {
+            let got = lm
+                .forward_tail(&ids(PROMPT), &mut lm.new_cache(1), None, n)
+                .unwrap();
+            assert_eq!(got.size()[1], want);
+        }
+    }
+}

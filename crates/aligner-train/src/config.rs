@@ -46,6 +46,10 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// bf16 where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX), f32
+    /// elsewhere: [`Precision::resolve`]. The default. On a CPU without native bf16, bf16
+    /// training is emulated and runs about 20 times slower than f32.
+    Auto,
     /// Everything in f32.
     F32,
     /// bf16 compute, f32 master weights and optimizer state.
@@ -55,9 +59,33 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The compute dtype.
+    /// `Auto` resolved for `device` (bf16 where [`aligner_model::native_bf16`], else f32);
+    /// the other values as they are.
+    #[must_use]
+    pub fn resolve(self, device: tch::Device) -> Self {
+        match self {
+            Self::Auto if aligner_model::native_bf16(device) => Self::Bf16,
+            Self::Auto => Self::F32,
+            other => other,
+        }
+    }
+
+    /// The name in configuration files: `auto`, `f32`, `bf16`, `f16`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// The compute dtype. `Auto` is resolved for the CPU; the trainer resolves it for its
+    /// model's device first ([`Precision::resolve`]).
     pub fn kind(self) -> tch::Kind {
         match self {
+            Self::Auto => self.resolve(tch::Device::Cpu).kind(),
             Self::F32 => tch::Kind::Float,
             Self::Bf16 => tch::Kind::BFloat16,
             Self::F16 => tch::Kind::Half,
@@ -65,11 +93,18 @@ impl Precision {
     }
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How the model is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Compute precision (the paper: bf16).
+    /// Compute precision (the papers: bf16; the default, `Auto`, takes bf16 where the device
+    /// computes it natively and f32 elsewhere).
     pub precision: Precision,
     /// Recompute each decoder layer in the backward pass instead of keeping its activations.
     pub gradient_checkpointing: bool,
@@ -83,7 +118,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            precision: Precision::Bf16,
+            precision: Precision::Auto,
             gradient_checkpointing: true,
             lora: None,
             f16_loss_scale: 65536.0,

@@ -175,11 +175,13 @@ impl<M: LayeredLm> Trainer<M> {
     pub fn new(
         mut model: M,
         mut vs: nn::VarStore,
-        config: TrainConfig,
+        mut config: TrainConfig,
         data: TrainData,
         run_dir: impl AsRef<Path>,
     ) -> Result<Self> {
         config.validate()?;
+        // What runs is what `train_config.json` records.
+        config.model.precision = config.model.precision.resolve(model.device());
         let vocab = model.config().vocab_size as i64;
         if data.train.is_empty() {
             return Err(Error::Data("no training rows".into()));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use aligner_model::LoraSpec;
+use aligner_model::{CausalLm, LoraSpec};
 use aligner_train::{
     Error, FailPoint, Precision, ScheduleKind, TrainConfig, Trainer, collate, list_checkpoints,
 };
@@ -128,6 +128,29 @@ fn gradient_checkpointing_leaves_gradients_unchanged() {
             ga.len()
         );
     }
+}
+
+#[test]
+fn auto_precision_is_resolved_for_the_device_and_recorded() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = quick_config();
+    config.model.precision = Precision::Auto;
+    let (model, vs) = tiny_model(3);
+    let device = model.device();
+    let trainer = Trainer::new(model, vs, config, data(4, 0), tmp.path()).unwrap();
+    let want = if aligner_model::native_bf16(device) {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
+    assert_eq!(trainer.config().model.precision, want);
+    assert_eq!(Precision::Auto.resolve(device), want);
+    assert_eq!(Precision::F16.resolve(device), Precision::F16);
+    // The run directory records what runs, not `auto`.
+    let saved = TrainConfig::from_file(tmp.path().join("train_config.json")).unwrap();
+    assert_eq!(saved.model.precision, want);
+    assert_eq!(TrainConfig::default().model.precision, Precision::Auto);
 }
 
 #[test]

@@ -88,12 +88,16 @@ impl Context {
         let kept = common_prefix(&self.ids, &full).min(prompt.len() - 1);
         self.truncate(kept);
         let _guard = tch::no_grad_guard();
-        let logits = model.forward(&input_row(&full[kept..], model), &mut self.cache, None)?;
+        // Logits after the prompt's last token and after each draft token only.
+        let logits = model.forward_tail(
+            &input_row(&full[kept..], model),
+            &mut self.cache,
+            None,
+            draft.len() + 1,
+        )?;
         self.ids.extend_from_slice(&full[kept..]);
-        let first = (prompt.len() - 1 - kept) as i64;
         let choices = logits
             .f_select(0, 0)?
-            .f_narrow(0, first, draft.len() as i64 + 1)?
             .f_argmax(-1, false)?
             .to_device(tch::Device::Cpu);
         let choices = Vec::<i64>::try_from(choices)?
