@@ -5,7 +5,9 @@
 //!   Q8_0 blocks and multiplied by the block kernels of [`crate::qmatmul`];
 //! - a decoding step (one token per row, at most [`QUANT_MAX_ROWS`] rows, f32 activations) runs
 //!   on the host in one pass over the layers, reading and writing the KV cache's buffers in
-//!   place, so that it costs a handful of LibTorch calls instead of dozens per layer;
+//!   place, so that it costs a handful of LibTorch calls instead of dozens per layer; such short
+//!   passes run on one of rayon's worker threads, so the kernels' parallel loops (four per
+//!   layer) fork and join among the workers instead of waking the calling thread each time;
 //! - longer passes (prompts) run through LibTorch on a dense copy of the same weights, with
 //!   fused RMSNorm and single-token attention that folds the query heads of a key/value group.
 //!
@@ -580,6 +582,37 @@ impl PackedLlama {
         Ok(Tensor::from_slice(&h).view([rows as i64, width as i64]))
     }
 
+    /// The logits at `positions` of a pass over `input_ids`. A pass short enough for the block
+    /// kernels runs on rayon's workers ([`on_workers`]).
+    fn logits(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+        positions: Positions,
+    ) -> Result<Tensor> {
+        let rows = input_ids.numel() as i64;
+        let mut run = move || {
+            let _guard = tch::no_grad_guard();
+            let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
+            let t = hidden.size()[1];
+            let hidden = match positions {
+                Positions::All => hidden,
+                Positions::Last => hidden.select(1, t - 1),
+                Positions::Tail(n) => {
+                    let n = crate::causal_lm::tail_len(n, t);
+                    hidden.narrow(1, t - n, n)
+                }
+            };
+            self.head(&hidden, threads)
+        };
+        if self.host_eligible(1) && rows <= QUANT_MAX_ROWS {
+            on_workers(run)
+        } else {
+            run()
+        }
+    }
+
     /// The LM head on normed hidden states `(.., hidden)`. `threads` is the guard of the pass
     /// that made them, if it ran on the block kernels; a head pass on the kernels after a dense
     /// pass gets its own.
@@ -626,6 +659,37 @@ impl PackedLlama {
         cache.commit(t as usize);
         Ok((self.norm.forward(&xs), threads))
     }
+}
+
+/// Which positions' logits a pass returns.
+#[derive(Debug, Clone, Copy)]
+enum Positions {
+    All,
+    Last,
+    /// The last `n` (clamped to `1..=t`).
+    Tail(usize),
+}
+
+/// A value moved to another thread while the thread that owns it waits (see [`on_workers`]).
+struct AssertSend<T>(T);
+
+// SAFETY: only used by `on_workers`, whose caller blocks until the closure has returned, so
+// the wrapped borrows are used by one thread at a time and never outlive the call.
+unsafe impl<T> Send for AssertSend<T> {}
+
+/// Runs `f` on one of rayon's worker threads and waits for it. The block kernels' parallel
+/// loops inside then fork and join among the workers directly, instead of each loop (four per
+/// layer) handing its work from this thread to the pool and putting this thread to sleep until
+/// it is done. LibTorch calls in `f` run on the worker with one intra-op thread and without
+/// gradients, as the caller's would.
+fn on_workers<R: Send>(f: impl FnOnce() -> R) -> R {
+    let f = AssertSend(f);
+    rayon::scope(move |_| {
+        let f = f;
+        let _guard = tch::no_grad_guard();
+        let _threads = SerialTorch::new();
+        (f.0)()
+    })
 }
 
 /// Runs LibTorch's own operations on one thread while alive. During a quantised pass the
@@ -675,9 +739,7 @@ impl CausalLm for PackedLlama {
         cache: &mut KvCache,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let _guard = tch::no_grad_guard();
-        let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
-        self.head(&hidden, threads)
+        self.logits(input_ids, cache, mask, Positions::All)
     }
 
     fn forward_last(
@@ -686,10 +748,7 @@ impl CausalLm for PackedLlama {
         cache: &mut KvCache,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let _guard = tch::no_grad_guard();
-        let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
-        let t = hidden.size()[1];
-        self.head(&hidden.select(1, t - 1), threads)
+        self.logits(input_ids, cache, mask, Positions::Last)
     }
 
     fn forward_tail(
@@ -699,11 +758,7 @@ impl CausalLm for PackedLlama {
         mask: Option<&Tensor>,
         n: usize,
     ) -> Result<Tensor> {
-        let _guard = tch::no_grad_guard();
-        let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
-        let t = hidden.size()[1];
-        let n = crate::causal_lm::tail_len(n, t);
-        self.head(&hidden.narrow(1, t - n, n), threads)
+        self.logits(input_ids, cache, mask, Positions::Tail(n))
     }
 
     /// Runs all the sequences' rows through the host step together (in groups of at most
@@ -722,15 +777,14 @@ impl CausalLm for PackedLlama {
                 )));
             }
         }
-        let _guard = tch::no_grad_guard();
-        let _threads = SerialTorch::new();
         let group = QUANT_MAX_ROWS as usize;
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let logits = ids
-            .chunks(group)
-            .zip(caches.chunks_mut(group))
-            .map(|(ids, caches)| self.lm_head.forward(&self.host_step(ids, caches)?))
-            .collect::<Result<Vec<_>>>()?;
+        let logits = on_workers(|| {
+            ids.chunks(group)
+                .zip(caches.chunks_mut(group))
+                .map(|(ids, caches)| self.lm_head.forward(&self.host_step(ids, caches)?))
+                .collect::<Result<Vec<_>>>()
+        })?;
         Ok(Tensor::f_cat(&logits, 0)?)
     }
 }
