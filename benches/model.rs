@@ -1,6 +1,7 @@
 //! The model's hot paths on SmolLM2-135M's shapes: one decoding step (batch 1 and eight
 //! sequences with their own caches, `CausalLm::decode_step`) for the packed int4 / int8 model and
-//! the f32 `Llama`, and a 512-token prefill. Uses the embedded model when `cargo xtask setup` has
+//! the f32 `Llama`, a 512-token prefill, and a draft verification pass (75 tokens after a cached
+//! prompt) with logits at every position or only at the last 21 (`CausalLm::forward_tail`). Uses the embedded model when `cargo xtask setup` has
 //! imported it, else random weights of the same shapes (the speed does not depend on the
 //! values).
 //!
@@ -71,6 +72,34 @@ fn decode(c: &mut Criterion) {
             b.iter(|| {
                 let mut cache = lm.new_cache(1);
                 black_box(lm.forward(&ids, &mut cache, None).expect("prefill"))
+            });
+        });
+    }
+    group.finish();
+
+    // A Stream Aligner draft verification: 75 new tokens after a cached 120-token prompt, of
+    // which the last 21 (a 20-token draft and the position before it) need logits.
+    let mut group = c.benchmark_group("verify_pass");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(75));
+    let context = Tensor::arange_start(100, 220, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let new = Tensor::arange_start(300, 375, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let mut cache = int8.new_cache(1);
+    let _ = int8
+        .forward_last(&context, &mut cache, None)
+        .expect("prime the cache");
+    for (name, tail) in [
+        ("packed_int8/all_logits", None),
+        ("packed_int8/last_21", Some(21)),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                cache.truncate(120);
+                black_box(match tail {
+                    None => int8.forward(&new, &mut cache, None),
+                    Some(n) => int8.forward_tail(&new, &mut cache, None, n),
+                })
+                .expect("verify pass")
             });
         });
     }
