@@ -83,6 +83,13 @@ struct Args {
     /// How to answer.
     #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
     mode: ModeArg,
+    /// In stream mode, run the upstream and the aligner at the same time on two threads
+    /// (`StreamMachine::run_overlapped`): the aligner prepares its prompt while the upstream
+    /// writes a sentence, and the upstream writes the next sentence while the aligner checks
+    /// one. It pays when the two do not share the same few cores (an upstream on a GPU or on
+    /// other machines); with both on a small CPU it is slower (docs/benchmarks.md).
+    #[arg(long)]
+    overlap: bool,
     /// Activations (and dense weights): f32, bf16 or f16 (default: f32 on the CPU, bf16 on a
     /// GPU).
     #[arg(long, value_parser = common::dtype)]
@@ -266,11 +273,12 @@ fn main() -> anyhow::Result<()> {
                     max_sentence_tokens: args.max_sentence_tokens,
                     max_total_tokens: args.max_tokens,
                 };
-                StreamMachine::new(question.clone(), config)?.run(
-                    &mut upstream,
-                    &mut corrector,
-                    on_event,
-                )?
+                let mut machine = StreamMachine::new(question.clone(), config)?;
+                if args.overlap {
+                    machine.run_overlapped(&mut upstream, &mut corrector, on_event)?
+                } else {
+                    machine.run(&mut upstream, &mut corrector, on_event)?
+                }
             }
             ModeArg::Aligner => modes::whole_answer(
                 &mut upstream,

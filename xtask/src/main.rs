@@ -42,7 +42,8 @@ enum Cmd {
     /// Run our benchmarks and the transformers reference back to back and write
     /// docs/benchmarks.md.
     Bench {
-        /// Re-run only the Stream Aligner latency benchmark; the model table is re-rendered
+        /// Re-run only the Stream Aligner latency benchmarks (`bench_stream`, `bench_overlap`);
+        /// the model table is re-rendered
         /// from the last full run's results in target/bench.
         #[arg(long)]
         stream_only: bool,

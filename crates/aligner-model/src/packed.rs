@@ -314,6 +314,15 @@ pub struct PackedLlama {
     format: WeightFormat,
 }
 
+// SAFETY: a `PackedLlama` is built once (`from_model`) and never changed afterwards: no method
+// reachable through `&PackedLlama` writes to its tensors, in place or otherwise, and the state a
+// forward pass changes (the KV cache) is passed in by `&mut`. LibTorch allows concurrent reads
+// of a tensor from several threads (reference counts are atomic; reading takes no lock), and
+// the block matrices are plain `Vec`s. `Tensor` is `!Sync` in tch only because tch cannot know
+// that its tensors are read-only; here they are. This lets an upstream and an aligner decode at
+// the same time on different threads (`aligner-stream`'s overlapped loop).
+unsafe impl Sync for PackedLlama {}
+
 impl PackedLlama {
     /// Packs `model` for activations of `kind` (f32, bf16 or f16; the host decoding step needs
     /// f32). Quantisation is computed from the model's weights in f32: pack a model loaded in
@@ -799,6 +808,11 @@ pub enum InferenceModel {
     /// The packed model.
     Packed(PackedLlama),
 }
+
+// SAFETY: as for `PackedLlama`. The `Llama` variant is a model loaded for inference: its
+// `CausalLm` methods only read the weights, and the store that owns them is only read through
+// `&self` as well. Training needs `&mut` access to the store (`Trainer` takes its own).
+unsafe impl Sync for InferenceModel {}
 
 impl InferenceModel {
     /// Loads a model folder or a PEFT adapter folder (merged into its base, see

@@ -28,6 +28,11 @@ pub enum Error {
         /// What it did wrong.
         reason: String,
     },
+    /// A draft was stopped early through its cancellation flag
+    /// ([`Upstream::draft_cancellable`](crate::Upstream::draft_cancellable)); its result is not
+    /// wanted.
+    #[error("the draft was cancelled")]
+    Cancelled,
     /// Writing records failed.
     #[error("{}: {source}", path.display())]
     Io {

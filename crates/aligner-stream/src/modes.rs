@@ -81,6 +81,7 @@ pub fn upstream_only<M: CausalLm>(
         corrector_ms: 0.0,
         first_sentence_ms: first,
         wall_ms: ms(start.elapsed()),
+        ..Summary::default()
     };
     on_event(&Event::Done(summary.clone()));
     Ok(Record {
@@ -161,6 +162,7 @@ pub fn whole_answer<M: CausalLm, A: CausalLm>(
         corrector_ms: round.corrector_ms,
         first_sentence_ms: Some(at),
         wall_ms: ms(start.elapsed()),
+        ..Summary::default()
     };
     on_event(&Event::Done(summary.clone()));
     Ok(Record {

@@ -97,6 +97,14 @@ pub struct Summary {
     pub first_sentence_ms: Option<f64>,
     /// Wall time of the run, milliseconds.
     pub wall_ms: f64,
+    /// Drafts written ahead, while the corrector checked the sentence before, and used
+    /// ([`StreamMachine::run_overlapped`](crate::StreamMachine::run_overlapped)).
+    #[serde(default)]
+    pub drafts_ahead: usize,
+    /// Drafts written (or started) ahead and dropped: the corrector changed the sentence they
+    /// continued, or they failed.
+    #[serde(default)]
+    pub drafts_ahead_wasted: usize,
 }
 
 impl Summary {

@@ -7,6 +7,7 @@
 //! shared [`aligner_model::remote::Client`].
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aligner_model::remote::{Client, CompletionParams};
 
@@ -48,6 +49,31 @@ impl RemoteUpstream {
 
 impl Upstream for RemoteUpstream {
     fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        self.draft_until(question, accepted, max_tokens, None)
+    }
+
+    /// Checks `cancel` at every streamed chunk and closes the stream once it is set, so the
+    /// server stops generating.
+    fn draft_cancellable(
+        &mut self,
+        question: &str,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Draft> {
+        self.draft_until(question, accepted, max_tokens, Some(cancel))
+    }
+}
+
+impl RemoteUpstream {
+    fn draft_until(
+        &mut self,
+        question: &str,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        let is_cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
         let prompt = format!("{}{accepted}", (self.render)(question)?);
         let params = CompletionParams {
             max_tokens: u32::try_from(max_tokens).unwrap_or(u32::MAX),
@@ -60,6 +86,9 @@ impl Upstream for RemoteUpstream {
         let out = self
             .client
             .complete_streaming(&prompt, &params, &mut |delta| {
+                if is_cancelled() {
+                    return ControlFlow::Break(());
+                }
                 chunks += 1;
                 match segmenter.push(delta).next() {
                     Some(first) => {
@@ -69,6 +98,9 @@ impl Upstream for RemoteUpstream {
                     None => ControlFlow::Continue(()),
                 }
             })?;
+        if is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let (text, stop) = match sentence {
             Some(text) => (text, DraftStop::Sentence),
             None => {

@@ -313,3 +313,83 @@ fn a_batch_answers_each_question_as_it_would_alone() {
         );
     }
 }
+
+/// The overlapped loop (upstream and aligner on two threads, here over one shared model) gives
+/// the records of the sequential loop when the aligner does not prepare (its passes are then
+/// the same), and preparing the aligner's prompt ahead leaves less to forward when the sentence
+/// arrives without changing this correction.
+#[test]
+fn the_overlapped_loop_answers_as_the_sequential_one() {
+    use aligner_model::{PackedLlama, WeightFormat};
+
+    let (llama, _vs, tokenizer) = model();
+    let model = PackedLlama::from_model(&llama, Kind::Float, WeightFormat::Dense).unwrap();
+    drop(llama);
+    let config = MachineConfig {
+        max_rounds: 8,
+        max_sentence_tokens: 20,
+        max_total_tokens: 48,
+    };
+    let corrector_config = CorrectorConfig {
+        max_sentence_tokens: 24,
+        ..CorrectorConfig::default()
+    };
+    let unprepared = CorrectorConfig {
+        prepare: false,
+        ..corrector_config.clone()
+    };
+    for question in [
+        "What is the capital of France?",
+        "Name two primary colours.",
+    ] {
+        let mut records = Vec::new();
+        for overlapped in [false, true] {
+            let mut upstream =
+                LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+            let mut corrector =
+                LocalCorrector::new(&model, tokenizer.clone(), unprepared.clone()).unwrap();
+            let mut machine = StreamMachine::new(question, config.clone()).unwrap();
+            let record = if overlapped {
+                machine.run_overlapped(&mut upstream, &mut corrector, |_| {})
+            } else {
+                machine.run(&mut upstream, &mut corrector, |_| {})
+            };
+            records.push(record.unwrap());
+        }
+        let rounds = |r: &aligner_stream::Record| {
+            r.rounds
+                .iter()
+                .map(|r| (r.last.clone(), r.committed.clone(), r.upstream_tokens))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(records[1].answer, records[0].answer, "{question}");
+        assert_eq!(rounds(&records[1]), rounds(&records[0]), "{question}");
+        assert!(!records[1].answer.trim().is_empty());
+        let s = &records[1].summary;
+        assert_eq!(
+            s.drafts_ahead + s.drafts_ahead_wasted,
+            records[1].rounds.len() - 1,
+            "one draft written ahead per round but the last: {s:?}"
+        );
+    }
+
+    // `prepare` then `correct` against `correct` alone.
+    let q = "What is the capital of France?";
+    let prefix = "The capital of France is Paris.";
+    let last = "It has many museums. ";
+    let mut plain =
+        LocalCorrector::new(&model, tokenizer.clone(), corrector_config.clone()).unwrap();
+    let mut prepared = LocalCorrector::new(&model, tokenizer.clone(), corrector_config).unwrap();
+    let expected = plain.correct(q, prefix, last).unwrap();
+    prepared.prepare(q, prefix).unwrap();
+    let ahead = prepared.forwarded();
+    assert!(ahead > 0);
+    let got = prepared.correct(q, prefix, last).unwrap();
+    assert_eq!(got, expected);
+    let when_needed = prepared.forwarded() - ahead;
+    assert!(
+        when_needed + ahead <= plain.forwarded() + 2 && when_needed < plain.forwarded() / 2,
+        "prepared {ahead} positions ahead, {when_needed} when correcting; {} without preparing",
+        plain.forwarded()
+    );
+}

@@ -15,8 +15,10 @@ use aligner_stream::{Correction, Corrector, DraftStop, MachineConfig, StreamMach
 
 /// Serves completions: the answer is `SENTENCES`, continued after as many sentences as the
 /// prompt's accepted text holds (whatever their wording), streamed a few characters per chunk.
-/// Records the prompts.
-fn server() -> (String, Arc<Mutex<Vec<String>>>) {
+/// Records the prompts. With a `delay`, chunks are written one by one with that pause before
+/// each (no content length; the response ends when the server closes), and a client that
+/// closes the stream early stops the writing.
+fn server_with(delay: Duration) -> (String, Arc<Mutex<Vec<String>>>) {
     const PREFIX: &str = "Q: boiling?\nA:";
     const SENTENCES: [&str; 3] = [
         " Water boils at 100 degrees. ",
@@ -52,6 +54,24 @@ fn server() -> (String, Arc<Mutex<Vec<String>>>) {
             let done = accepted.matches(". ").count() + accepted.matches(".\n").count();
             let rest: String = SENTENCES.iter().skip(done).copied().collect();
             let chars: Vec<char> = rest.chars().collect();
+            if !delay.is_zero() {
+                let mut write = |text: &str| -> std::io::Result<()> {
+                    stream.write_all(text.as_bytes())?;
+                    stream.flush()
+                };
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+                let mut result = write(head);
+                for chunk in chars.chunks(4) {
+                    std::thread::sleep(delay);
+                    let text: String = chunk.iter().collect();
+                    let event =
+                        serde_json::json!({"choices": [{"text": text, "finish_reason": null}]});
+                    result = result.and_then(|()| write(&format!("data: {event}\n\n")));
+                }
+                let end = serde_json::json!({"choices": [{"text": "", "finish_reason": "stop"}]});
+                let _ = result.and_then(|()| write(&format!("data: {end}\n\ndata: [DONE]\n\n")));
+                continue;
+            }
             let mut sse = String::new();
             for chunk in chars.chunks(4) {
                 let text: String = chunk.iter().collect();
@@ -72,6 +92,10 @@ fn server() -> (String, Arc<Mutex<Vec<String>>>) {
         }
     });
     (url, prompts)
+}
+
+fn server() -> (String, Arc<Mutex<Vec<String>>>) {
+    server_with(Duration::ZERO)
 }
 
 fn upstream(url: String) -> RemoteUpstream {
@@ -144,4 +168,35 @@ fn the_loop_runs_over_the_endpoint_and_continues_from_corrected_text() {
     assert_eq!(record.summary.changed, 1);
     // The second request continued from the corrected sentence, not the draft.
     assert!(prompts.lock().unwrap()[1].ends_with("A: Water boils at 100 °C. "));
+}
+
+/// The overlapped loop over a server that streams slowly: the next sentence is requested while
+/// the corrector works, the request after a changed sentence is cancelled and asked again from
+/// the corrected text, and the answer is the sequential loop's.
+#[test]
+fn the_overlapped_loop_over_the_endpoint_gives_the_sequential_answer() {
+    let (url, prompts) = server_with(Duration::from_millis(5));
+    let mut up = upstream(url);
+    let mut machine = StreamMachine::new("boiling?", MachineConfig::default()).unwrap();
+    let record = machine.run_overlapped(&mut up, &mut Units, |_| {}).unwrap();
+    assert_eq!(
+        record.answer,
+        " Water boils at 100 °C. At altitude it boils lower.\n- Use a lid."
+    );
+    assert_eq!(record.summary.changed, 1);
+    // Round 0 was changed: its draft ahead was dropped. Round 1 was kept: its draft ahead (the
+    // last sentence) was used. Round 2 ended the answer.
+    assert_eq!(record.summary.drafts_ahead, 1, "{:?}", record.summary);
+    assert_eq!(
+        record.summary.drafts_ahead_wasted, 1,
+        "{:?}",
+        record.summary
+    );
+    let prompts = prompts.lock().unwrap();
+    // Ahead of round 1, continuing the uncorrected draft; then round 1 from the correction;
+    // then ahead of round 2.
+    assert_eq!(prompts.len(), 4, "{prompts:?}");
+    assert!(prompts[1].ends_with("A: Water boils at 100 degrees. "));
+    assert!(prompts[2].ends_with("A: Water boils at 100 °C. "));
+    assert!(prompts[3].ends_with("boils lower.\n"));
 }

@@ -37,6 +37,14 @@ pub struct CorrectorConfig {
     /// plain greedy decoding (up to floating-point near-ties between a batched and a stepwise
     /// forward pass), but an unchanged sentence costs one forward pass instead of one per token.
     pub verify_draft: bool,
+    /// In [`StreamMachine::run_overlapped`](crate::StreamMachine::run_overlapped), forward the
+    /// prompt up to the sentence while the upstream writes it ([`Corrector::prepare`]), so that
+    /// less is left to forward when the sentence arrives. The prompt then reaches the model in
+    /// two passes instead of one; LibTorch's matrix products may round differently for
+    /// different pass lengths, so a near-tie in the aligner's greedy choice can go the other
+    /// way. With `false` the overlapped loop gives exactly the sequential loop's corrections
+    /// (for a deterministic upstream).
+    pub prepare: bool,
 }
 
 impl Default for CorrectorConfig {
@@ -49,6 +57,7 @@ impl Default for CorrectorConfig {
             one_sentence: true,
             reject_repeats: true,
             verify_draft: true,
+            prepare: true,
         }
     }
 }
@@ -208,7 +217,31 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
     }
 }
 
+/// Stands for the sentence when rendering the part of a prompt before it.
+const SENTENCE_SLOT: &str = "\u{1}";
+
 impl<M: CausalLm> Corrector for LocalCorrector<'_, M> {
+    /// Forwards the prompt up to the sentence (template, question, prefix) into the cache; the
+    /// next [`correct`](Corrector::correct) forwards only what follows. Its last token is left
+    /// out, since it may merge with the sentence's first; whatever still differs from the real
+    /// prompt is recomputed then, so the result of `correct` does not change.
+    fn prepare(&mut self, question: &str, prefix: &str) -> Result<()> {
+        if !self.config.prepare {
+            return Ok(());
+        }
+        let instruction = stream_instruction(question, prefix.trim(), SENTENCE_SLOT);
+        let prompt = self.render_prompt(&instruction)?;
+        let Some(slot) = prompt.rfind(SENTENCE_SLOT) else {
+            return Ok(());
+        };
+        let mut ids = self.tokenizer.encode(&prompt[..slot], true)?;
+        ids.pop();
+        if !ids.is_empty() {
+            self.forwarded += self.ctx.extend_to(self.model, &ids)?;
+        }
+        Ok(())
+    }
+
     fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction> {
         let instruction = stream_instruction(question, prefix.trim(), last.trim());
         let mut correction = self.complete(

@@ -68,6 +68,17 @@ impl Context {
         Ok((logits, info))
     }
 
+    /// Makes the cache hold exactly `ids` (non-empty), forwarding only what is not cached yet;
+    /// returns the number of positions forwarded.
+    fn extend_to<M: CausalLm>(&mut self, model: &M, ids: &[u32]) -> Result<usize> {
+        let kept = common_prefix(&self.ids, ids);
+        self.truncate(kept);
+        if kept < ids.len() {
+            self.feed(model, &ids[kept..]).map(drop)?;
+        }
+        Ok(ids.len() - kept)
+    }
+
     /// Makes the cache hold `prompt` followed by `draft` and returns the model's greedy choice
     /// after the prompt and after each draft token (`draft.len() + 1` ids), from one forward
     /// pass over whatever of them is not cached yet.

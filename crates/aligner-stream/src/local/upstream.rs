@@ -1,6 +1,7 @@
 //! The upstream: a local causal LM that writes the answer a sentence at a time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aligner_model::chat::ChatTemplate;
 use aligner_model::generate::{Sampler, SamplingConfig, TextStream};
@@ -465,8 +466,15 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
     }
 }
 
-impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+impl<M: CausalLm> LocalUpstream<'_, M> {
+    /// [`Upstream::draft`], checking `cancel` (if any) before each forward pass.
+    fn draft_until(
+        &mut self,
+        question: &str,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
         let mut pending = match self.begin_draft(question, accepted, max_tokens)? {
             Ok(draft) => return Ok(draft),
             Err(pending) => pending,
@@ -475,11 +483,32 @@ impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
             match self.next_token(&mut pending)? {
                 Progress::Done(draft) => return Ok(draft),
                 Progress::Feed(token) => {
+                    // The written ids stay consistent: the last one is simply not forwarded
+                    // yet, which the next draft's cache synchronisation handles.
+                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        return Err(Error::Cancelled);
+                    }
                     pending.logits = self.ctx.feed(self.model, &[token])?;
                     self.stats.forwarded += 1;
                 }
             }
         }
+    }
+}
+
+impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
+    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        self.draft_until(question, accepted, max_tokens, None)
+    }
+
+    fn draft_cancellable(
+        &mut self,
+        question: &str,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Draft> {
+        self.draft_until(question, accepted, max_tokens, Some(cancel))
     }
 }
 

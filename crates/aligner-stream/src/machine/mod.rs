@@ -52,6 +52,7 @@
 
 mod join;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,21 @@ pub trait Upstream {
     /// the next sentence. It stops at the first sentence boundary (see [`crate::segment`]), at
     /// EOS, or after `max_tokens` (>= 1) generated tokens, and says which in [`Draft::stop`].
     fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft>;
+
+    /// [`draft`](Self::draft) that may stop early, with [`Error::Cancelled`], once `cancel` is
+    /// set. [`StreamMachine::run_overlapped`] writes the next sentence with it while the
+    /// corrector checks the current one, and cancels it when the corrector changes that
+    /// sentence (the text it continues). The default ignores `cancel`.
+    fn draft_cancellable(
+        &mut self,
+        question: &str,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Draft> {
+        let _ = cancel;
+        self.draft(question, accepted, max_tokens)
+    }
 }
 
 /// The model that rewrites one sentence at a time.
@@ -108,17 +124,41 @@ pub trait Corrector {
     /// Rewrites `last`, the upstream's next sentence, given the question and the accepted
     /// answer `prefix` before it.
     fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction>;
+
+    /// Gets ready for a coming `correct(question, prefix, _)`, for instance by computing the
+    /// part of its prompt that does not depend on the sentence. [`StreamMachine::run_overlapped`]
+    /// calls it while the upstream writes that sentence. It must not change what `correct`
+    /// returns; an error is not fatal (the loop goes on, and `correct` meets the same problem
+    /// again). The default does nothing.
+    fn prepare(&mut self, question: &str, prefix: &str) -> Result<()> {
+        let _ = (question, prefix);
+        Ok(())
+    }
 }
 
 impl<T: Upstream + ?Sized> Upstream for &mut T {
     fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
         (**self).draft(question, accepted, max_tokens)
     }
+
+    fn draft_cancellable(
+        &mut self,
+        question: &str,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Draft> {
+        (**self).draft_cancellable(question, accepted, max_tokens, cancel)
+    }
 }
 
 impl<T: Corrector + ?Sized> Corrector for &mut T {
     fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction> {
         (**self).correct(question, prefix, last)
+    }
+
+    fn prepare(&mut self, question: &str, prefix: &str) -> Result<()> {
+        (**self).prepare(question, prefix)
     }
 }
 
@@ -260,6 +300,19 @@ pub struct StreamMachine {
     rounds_started: usize,
     summary: Summary,
     started: Option<Instant>,
+    /// The next sentence, written during the current one's correction
+    /// ([`run_overlapped`](Self::run_overlapped)).
+    ahead: Option<Ahead>,
+}
+
+/// A draft written ahead: valid for the next round if the accepted text and the token cap are
+/// the ones it was written for.
+#[derive(Debug, Clone)]
+struct Ahead {
+    accepted: String,
+    max_tokens: usize,
+    draft: Draft,
+    elapsed: Duration,
 }
 
 impl StreamMachine {
@@ -276,6 +329,7 @@ impl StreamMachine {
             rounds_started: 0,
             summary: Summary::default(),
             started: None,
+            ahead: None,
         })
     }
 
@@ -358,35 +412,47 @@ impl StreamMachine {
                 (State::Committed { round }, Some(event))
             }
             State::Committed { round } => {
-                let mut round = round.clone();
-                round.committed_at_ms = ms(started.elapsed());
-                self.accepted.push_str(&round.committed);
-                self.draft.push_str(&round.last);
-                let s = &mut self.summary;
-                s.sentences += 1;
-                s.changed += usize::from(round.changed);
-                s.corrector_tokens += round.corrector_tokens;
-                s.upstream_ms += round.upstream_ms;
-                s.corrector_ms += round.corrector_ms;
-                s.first_sentence_ms.get_or_insert(round.committed_at_ms);
-                let next = if round.stop == DraftStop::Eos {
-                    State::Done(DoneReason::Eos)
-                } else {
-                    State::Drafting
-                };
-                self.rounds.push(round.clone());
-                (next, Some(Event::Committed(round)))
+                let round = round.clone();
+                let (next, event) = self.commit(round, started);
+                (next, Some(event))
             }
         };
+        Ok(self.enter(next, event, started))
+    }
+
+    /// Moves to `next` after a transition that produced `event`; on entering Done, finishes the
+    /// summary and, if the transition had no event of its own, returns [`Event::Done`].
+    fn enter(&mut self, next: State, event: Option<Event>, started: Instant) -> Option<Event> {
         self.state = next;
         if let State::Done(reason) = self.state {
             self.summary.reason = reason;
             self.summary.wall_ms = ms(started.elapsed());
             if event.is_none() {
-                return Ok(Some(Event::Done(self.summary.clone())));
+                return Some(Event::Done(self.summary.clone()));
             }
         }
-        Ok(event)
+        event
+    }
+
+    /// The Committed transition: appends `round` to the answer.
+    fn commit(&mut self, mut round: RoundRecord, started: Instant) -> (State, Event) {
+        round.committed_at_ms = ms(started.elapsed());
+        self.accepted.push_str(&round.committed);
+        self.draft.push_str(&round.last);
+        let s = &mut self.summary;
+        s.sentences += 1;
+        s.changed += usize::from(round.changed);
+        s.corrector_tokens += round.corrector_tokens;
+        s.upstream_ms += round.upstream_ms;
+        s.corrector_ms += round.corrector_ms;
+        s.first_sentence_ms.get_or_insert(round.committed_at_ms);
+        let next = if round.stop == DraftStop::Eos {
+            State::Done(DoneReason::Eos)
+        } else {
+            State::Drafting
+        };
+        self.rounds.push(round.clone());
+        (next, Event::Committed(round))
     }
 
     fn draft_step<U: Upstream>(&mut self, upstream: &mut U) -> Result<(State, Option<Event>)> {
@@ -394,9 +460,25 @@ impl StreamMachine {
             Ok(max_tokens) => max_tokens,
             Err(reason) => return Ok((State::Done(reason), None)),
         };
+        if let Some(ahead) = self.take_ahead(max_tokens) {
+            return Ok(self.take_draft(ahead.draft, max_tokens, ahead.elapsed));
+        }
         let t = Instant::now();
         let draft = upstream.draft(&self.question, &self.accepted, max_tokens)?;
         Ok(self.take_draft(draft, max_tokens, t.elapsed()))
+    }
+
+    /// The draft written ahead, if there is one for this round's accepted text and `max_tokens`
+    /// (one written for other text is dropped).
+    fn take_ahead(&mut self, max_tokens: usize) -> Option<Ahead> {
+        let ahead = self.ahead.take()?;
+        if ahead.accepted == self.accepted && ahead.max_tokens == max_tokens {
+            self.summary.drafts_ahead += 1;
+            Some(ahead)
+        } else {
+            self.summary.drafts_ahead_wasted += 1;
+            None
+        }
     }
 
     /// The token cap of the next upstream call, or why there is none.
@@ -519,6 +601,189 @@ impl StreamMachine {
         Ok(self.record())
     }
 
+    /// [`run`](Self::run) with the two models working at the same time, on two threads:
+    ///
+    /// - while the upstream writes a sentence, the corrector [prepares](Corrector::prepare)
+    ///   for it (a local aligner computes the prompt up to the sentence);
+    /// - while the corrector checks a sentence, the upstream already writes the next one,
+    ///   continuing the sentence as drafted. If the corrector keeps the sentence, that draft is
+    ///   the next round's, with no wait; if it changes it, the draft is cancelled
+    ///   ([`Upstream::draft_cancellable`]) and the next round drafts from the corrected text as
+    ///   usual.
+    ///
+    /// Events come in the same order as from `run`, each as soon as it happens: a committed
+    /// sentence is reported before the draft of the next one is waited for. With an upstream
+    /// whose draft depends only on the question and the accepted text (greedy decoding, or any
+    /// deterministic one) the record is that of `run`, timings aside; with a sampling upstream
+    /// each draft is still a sample continuing the accepted text, but drafts that were written
+    /// ahead and dropped have consumed random numbers. [`Summary::drafts_ahead`] and
+    /// [`Summary::drafts_ahead_wasted`] count the drafts written ahead. The per-round upstream
+    /// and corrector times overlap, so they may add up to more than the wall time.
+    ///
+    /// A panic in the upstream or the corrector is passed on to the caller.
+    pub fn run_overlapped<U: Upstream + Send, C: Corrector + Send>(
+        &mut self,
+        upstream: &mut U,
+        corrector: &mut C,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Record> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let mut emit = |event: Option<Event>| -> bool {
+            match event {
+                Some(event @ Event::Done(_)) => {
+                    on_event(&event);
+                    true
+                }
+                Some(event) => {
+                    on_event(&event);
+                    false
+                }
+                None => false,
+            }
+        };
+        loop {
+            if self.is_done() {
+                emit(Some(Event::Done(self.summary.clone())));
+                break;
+            }
+            let finished = match &self.state {
+                State::Drafting if self.ahead.is_none() => {
+                    let event = self.draft_preparing(upstream, corrector, started)?;
+                    emit(event)
+                }
+                State::Correcting { .. } => {
+                    self.correct_ahead(upstream, corrector, started, &mut emit)?
+                }
+                _ => {
+                    let event = self.step(upstream, corrector)?;
+                    emit(event)
+                }
+            };
+            if finished {
+                break;
+            }
+        }
+        Ok(self.record())
+    }
+
+    /// The Drafting transition with the corrector's [`Corrector::prepare`] on a second thread.
+    fn draft_preparing<U: Upstream + Send, C: Corrector + Send>(
+        &mut self,
+        upstream: &mut U,
+        corrector: &mut C,
+        started: Instant,
+    ) -> Result<Option<Event>> {
+        let max_tokens = match self.draft_budget_or_reason() {
+            Ok(max_tokens) => max_tokens,
+            Err(reason) => return Ok(self.enter(State::Done(reason), None, started)),
+        };
+        let (question, accepted) = (self.question.as_str(), self.accepted.as_str());
+        let (draft, elapsed) = std::thread::scope(|s| {
+            let preparing = s.spawn(|| corrector.prepare(question, accepted));
+            let t = Instant::now();
+            let draft = upstream.draft(question, accepted, max_tokens);
+            let elapsed = t.elapsed();
+            // Preparing is only a head start: its failure changes nothing.
+            let _ = joined(preparing);
+            (draft, elapsed)
+        });
+        let (next, event) = self.take_draft(draft?, max_tokens, elapsed);
+        Ok(self.enter(next, event, started))
+    }
+
+    /// The Correcting and Committed transitions, with the next round's draft written on a
+    /// second thread meanwhile. Events go to `emit` as they happen; returns whether one was
+    /// [`Event::Done`]. On an error the machine is still in Correcting.
+    fn correct_ahead<U: Upstream + Send, C: Corrector>(
+        &mut self,
+        upstream: &mut U,
+        corrector: &mut C,
+        started: Instant,
+        emit: &mut impl FnMut(Option<Event>) -> bool,
+    ) -> Result<bool> {
+        let State::Correcting {
+            draft,
+            upstream_time,
+        } = &self.state
+        else {
+            return Err(Error::Protocol {
+                component: "machine",
+                reason: format!("correct_ahead in state {:?}", self.state),
+            });
+        };
+        let (draft, upstream_time) = (draft.clone(), *upstream_time);
+        // The next round's cap, as the Drafting step will compute it (nothing it depends on
+        // changes before then); none when this sentence ends the answer or a limit ends the run.
+        let next_budget = (draft.stop != DraftStop::Eos)
+            .then(|| self.draft_budget_or_reason().ok())
+            .flatten();
+        let question = self.question.clone();
+        let assumed = format!("{}{}", self.accepted, draft.text);
+        let cancel = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (q, text, stop) = (&question, &assumed, &cancel);
+            let ahead = next_budget.map(|max_tokens| {
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let draft = upstream.draft_cancellable(q, text, max_tokens, stop);
+                    (draft, t.elapsed(), max_tokens)
+                })
+            });
+            let t = Instant::now();
+            let correction = corrector.correct(&question, &self.accepted, &draft.text);
+            let elapsed = t.elapsed();
+            let correction = match correction {
+                Ok(correction) => correction,
+                Err(e) => {
+                    cancel.store(true, Ordering::Relaxed);
+                    if let Some(ahead) = ahead {
+                        let _ = joined(ahead);
+                    }
+                    return Err(e);
+                }
+            };
+            let round = self.round_record(
+                &draft,
+                correction.text.trim().to_owned(),
+                correction.tokens,
+                upstream_time,
+                elapsed,
+            );
+            if round.changed {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            let corrected = Event::Corrected {
+                round: round.round,
+                changed: round.changed,
+                correction,
+                elapsed,
+            };
+            self.state = State::Committed {
+                round: round.clone(),
+            };
+            let mut finished = emit(Some(corrected));
+            let (next, committed) = self.commit(round, started);
+            let event = self.enter(next, Some(committed), started);
+            finished |= emit(event);
+            if let Some(ahead) = ahead {
+                match joined(ahead) {
+                    (Ok(draft), elapsed, max_tokens) if !cancel.load(Ordering::Relaxed) => {
+                        self.ahead = Some(Ahead {
+                            accepted: assumed.clone(),
+                            max_tokens,
+                            draft,
+                            elapsed,
+                        });
+                    }
+                    // Cancelled, or failed: the next round drafts as usual (and meets a
+                    // persistent failure there).
+                    _ => self.summary.drafts_ahead_wasted += 1,
+                }
+            }
+            Ok(finished)
+        })
+    }
+
     /// The run as an iterator of events; it ends after [`Event::Done`] or after an error.
     pub fn events<'a, U: Upstream, C: Corrector>(
         &'a mut self,
@@ -587,6 +852,14 @@ impl<U: Upstream, C: Corrector> Iterator for Events<'_, U, C> {
                 Ok(None) => {}
             }
         }
+    }
+}
+
+/// The result of a scoped thread; its panic, if it panicked, goes on in this thread.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match handle.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 

@@ -483,3 +483,226 @@ proptest! {
         prop_assert!(record.summary.upstream_tokens <= total);
     }
 }
+
+/// An upstream whose draft depends on the accepted text only: the script's sentence after as
+/// many sentences as `accepted` holds (each script sentence has one `.`). With `wait_for_cancel`
+/// its cancellable drafts return only once cancelled.
+#[derive(Default)]
+struct Pure {
+    sentences: Vec<&'static str>,
+    wait_for_cancel: bool,
+    cancelled: usize,
+}
+
+impl Upstream for Pure {
+    fn draft(&mut self, _q: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        let n = accepted.matches('.').count();
+        let text = self.sentences.get(n).copied().unwrap_or_default();
+        let stop = if n + 1 >= self.sentences.len() {
+            DraftStop::Eos
+        } else {
+            DraftStop::Sentence
+        };
+        Ok(Draft {
+            text: text.into(),
+            tokens: text.len().min(max_tokens),
+            stop,
+        })
+    }
+
+    fn draft_cancellable(
+        &mut self,
+        q: &str,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Draft> {
+        if !self.wait_for_cancel {
+            return self.draft(q, accepted, max_tokens);
+        }
+        let t = Instant::now();
+        while !cancel.load(Ordering::Relaxed) {
+            assert!(t.elapsed() < Duration::from_secs(10), "never cancelled");
+            std::thread::yield_now();
+        }
+        self.cancelled += 1;
+        Err(Error::Cancelled)
+    }
+}
+
+/// Fixes two spelling mistakes (or uppercases everything), records the prefixes it was asked
+/// to prepare for, and fails its `fail_at`-th correction once.
+#[derive(Default)]
+struct Fixer {
+    upper: bool,
+    prepared: Vec<String>,
+    calls: usize,
+    fail_at: Option<usize>,
+}
+
+impl Corrector for Fixer {
+    fn correct(&mut self, _q: &str, _prefix: &str, last: &str) -> Result<Correction> {
+        self.calls += 1;
+        if self.fail_at == Some(self.calls) {
+            self.fail_at = None;
+            return Err(Error::Protocol {
+                component: "corrector",
+                reason: "scripted failure".into(),
+            });
+        }
+        let text = if self.upper {
+            last.to_uppercase()
+        } else {
+            last.replace("gren", "green").replace("blak", "black")
+        };
+        Ok(Correction { text, tokens: 1 })
+    }
+
+    fn prepare(&mut self, _q: &str, prefix: &str) -> Result<()> {
+        self.prepared.push(prefix.to_owned());
+        Ok(())
+    }
+}
+
+const SCRIPT: [&str; 5] = [
+    "The sky is blue. ",
+    "Grass is gren.\n",
+    "Snow is white. ",
+    "Coal is blak. ",
+    "The end.",
+];
+
+fn pure() -> Pure {
+    Pure {
+        sentences: SCRIPT.to_vec(),
+        ..Pure::default()
+    }
+}
+
+/// What a run's record says apart from timings: answer, draft, per round (prefix, draft,
+/// committed text, changed), upstream tokens, sentences changed.
+type Untimed = (
+    String,
+    String,
+    Vec<(String, String, String, bool)>,
+    usize,
+    usize,
+);
+
+fn untimed(record: &Record) -> Untimed {
+    let rounds = record
+        .rounds
+        .iter()
+        .map(|r| {
+            (
+                r.prefix.clone(),
+                r.last.clone(),
+                r.committed.clone(),
+                r.changed,
+            )
+        })
+        .collect();
+    let s = &record.summary;
+    (
+        record.answer.clone(),
+        record.draft.clone(),
+        rounds,
+        s.upstream_tokens,
+        s.changed,
+    )
+}
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Drafted { .. } => "drafted",
+            Event::Corrected { .. } => "corrected",
+            Event::Committed(_) => "committed",
+            Event::Done(_) => "done",
+        })
+        .collect()
+}
+
+#[test]
+fn the_overlapped_loop_gives_the_sequential_record_and_events() {
+    let (sequential, seq_events) =
+        run(&mut pure(), &mut Fixer::default(), MachineConfig::default());
+    assert_eq!(
+        sequential.answer,
+        "The sky is blue. Grass is green.\nSnow is white. Coal is black. The end."
+    );
+    let mut machine = StreamMachine::new("Q?", MachineConfig::default()).unwrap();
+    let mut events = Vec::new();
+    let mut fixer = Fixer::default();
+    let record = machine
+        .run_overlapped(&mut pure(), &mut fixer, |e| events.push(e.clone()))
+        .unwrap();
+    assert_eq!(untimed(&record), untimed(&sequential));
+    assert_eq!(kinds(&events), kinds(&seq_events));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Done(_)))
+            .count(),
+        1
+    );
+    // Rounds 0 and 2 kept their sentence, so the drafts of rounds 1 and 3 were written ahead
+    // and used; rounds 1 and 3 changed theirs, so the drafts written ahead of 2 and 4 were
+    // dropped; round 4 ends the answer and nothing is written after it.
+    assert_eq!(record.summary.drafts_ahead, 2);
+    assert_eq!(record.summary.drafts_ahead_wasted, 2);
+    // The corrector prepared for the rounds drafted the ordinary way, with their prefix.
+    assert_eq!(
+        fixer.prepared,
+        [
+            String::new(),
+            SCRIPT[..1].concat() + "Grass is green.\n",
+            SCRIPT[..1].concat() + "Grass is green.\n" + SCRIPT[2] + "Coal is black. ",
+        ]
+    );
+    // The sequential loop uses no drafts written ahead.
+    assert_eq!(sequential.summary.drafts_ahead, 0);
+    assert_eq!(sequential.summary.drafts_ahead_wasted, 0);
+}
+
+#[test]
+fn a_changed_sentence_cancels_the_draft_written_ahead() {
+    let mut upstream = Pure {
+        wait_for_cancel: true,
+        ..pure()
+    };
+    let mut corrector = Fixer {
+        upper: true,
+        ..Fixer::default()
+    };
+    let mut machine = StreamMachine::new("Q?", MachineConfig::default()).unwrap();
+    let record = machine
+        .run_overlapped(&mut upstream, &mut corrector, |_| {})
+        .unwrap();
+    assert_eq!(record.answer, SCRIPT.concat().to_uppercase());
+    assert_eq!(upstream.cancelled, SCRIPT.len() - 1);
+    assert_eq!(record.summary.drafts_ahead, 0);
+    assert_eq!(record.summary.drafts_ahead_wasted, SCRIPT.len() - 1);
+}
+
+#[test]
+fn a_failed_correction_in_the_overlapped_loop_can_be_resumed() {
+    let mut corrector = Fixer {
+        fail_at: Some(2),
+        ..Fixer::default()
+    };
+    let mut upstream = pure();
+    let mut machine = StreamMachine::new("Q?", MachineConfig::default()).unwrap();
+    let err = machine
+        .run_overlapped(&mut upstream, &mut corrector, |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("scripted failure"), "{err}");
+    assert!(matches!(machine.state(), State::Correcting { .. }));
+    assert_eq!(machine.accepted(), SCRIPT[0]);
+    let record = machine
+        .run_overlapped(&mut upstream, &mut corrector, |_| {})
+        .unwrap();
+    let (sequential, _) = run(&mut pure(), &mut Fixer::default(), MachineConfig::default());
+    assert_eq!(untimed(&record), untimed(&sequential));
+}
