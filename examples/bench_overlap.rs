@@ -291,6 +291,7 @@ fn main() -> anyhow::Result<()> {
     json.insert("drafts_ahead_used".into(), ahead.0.into());
     json.insert("drafts_ahead_dropped".into(), ahead.1.into());
     json.insert("same_answers".into(), same.into());
+    json.insert("questions".into(), QUESTIONS.len().into());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -107,7 +107,7 @@ const MODES: [&str; 5] = ["stream", "upstream", "aligner", "reference", "overlap
 /// `dense` or the packed format of a loaded model.
 fn weights_name(model: &InferenceModel) -> String {
     match model {
-        InferenceModel::Llama(..) => "dense".into(),
+        InferenceModel::Llama(_) => "dense".into(),
         InferenceModel::Packed(p) => p.format().to_string(),
     }
 }

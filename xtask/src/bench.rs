@@ -500,16 +500,22 @@ fn render_overlap(overlap: &Map<String, Value>) -> String {
             num(f(key, "first_sentence_s")),
         );
     }
+    let prepared = overlap.get("prepare").and_then(Value::as_bool) != Some(false);
     let _ = writeln!(
         s,
         "\nDrafts written ahead while the aligner checked the sentence before: {} used, {} \
          dropped (the aligner changed the sentence they continued). Answers equal to the \
-         sequential loop's: {} of 3 (the aligner's prompt is prepared in a separate pass, which \
-         can flip near-ties; `CorrectorConfig::prepare = false` keeps the sequential answers \
-         exactly).",
+         sequential loop's: {} of {} ({}).",
         int("drafts_ahead_used"),
         int("drafts_ahead_dropped"),
         int("same_answers"),
+        int("questions"),
+        if prepared {
+            "the aligner's prompt is prepared in a separate pass, which can flip near-ties; \
+             `CorrectorConfig::prepare = false` keeps the sequential answers exactly"
+        } else {
+            "run with `--no-prepare`: the aligner's passes are those of the sequential loop"
+        },
     );
     s
 }

@@ -315,8 +315,9 @@ pub struct PackedLlama {
 }
 
 // SAFETY: a `PackedLlama` is built once (`from_model`) and never changed afterwards: no method
-// reachable through `&PackedLlama` writes to its tensors, in place or otherwise, and the state a
-// forward pass changes (the KV cache) is passed in by `&mut`. LibTorch allows concurrent reads
+// reachable through `&PackedLlama` writes to its tensors, in place or otherwise, none hands out
+// a handle to one (its fields are private; keep it so), and the state a forward pass changes
+// (the KV cache) is passed in by `&mut`. LibTorch allows concurrent reads
 // of a tensor from several threads (reference counts are atomic; reading takes no lock), and
 // the block matrices are plain `Vec`s. `Tensor` is `!Sync` in tch only because tch cannot know
 // that its tensors are read-only; here they are. This lets an upstream and an aligner decode at
@@ -705,6 +706,10 @@ fn on_workers<R: Send>(f: impl FnOnce() -> R) -> R {
 /// block kernels use rayon's threads; LibTorch's OpenMP workers, which spin for a while after
 /// each parallel region, would otherwise take the same cores from them (measured: 30 ms per
 /// token instead of 21 on two cores).
+///
+/// LibTorch's thread count is partly per thread (OpenMP's) and partly process-wide (the value
+/// new threads start with), so when two threads run models at once, one of them can start with
+/// the single thread another one's guard set, for as long as it lives. That costs speed only.
 struct SerialTorch(i32);
 
 impl SerialTorch {
@@ -803,16 +808,33 @@ impl CausalLm for PackedLlama {
 /// at run time and keep one code path.
 #[derive(Debug)]
 pub enum InferenceModel {
-    /// The trainable model and its variables.
-    Llama(Llama, tch::nn::VarStore),
+    /// The model as loaded, with its variables.
+    Llama(LoadedLlama),
     /// The packed model.
     Packed(PackedLlama),
 }
 
-// SAFETY: as for `PackedLlama`. The `Llama` variant is a model loaded for inference: its
-// `CausalLm` methods only read the weights, and the store that owns them is only read through
-// `&self` as well. Training needs `&mut` access to the store (`Trainer` takes its own).
-unsafe impl Sync for InferenceModel {}
+/// A [`Llama`] loaded for inference together with the store that owns its weights. It offers
+/// no access to them but [`into_parts`](Self::into_parts), which consumes it.
+#[derive(Debug)]
+pub struct LoadedLlama {
+    model: Llama,
+    store: tch::nn::VarStore,
+}
+
+impl LoadedLlama {
+    /// The model and its store, for training or inspection.
+    #[must_use]
+    pub fn into_parts(self) -> (Llama, tch::nn::VarStore) {
+        (self.model, self.store)
+    }
+}
+
+// SAFETY: as for `PackedLlama`: through `&LoadedLlama` only the `CausalLm` methods of the model
+// are reachable (via `InferenceModel`), which read the weights and write only into the
+// `&mut KvCache` they are given; no handle to a weight escapes (a `&Llama` would hand out
+// shallow clones through `LayeredLm`, which is why the fields are private).
+unsafe impl Sync for LoadedLlama {}
 
 impl InferenceModel {
     /// Loads a model folder or a PEFT adapter folder (merged into its base, see
@@ -829,7 +851,7 @@ impl InferenceModel {
         match format {
             None => {
                 let (model, vs, tokenizer) = crate::adapter::load_any(dir, kind, device)?;
-                Ok((Self::Llama(model, vs), tokenizer))
+                Ok((Self::Llama(LoadedLlama { model, store: vs }), tokenizer))
             }
             Some(format) => {
                 let (model, _vs, tokenizer) = crate::adapter::load_any(dir, Kind::Float, device)?;
@@ -843,7 +865,7 @@ impl InferenceModel {
 
     fn inner(&self) -> &dyn CausalLm {
         match self {
-            Self::Llama(m, _) => m,
+            Self::Llama(m) => &m.model,
             Self::Packed(m) => m,
         }
     }

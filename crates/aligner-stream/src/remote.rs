@@ -52,8 +52,9 @@ impl Upstream for RemoteUpstream {
         self.draft_until(question, accepted, max_tokens, None)
     }
 
-    /// Checks `cancel` at every streamed chunk and closes the stream once it is set, so the
-    /// server stops generating.
+    /// Checks `cancel` before the request and at every streamed chunk, and closes the stream
+    /// once it is set, so the server stops generating. (A server that sends nothing is only
+    /// noticed at the next chunk or the request's timeout.)
     fn draft_cancellable(
         &mut self,
         question: &str,
@@ -74,6 +75,9 @@ impl RemoteUpstream {
         cancel: Option<&AtomicBool>,
     ) -> Result<Draft> {
         let is_cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+        if is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let prompt = format!("{}{accepted}", (self.render)(question)?);
         let params = CompletionParams {
             max_tokens: u32::try_from(max_tokens).unwrap_or(u32::MAX),

@@ -373,6 +373,23 @@ fn the_overlapped_loop_answers_as_the_sequential_one() {
         );
     }
 
+    // With preparing, the two threads run forward passes on the one model at the same time.
+    let mut upstream =
+        LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+    let mut corrector =
+        LocalCorrector::new(&model, tokenizer.clone(), corrector_config.clone()).unwrap();
+    let mut machine = StreamMachine::new("Name two primary colours.", config).unwrap();
+    let record = machine
+        .run_overlapped(&mut upstream, &mut corrector, |_| {})
+        .unwrap();
+    assert!(!record.answer.trim().is_empty());
+    assert_eq!(record.summary.sentences, record.rounds.len());
+    assert!(record.rounds.iter().all(|r| !r.committed.is_empty()));
+    assert!(
+        corrector.forwarded() > 0 && upstream.stats().forwarded > 0,
+        "both models ran"
+    );
+
     // `prepare` then `correct` against `correct` alone.
     let q = "What is the capital of France?";
     let prefix = "The capital of France is Paris.";

@@ -178,7 +178,22 @@ fn the_overlapped_loop_over_the_endpoint_gives_the_sequential_answer() {
     let (url, prompts) = server_with(Duration::from_millis(5));
     let mut up = upstream(url);
     let mut machine = StreamMachine::new("boiling?", MachineConfig::default()).unwrap();
-    let record = machine.run_overlapped(&mut up, &mut Units, |_| {}).unwrap();
+    /// [`Units`], taking long enough for the request ahead to be sent first.
+    struct SlowUnits;
+    impl Corrector for SlowUnits {
+        fn correct(
+            &mut self,
+            q: &str,
+            prefix: &str,
+            last: &str,
+        ) -> aligner_stream::Result<Correction> {
+            std::thread::sleep(Duration::from_millis(300));
+            Units.correct(q, prefix, last)
+        }
+    }
+    let record = machine
+        .run_overlapped(&mut up, &mut SlowUnits, |_| {})
+        .unwrap();
     assert_eq!(
         record.answer,
         " Water boils at 100 °C. At altitude it boils lower.\n- Use a lid."

@@ -68,14 +68,16 @@ impl Context {
         Ok((logits, info))
     }
 
-    /// Makes the cache hold exactly `ids` (non-empty), forwarding only what is not cached yet;
-    /// returns the number of positions forwarded.
+    /// Makes the cache start with `ids`, forwarding only what is not cached yet; returns the
+    /// number of positions forwarded. A cache that already starts with `ids` is left as it is;
+    /// otherwise it is cut to the common prefix first.
     fn extend_to<M: CausalLm>(&mut self, model: &M, ids: &[u32]) -> Result<usize> {
         let kept = common_prefix(&self.ids, ids);
-        self.truncate(kept);
-        if kept < ids.len() {
-            self.feed(model, &ids[kept..]).map(drop)?;
+        if kept == ids.len() {
+            return Ok(0);
         }
+        self.truncate(kept);
+        self.feed(model, &ids[kept..]).map(drop)?;
         Ok(ids.len() - kept)
     }
 

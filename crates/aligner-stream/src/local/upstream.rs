@@ -475,6 +475,10 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
         max_tokens: usize,
         cancel: Option<&AtomicBool>,
     ) -> Result<Draft> {
+        let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
         let mut pending = match self.begin_draft(question, accepted, max_tokens)? {
             Ok(draft) => return Ok(draft),
             Err(pending) => pending,
@@ -485,7 +489,7 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
                 Progress::Feed(token) => {
                     // The written ids stay consistent: the last one is simply not forwarded
                     // yet, which the next draft's cache synchronisation handles.
-                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    if cancelled() {
                         return Err(Error::Cancelled);
                     }
                     pending.logits = self.ctx.feed(self.model, &[token])?;

@@ -17,6 +17,10 @@
 //!   the accepted answer; EOS ends the run, otherwise the next round drafts.
 //! - **Done**: nothing more happens; [`StreamMachine::record`] has the answer.
 //!
+//! [`StreamMachine::run_overlapped`] makes the same transitions with the two models working at
+//! the same time on two threads: the corrector prepares during Drafting, and the upstream
+//! drafts the next round during Correcting (kept only if the corrector keeps the sentence).
+//!
 //! Every round costs at least one upstream call, and the rounds, the tokens per sentence and the
 //! upstream's total tokens are capped ([`MachineConfig`]), so the machine always terminates,
 //! whatever the upstream and corrector do. The machine knows nothing about models: the unit tests
@@ -614,13 +618,18 @@ impl StreamMachine {
     /// Events come in the same order as from `run`, each as soon as it happens: a committed
     /// sentence is reported before the draft of the next one is waited for. With an upstream
     /// whose draft depends only on the question and the accepted text (greedy decoding, or any
-    /// deterministic one) the record is that of `run`, timings aside; with a sampling upstream
-    /// each draft is still a sample continuing the accepted text, but drafts that were written
-    /// ahead and dropped have consumed random numbers. [`Summary::drafts_ahead`] and
+    /// deterministic one) and a corrector whose `prepare` changes none of its results, the
+    /// record is that of `run`, timings aside. A [`LocalCorrector`](crate::LocalCorrector)
+    /// prepares in a separate forward pass, which can flip near-ties of its greedy choice;
+    /// [`CorrectorConfig::prepare`](crate::CorrectorConfig::prepare) turns that off. With a
+    /// sampling upstream each draft is still a sample continuing the accepted text, but drafts
+    /// that were written ahead and dropped have consumed random numbers. [`Summary::drafts_ahead`] and
     /// [`Summary::drafts_ahead_wasted`] count the drafts written ahead. The per-round upstream
     /// and corrector times overlap, so they may add up to more than the wall time.
     ///
-    /// A panic in the upstream or the corrector is passed on to the caller.
+    /// A panic in the upstream or the corrector is passed on to the caller. Local models on
+    /// both threads share LibTorch's thread settings, which may leave one of them
+    /// single-threaded for a round; that costs speed, not correctness.
     pub fn run_overlapped<U: Upstream + Send, C: Corrector + Send>(
         &mut self,
         upstream: &mut U,
@@ -729,6 +738,9 @@ impl StreamMachine {
                     (draft, t.elapsed(), max_tokens)
                 })
             });
+            // Should the corrector or `emit` panic, the draft ahead is cancelled before the
+            // scope waits for it.
+            let _cancel_on_unwind = CancelOnDrop(&cancel);
             let t = Instant::now();
             let correction = corrector.correct(&question, &self.accepted, &draft.text);
             let elapsed = t.elapsed();
@@ -738,6 +750,7 @@ impl StreamMachine {
                     cancel.store(true, Ordering::Relaxed);
                     if let Some(ahead) = ahead {
                         let _ = joined(ahead);
+                        self.summary.drafts_ahead_wasted += 1;
                     }
                     return Err(e);
                 }
@@ -852,6 +865,15 @@ impl<U: Upstream, C: Corrector> Iterator for Events<'_, U, C> {
                 Ok(None) => {}
             }
         }
+    }
+}
+
+/// Sets its flag when dropped.
+struct CancelOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
