@@ -474,7 +474,10 @@ fn render_overlap(overlap: &Map<String, Value>) -> String {
          questions above (after any accepted text it goes on with the next of its own \
          sentences). It costs no local CPU, as a large upstream on other machines would not. \
          The aligner is the shipped Stream Aligner (packed int8) on this CPU, through \
-         `RemoteUpstream`; best of the runs per question.\n",
+         `RemoteUpstream`; best of the runs per question. As it writes its own next sentence \
+         whatever the correction, its answers keep their full length (the local upstream's get \
+         shorter after corrections), so compare the two loops with each other, not with the \
+         table above.\n",
         int("token_ms")
     );
     let _ = writeln!(
