@@ -771,9 +771,6 @@ impl StreamMachine {
                 correction,
                 elapsed,
             };
-            self.state = State::Committed {
-                round: round.clone(),
-            };
             let mut finished = emit(Some(corrected));
             let (next, committed) = self.commit(round, started);
             let event = self.enter(next, Some(committed), started);
