@@ -78,7 +78,10 @@ fn main() -> anyhow::Result<()> {
         let mut config = TrainConfig::default();
         config.model.precision = precision;
         config.model.gradient_checkpointing = checkpointing;
+        // torch.optim.AdamW's defaults, as the reference uses them (decay on matrices only
+        // here; torch decays every parameter, which costs the same).
         config.optim.lr = 1e-5;
+        config.optim.weight_decay = 0.01;
         config.optim.max_grad_norm = None;
         config.schedule.kind = ScheduleKind::Constant;
         config.schedule.warmup_ratio = 0.0;

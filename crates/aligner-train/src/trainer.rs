@@ -226,10 +226,7 @@ impl<M: LayeredLm> Trainer<M> {
         let params = trainable
             .into_iter()
             .zip(masters)
-            .map(|((name, var), master)| {
-                let master = master.unwrap_or_else(|| var.shallow_clone());
-                (name, var, master)
-            })
+            .map(|((name, var), master)| (name, var, master))
             .collect();
         let optim = AdamW::new(params, &config.optim);
 
@@ -322,7 +319,10 @@ impl<M: LayeredLm> Trainer<M> {
         self.optim
             .params
             .iter()
-            .map(|p| (p.name.clone(), p.grad.shallow_clone()))
+            .map(|p| {
+                let grad = p.grad().unwrap_or_else(|| p.master.zeros_like());
+                (p.name.clone(), grad)
+            })
             .collect()
     }
 
@@ -352,9 +352,15 @@ impl<M: LayeredLm> Trainer<M> {
             .collect()
     }
 
-    /// Summed cross-entropy and number of correct greedy predictions over the target positions
-    /// `index` of the final hidden states `top` `(batch, t, hidden)`.
-    fn head_loss(&self, top: &Tensor, index: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// Summed cross-entropy over the target positions `index` of the final hidden states `top`
+    /// `(batch, t, hidden)`, and with `count_correct` the number of correct greedy predictions.
+    fn head_loss(
+        &self,
+        top: &Tensor,
+        index: &Tensor,
+        target: &Tensor,
+        count_correct: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let normed = self.model.final_norm(top);
         let (_, t, h) = normed.size3()?;
         let hidden = normed
@@ -369,7 +375,8 @@ impl<M: LayeredLm> Trainer<M> {
             IGNORE_INDEX,
             0.0,
         )?;
-        let correct = tch::no_grad(|| logits.argmax(-1, false).eq_tensor(target).sum(Kind::Int64));
+        let correct = count_correct
+            .then(|| tch::no_grad(|| logits.argmax(-1, false).eq_tensor(target).sum(Kind::Int64)));
         Ok((loss, correct))
     }
 
@@ -411,7 +418,7 @@ impl<M: LayeredLm> Trainer<M> {
                 seed_layer(i);
                 xs = self.model.layer_forward(i, &xs, &ctx);
             }
-            let (loss, _) = self.head_loss(&xs, &index, &target)?;
+            let (loss, _) = self.head_loss(&xs, &index, &target, false)?;
             (&loss * factor).f_backward()?;
             return Ok(loss.f_double_value(&[])?);
         }
@@ -430,7 +437,7 @@ impl<M: LayeredLm> Trainer<M> {
             xs
         });
         let top = top.detach().set_requires_grad(true);
-        let (loss, _) = self.head_loss(&top, &index, &target)?;
+        let (loss, _) = self.head_loss(&top, &index, &target, false)?;
         (&loss * factor).f_backward()?;
         let mut upstream = top.grad();
         for i in (0..layers).rev() {
@@ -494,9 +501,11 @@ impl<M: LayeredLm> Trainer<M> {
             }
             let index = Tensor::from_slice(&index).to_device(device);
             let target_t = Tensor::from_slice(&target).to_device(device);
-            let (l, c) = self.head_loss(&xs, &index, &target_t)?;
+            let (l, c) = self.head_loss(&xs, &index, &target_t, true)?;
             loss += l.f_double_value(&[])?;
-            correct += c.f_int64_value(&[])?;
+            if let Some(c) = c {
+                correct += c.f_int64_value(&[])?;
+            }
             tokens += target.len();
         }
         if tokens == 0 {

@@ -221,3 +221,109 @@ fn loss_and_gradients_match_transformers() {
     }
     eprintln!("loss {ours_loss} vs {their_loss}; largest relative |Δgrad| {largest:.2e}");
 }
+
+/// Three optimizer steps of two accumulated micro-batches each, with weight decay and clipping,
+/// end on the weights that torch.optim.AdamW reaches from the same weights and batches.
+#[test]
+fn adamw_steps_match_torch() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config::tiny(VOCAB);
+    config.tie_word_embeddings = false;
+    let (model, vs) = tiny_model_with(9, config);
+    let mut train = quick_config();
+    train.optim.lr = 1e-2;
+    train.optim.weight_decay = 0.1;
+    train.optim.max_grad_norm = Some(0.5);
+    train.schedule.kind = aligner_train::ScheduleKind::Constant;
+    train.schedule.warmup_ratio = 0.0;
+    train.data.micro_batch_size = 2;
+    train.data.grad_accum_steps = 2;
+    let mut trainer = Trainer::new(model, vs, train.clone(), data(12, 0), tmp.path()).unwrap();
+    let out = tmp.path().join("export");
+    trainer.export_hf(&out, None).unwrap();
+    let start = trainer.master_weights();
+    let start: Vec<(String, Tensor)> = start.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+
+    let steps: Vec<serde_json::Value> = (0..3)
+        .map(|step| {
+            let batches = trainer.step_batches(step).unwrap();
+            assert_eq!(batches.len(), 2);
+            let batches = batches
+                .iter()
+                .map(|b| {
+                    let rows = |v: &[i64]| v.chunks(b.seq).map(<[i64]>::to_vec).collect::<Vec<_>>();
+                    serde_json::json!({
+                        "input_ids": rows(&b.input_ids),
+                        "labels": rows(&b.labels),
+                        "attention_mask": rows(&b.attention_mask),
+                    })
+                })
+                .collect::<Vec<_>>();
+            serde_json::Value::Array(batches)
+        })
+        .collect();
+    let mut ours_losses = Vec::new();
+    for step in 1..=3 {
+        ours_losses.push(trainer.train_until(step).unwrap().last_loss.unwrap());
+    }
+
+    let spec = tmp.path().join("steps.json");
+    let payload = serde_json::json!({
+        "lr": train.optim.lr,
+        "betas": [train.optim.betas.0, train.optim.betas.1],
+        "eps": train.optim.eps,
+        "weight_decay": train.optim.weight_decay,
+        "max_grad_norm": train.optim.max_grad_norm,
+        "steps": steps,
+    });
+    std::fs::write(&spec, payload.to_string()).unwrap();
+    let python = aligner_model::hub::venv_python().expect("run `cargo xtask setup` first");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/adamw.py");
+    let result = tmp.path().join("weights.json");
+    let status = Command::new(python)
+        .args([&script, &out, &spec, &result])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let theirs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let their_losses: Vec<f64> = serde_json::from_value(theirs["losses"].clone()).unwrap();
+    for (a, b) in ours_losses.iter().zip(&their_losses) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "losses {ours_losses:?} vs {their_losses:?}"
+        );
+    }
+    let weights = trainer.master_weights();
+    assert_eq!(weights.len(), theirs["weights"].as_object().unwrap().len());
+    let (mut largest, mut moved): (f64, f64) = (0.0, 0.0);
+    for ((name, w), (_, w0)) in weights.iter().zip(&start) {
+        let ours: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
+        let before: Vec<f32> = w0.flatten(0, -1).try_into().unwrap();
+        let reference: Vec<f64> = serde_json::from_value(theirs["weights"][name].clone())
+            .unwrap_or_else(|_| panic!("no reference weights for {name}"));
+        assert_eq!(ours.len(), reference.len(), "{name}");
+        for ((a, b), w0) in ours.iter().zip(&reference).zip(&before) {
+            largest = largest.max((f64::from(*a) - b).abs());
+            moved = moved.max((b - f64::from(*w0)).abs());
+        }
+    }
+    // Each step moves a weight by up to about lr; the two runs agree far below that.
+    assert!(
+        moved > train.optim.lr,
+        "the reference barely moved: {moved}"
+    );
+    assert!(
+        largest < 1e-3 * train.optim.lr,
+        "largest |Δw| {largest:.3e} against a move of {moved:.3e}"
+    );
+    eprintln!(
+        "losses {ours_losses:?} vs {their_losses:?}; largest |Δw| {largest:.2e}, moved {moved:.2e}"
+    );
+}
