@@ -249,7 +249,10 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
          Both measure the same work: decode = greedy, batch 1, 16-token prompt, 128 new tokens, \
          128 / wall time of the call (best of 2 after a warm-up); prefill = one forward pass over \
          512 tokens with logits at every position (best of 3); training = forward, backward and an \
-         AdamW step on batch 4 x 256 (best of 2 after a warm-up). Compare ratios, not absolute \
+         AdamW step on batch 4 x 256 random tokens, loss at every position, torch's default AdamW \
+         weight decay (best of 2 after a warm-up; ours in f32 writes the LM head's loss and \
+         gradient out by hand, in a buffer kept across steps, and updates each tensor in one fused \
+         pass: `crates/aligner-train`). Compare ratios, not absolute \
          numbers: they drift between runs and machines (on a shared 2-core machine, repeated runs \
          of the same side differ by up to about 10%). The packed rows are `PackedLlama` \
          (`crates/aligner-model/src/packed.rs`) with f32 activations: int4 keeps the embedded \

@@ -162,6 +162,14 @@ pub trait LayeredLm: CausalLm {
     /// LM head: normed hidden states `(.., hidden)` to logits `(.., vocab)`.
     fn lm_head(&self, hidden: &Tensor) -> Tensor;
 
+    /// The LM head's weight `(vocab, hidden)` (a shallow copy) when [`LayeredLm::lm_head`] is
+    /// `hidden @ weightᵀ` and nothing more (no bias, adapter or scaling), so that a trainer may
+    /// compute the head's loss and gradients itself. `None`, the default, keeps trainers on
+    /// `lm_head` and autograd.
+    fn lm_head_weight(&self) -> Option<Tensor> {
+        None
+    }
+
     /// Adds LoRA adapters to the modules named in `spec`, with variables under `vs` (the root of
     /// the model's `VarStore`); returns the module paths adapted.
     fn add_lora(

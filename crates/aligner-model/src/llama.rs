@@ -722,6 +722,15 @@ impl LayeredLm for Llama {
         self.logits(hidden)
     }
 
+    fn lm_head_weight(&self) -> Option<Tensor> {
+        Some(
+            self.lm_head
+                .as_ref()
+                .unwrap_or(&self.embed_tokens)
+                .shallow_clone(),
+        )
+    }
+
     fn add_lora(&mut self, vs: &nn::Path<'_>, spec: &LoraSpec) -> Result<Vec<String>> {
         spec.validate()?;
         let mut added = Vec::new();

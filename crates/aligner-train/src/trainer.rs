@@ -19,6 +19,10 @@ use crate::{Error, Result};
 /// Clean f16 steps after which the loss scale doubles.
 const F16_GROWTH_INTERVAL: u64 = 2000;
 
+/// Most logits that [`Trainer::head_backward`] holds at once (256 MiB in f32): all target rows
+/// of a micro-batch when they fit, chunks of rows otherwise.
+const HEAD_CHUNK_ELEMENTS: i64 = 1 << 26;
+
 /// The rows to train and evaluate on.
 #[derive(Debug, Clone, Default)]
 pub struct TrainData {
@@ -129,6 +133,9 @@ pub struct Trainer<M: LayeredLm> {
     lora_modules: Vec<String>,
     fail_point: Option<FailPoint>,
     last_eval: Option<EvalMetrics>,
+    /// Scratch for [`Trainer::head_backward`]'s logits, kept across steps so that the largest
+    /// tensor of a step is not allocated (and its pages faulted in) again every micro-batch.
+    head_scratch: Option<Tensor>,
 }
 
 impl<M: LayeredLm> std::fmt::Debug for Trainer<M> {
@@ -265,6 +272,7 @@ impl<M: LayeredLm> Trainer<M> {
             lora_modules,
             fail_point: None,
             last_eval: None,
+            head_scratch: None,
             config,
         })
     }
@@ -382,7 +390,12 @@ impl<M: LayeredLm> Trainer<M> {
 
     /// Forward and backward of one micro-batch, with the loss multiplied by `factor` before
     /// the backward pass; returns the unscaled summed loss. Gradients land on the variables.
-    fn forward_backward(&self, batch: &Batch, factor: f64, seed_parts: [u64; 2]) -> Result<f64> {
+    fn forward_backward(
+        &mut self,
+        batch: &Batch,
+        factor: f64,
+        seed_parts: [u64; 2],
+    ) -> Result<f64> {
         let (index, target) = batch.targets();
         if index.is_empty() {
             return Ok(0.0);
@@ -418,9 +431,7 @@ impl<M: LayeredLm> Trainer<M> {
                 seed_layer(i);
                 xs = self.model.layer_forward(i, &xs, &ctx);
             }
-            let (loss, _) = self.head_loss(&xs, &index, &target, false)?;
-            (&loss * factor).f_backward()?;
-            return Ok(loss.f_double_value(&[])?);
+            return self.loss_backward(&xs, &index, &target, factor);
         }
         // Gradient checkpointing: keep only each layer's input, then walk back from the top,
         // recomputing one layer at a time with autograd on and backpropagating the surrogate
@@ -437,8 +448,7 @@ impl<M: LayeredLm> Trainer<M> {
             xs
         });
         let top = top.detach().set_requires_grad(true);
-        let (loss, _) = self.head_loss(&top, &index, &target, false)?;
-        (&loss * factor).f_backward()?;
+        let loss = self.loss_backward(&top, &index, &target, factor)?;
         let mut upstream = top.grad();
         for i in (0..layers).rev() {
             let x = inputs[i].detach().set_requires_grad(true);
@@ -450,7 +460,109 @@ impl<M: LayeredLm> Trainer<M> {
         if embedded.requires_grad() {
             (embedded * &upstream).f_sum(Kind::Float)?.f_backward()?;
         }
+        Ok(loss)
+    }
+
+    /// The summed loss over the target positions of `top` (the last layer's output), with
+    /// `factor` times its gradient propagated back through the graph that produced `top`.
+    fn loss_backward(
+        &mut self,
+        top: &Tensor,
+        index: &Tensor,
+        target: &Tensor,
+        factor: f64,
+    ) -> Result<f64> {
+        if let Some(loss) = self.head_backward(top, index, target, factor)? {
+            return Ok(loss);
+        }
+        let (loss, _) = self.head_loss(top, index, target, false)?;
+        (&loss * factor).f_backward()?;
         Ok(loss.f_double_value(&[])?)
+    }
+
+    /// [`Trainer::loss_backward`] with the LM head's forward and backward written out, for f32
+    /// models whose head is a plain matrix product ([`LayeredLm::lm_head_weight`]); `None`,
+    /// having done nothing, for others. Autograd would keep the logits, their log-softmax and
+    /// two gradients of the same size (each `targets x vocab`, the largest tensors of a step,
+    /// allocated afresh every time); here the logits are turned into their own gradient in
+    /// place, in a buffer kept across steps, and the head's weight gradient is added straight
+    /// into the weight's. Rows go through in chunks of at most [`HEAD_CHUNK_ELEMENTS`] logits,
+    /// which bounds the memory for large vocabularies. The rest of the graph (final norm, the
+    /// layers) gets the hidden states' gradient through autograd.
+    fn head_backward(
+        &mut self,
+        top: &Tensor,
+        index: &Tensor,
+        target: &Tensor,
+        factor: f64,
+    ) -> Result<Option<f64>> {
+        let Some(weight) = self.model.lm_head_weight() else {
+            return Ok(None);
+        };
+        if weight.kind() != Kind::Float || top.kind() != Kind::Float || factor <= 0.0 {
+            return Ok(None);
+        }
+        let normed = self.model.final_norm(top);
+        let (_, t, h) = normed.size3()?;
+        let hidden = normed
+            .narrow(1, 0, t - 1)
+            .reshape([-1, h])
+            .index_select(0, index);
+        let (rows, vocab) = (hidden.size()[0], weight.size2()?.0);
+        let chunk = (HEAD_CHUNK_ELEMENTS / vocab).clamp(1, rows.max(1));
+        let need = chunk * vocab;
+        let scratch = match self.head_scratch.take() {
+            Some(s) if s.numel() as i64 >= need && s.device() == weight.device() => s,
+            _ => Tensor::f_empty([need], (Kind::Float, weight.device()))?,
+        };
+        let (loss, grad_hidden, weight_grad) = tch::no_grad(|| -> Result<_> {
+            let hidden = hidden.detach();
+            let grad_hidden = hidden.f_empty_like()?;
+            let accumulate = weight.requires_grad();
+            let existing = weight.grad();
+            let mut fresh: Option<Tensor> = None;
+            let mut loss = 0.0;
+            let mut start = 0;
+            while start < rows {
+                let n = chunk.min(rows - start);
+                let h_c = hidden.narrow(0, start, n);
+                let t_c = target.narrow(0, start, n).unsqueeze(1);
+                let mut logits = scratch.narrow(0, 0, n * vocab).view([n, vocab]);
+                let _ = h_c.f_mm_out(&logits, &weight.tr())?;
+                let lse = logits.f_logsumexp([1], true)?;
+                let picked = logits.f_gather(1, &t_c, false)?;
+                loss += (&lse - picked).f_sum(Kind::Double)?.f_double_value(&[])?;
+                // exp(logits - (lse - ln factor)) = factor * softmax; then minus factor at the
+                // target: factor * (softmax - one_hot), the gradient of factor * loss.
+                let shift = lse - factor.ln();
+                let _ = logits.f_sub_(&shift)?.f_exp_()?;
+                let minus = Tensor::f_full([n, 1], -factor, (Kind::Float, logits.device()))?;
+                let _ = logits.f_scatter_add_(1, &t_c, &minus)?;
+                let _ = logits.f_mm_out(&grad_hidden.narrow(0, start, n), &weight)?;
+                if accumulate {
+                    let mut into = if existing.defined() {
+                        existing.shallow_clone()
+                    } else if let Some(f) = &fresh {
+                        f.shallow_clone()
+                    } else {
+                        let f = weight.f_zeros_like()?;
+                        fresh = Some(f.shallow_clone());
+                        f
+                    };
+                    let _ = into.f_addmm_(&logits.tr(), &h_c)?;
+                }
+                start += n;
+            }
+            Ok((loss, grad_hidden, fresh))
+        })?;
+        self.head_scratch = Some(scratch);
+        // The rest of the graph: d(sum(hidden * g)) / d(hidden) = g.
+        (&hidden * &grad_hidden).f_sum(Kind::Float)?.f_backward()?;
+        if let Some(grad) = weight_grad {
+            // The weight had no gradient yet (the first step): hand this one to autograd.
+            (&weight * grad).f_sum(Kind::Float)?.f_backward()?;
+        }
+        Ok(Some(loss))
     }
 
     /// Clears the accumulated gradients, then runs forward and backward over `batches` as one

@@ -152,10 +152,20 @@ fn exported_model_matches_in_transformers() {
 
 #[test]
 fn loss_and_gradients_match_transformers() {
+    loss_and_gradients_match_transformers_with(false);
+}
+
+/// The tied head: the LM head's gradient and the embedding's add up in one variable.
+#[test]
+fn loss_and_gradients_match_transformers_tied() {
+    loss_and_gradients_match_transformers_with(true);
+}
+
+fn loss_and_gradients_match_transformers_with(tied: bool) {
     let _g = lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut config = Config::tiny(VOCAB);
-    config.tie_word_embeddings = false;
+    config.tie_word_embeddings = tied;
     let (model, vs) = tiny_model_with(8, config);
     let d = data(3, 0);
     let mut trainer = Trainer::new(model, vs, quick_config(), d.clone(), tmp.path()).unwrap();
@@ -167,10 +177,6 @@ fn loss_and_gradients_match_transformers() {
         batch.attention_mask.contains(&0),
         "the batch must contain padding"
     );
-    let ours_loss = trainer
-        .compute_gradients(std::slice::from_ref(&batch))
-        .unwrap();
-
     let rows = |v: &[i64]| v.chunks(batch.seq).map(<[i64]>::to_vec).collect::<Vec<_>>();
     let batch_json = tmp.path().join("batch.json");
     let payload = serde_json::json!({
@@ -195,16 +201,28 @@ fn loss_and_gradients_match_transformers() {
     let theirs: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     let their_loss = theirs["loss"].as_f64().unwrap();
-    assert!(
-        (ours_loss - their_loss).abs() < 1e-5,
-        "loss {ours_loss} vs {their_loss}"
-    );
-    let grads = trainer.gradients();
-    assert_eq!(grads.len(), theirs["grads"].as_object().unwrap().len());
+    // Twice: the first pass finds no gradients yet, the second adds into zeroed ones.
+    for _ in 0..2 {
+        let ours_loss = trainer
+            .compute_gradients(std::slice::from_ref(&batch))
+            .unwrap();
+        assert!(
+            (ours_loss - their_loss).abs() < 1e-5,
+            "loss {ours_loss} vs {their_loss}"
+        );
+        let largest = largest_gradient_difference(&trainer.gradients(), &theirs["grads"]);
+        eprintln!("loss {ours_loss} vs {their_loss}; largest relative |Δgrad| {largest:.2e}");
+    }
+}
+
+/// The largest difference of `grads` from `theirs` (name -> flat list), relative to the largest
+/// reference value of each tensor; fails at 1e-4.
+fn largest_gradient_difference(grads: &[(String, Tensor)], theirs: &serde_json::Value) -> f64 {
+    assert_eq!(grads.len(), theirs.as_object().unwrap().len());
     let mut largest: f64 = 0.0;
-    for (name, g) in &grads {
+    for (name, g) in grads {
         let ours: Vec<f32> = g.flatten(0, -1).try_into().unwrap();
-        let reference: Vec<f64> = serde_json::from_value(theirs["grads"][name].clone())
+        let reference: Vec<f64> = serde_json::from_value(theirs[name].clone())
             .unwrap_or_else(|_| panic!("no reference gradient for {name}"));
         assert_eq!(ours.len(), reference.len(), "{name}");
         let scale = reference.iter().fold(1e-6f64, |m, x| m.max(x.abs()));
@@ -219,7 +237,7 @@ fn loss_and_gradients_match_transformers() {
             diff / scale
         );
     }
-    eprintln!("loss {ours_loss} vs {their_loss}; largest relative |Δgrad| {largest:.2e}");
+    largest
 }
 
 /// Three optimizer steps of two accumulated micro-batches each, with weight decay and clipping,
@@ -233,7 +251,7 @@ fn adamw_steps_match_torch() {
     let (model, vs) = tiny_model_with(9, config);
     let mut train = quick_config();
     train.optim.lr = 1e-2;
-    train.optim.weight_decay = 0.1;
+    train.optim.weight_decay = 0.5;
     train.optim.max_grad_norm = Some(0.5);
     train.schedule.kind = aligner_train::ScheduleKind::Constant;
     train.schedule.warmup_ratio = 0.0;
@@ -302,7 +320,7 @@ fn adamw_steps_match_torch() {
     }
     let weights = trainer.master_weights();
     assert_eq!(weights.len(), theirs["weights"].as_object().unwrap().len());
-    let (mut largest, mut moved): (f64, f64) = (0.0, 0.0);
+    let (mut largest, mut moved, mut sum, mut count): (f64, f64, f64, usize) = (0.0, 0.0, 0.0, 0);
     for ((name, w), (_, w0)) in weights.iter().zip(&start) {
         let ours: Vec<f32> = w.flatten(0, -1).try_into().unwrap();
         let before: Vec<f32> = w0.flatten(0, -1).try_into().unwrap();
@@ -310,20 +328,28 @@ fn adamw_steps_match_torch() {
             .unwrap_or_else(|_| panic!("no reference weights for {name}"));
         assert_eq!(ours.len(), reference.len(), "{name}");
         for ((a, b), w0) in ours.iter().zip(&reference).zip(&before) {
-            largest = largest.max((f64::from(*a) - b).abs());
+            let diff = (f64::from(*a) - b).abs();
+            largest = largest.max(diff);
+            sum += diff;
+            count += 1;
             moved = moved.max((b - f64::from(*w0)).abs());
         }
     }
-    // Each step moves a weight by up to about lr; the two runs agree far below that.
+    // Each step moves a weight by about lr (Adam's first steps are near lr * sign(g)) and decays
+    // it by lr * weight_decay * w. The runs agree far below both, on average and everywhere.
+    // Not bit for bit: where a gradient is tiny, g / (|g| + eps) turns its last-digit
+    // differences (the two sides sum in different orders) into visible ones, hence the looser
+    // bound on the largest difference.
+    let mean = sum / count as f64;
     assert!(
         moved > train.optim.lr,
         "the reference barely moved: {moved}"
     );
     assert!(
-        largest < 1e-3 * train.optim.lr,
-        "largest |Δw| {largest:.3e} against a move of {moved:.3e}"
+        mean < 1e-4 * train.optim.lr && largest < 1e-2 * train.optim.lr,
+        "|Δw| mean {mean:.3e}, largest {largest:.3e}, against a move of {moved:.3e}"
     );
     eprintln!(
-        "losses {ours_losses:?} vs {their_losses:?}; largest |Δw| {largest:.2e}, moved {moved:.2e}"
+        "losses {ours_losses:?} vs {their_losses:?}; |Δw| mean {mean:.2e}, largest {largest:.2e}; moved {moved:.2e}"
     );
 }
