@@ -104,10 +104,12 @@ pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
             stream_paths,
         );
     }
-    crate::run_example::run("bench_model", &json(&ours_path))?;
-    crate::run_example::run("bench_train", &json(&train_path))?;
+    // The reference measures decoding and prefill first and training last, so our model
+    // benchmark runs right before it and our training benchmark right after: each pair is
+    // measured back to back, not half an hour apart on a machine whose speed drifts.
     crate::run_example::run("bench_stream", &json(&stream_path))?;
     crate::run_example::run("bench_overlap", &json(&overlap_path))?;
+    crate::run_example::run("bench_model", &json(&ours_path))?;
 
     println!("== transformers (../shared/tools/hf_reference.py)");
     let script = root
@@ -132,6 +134,8 @@ pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
     if !status.success() {
         bail!("reference script failed ({status})");
     }
+    println!("== aligner-rs training");
+    crate::run_example::run("bench_train", &json(&train_path))?;
 
     write_doc(
         &root,
@@ -243,9 +247,11 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
-        "Written by `cargo xtask bench`, which runs `examples/bench_model.rs` and then \
+        "Written by `cargo xtask bench`, which runs `examples/bench_model.rs`, \
          `../shared/tools/hf_reference.py` (Hugging Face transformers, PyTorch eager, torch {}) \
-         back to back on the same machine and the same imported SmolLM2-135M-Instruct weights. \
+         and `examples/bench_train.rs` back to back on the same machine and the same imported \
+         SmolLM2-135M-Instruct weights (the reference measures decoding and prefill first and \
+         training last, so each pair is measured minutes apart). \
          Both measure the same work: decode = greedy, batch 1, 16-token prompt, 128 new tokens, \
          128 / wall time of the call (best of 2 after a warm-up); prefill = one forward pass over \
          512 tokens with logits at every position (best of 3); training = forward, backward and an \
