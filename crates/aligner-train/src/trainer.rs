@@ -360,6 +360,17 @@ impl<M: LayeredLm> Trainer<M> {
             .collect()
     }
 
+    /// The final-normed hidden states `(targets, hidden)` that predict the targets: rows
+    /// `index` of `top` `(batch, t, hidden)` without its last position, flattened.
+    fn target_hidden(&self, top: &Tensor, index: &Tensor) -> Result<Tensor> {
+        let normed = self.model.final_norm(top);
+        let (_, t, h) = normed.size3()?;
+        Ok(normed
+            .narrow(1, 0, t - 1)
+            .reshape([-1, h])
+            .index_select(0, index))
+    }
+
     /// Summed cross-entropy over the target positions `index` of the final hidden states `top`
     /// `(batch, t, hidden)`, and with `count_correct` the number of correct greedy predictions.
     fn head_loss(
@@ -369,12 +380,7 @@ impl<M: LayeredLm> Trainer<M> {
         target: &Tensor,
         count_correct: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let normed = self.model.final_norm(top);
-        let (_, t, h) = normed.size3()?;
-        let hidden = normed
-            .narrow(1, 0, t - 1)
-            .reshape([-1, h])
-            .index_select(0, index);
+        let hidden = self.target_hidden(top, index)?;
         let logits = self.model.lm_head(&hidden).to_kind(Kind::Float);
         let loss = logits.f_cross_entropy_loss::<Tensor>(
             target,
@@ -502,12 +508,7 @@ impl<M: LayeredLm> Trainer<M> {
         if weight.kind() != Kind::Float || top.kind() != Kind::Float || factor <= 0.0 {
             return Ok(None);
         }
-        let normed = self.model.final_norm(top);
-        let (_, t, h) = normed.size3()?;
-        let hidden = normed
-            .narrow(1, 0, t - 1)
-            .reshape([-1, h])
-            .index_select(0, index);
+        let hidden = self.target_hidden(top, index)?;
         let (rows, vocab) = (hidden.size()[0], weight.size2()?.0);
         let chunk = (HEAD_CHUNK_ELEMENTS / vocab).clamp(1, rows.max(1));
         let need = chunk * vocab;

@@ -185,21 +185,12 @@ fn loss_and_gradients_match_transformers_with(tied: bool) {
         "attention_mask": rows(&batch.attention_mask),
     });
     std::fs::write(&batch_json, payload.to_string()).unwrap();
-    let python = aligner_model::hub::venv_python().expect("run `cargo xtask setup` first");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/grads.py");
-    let result = tmp.path().join("grads.json");
-    let status = Command::new(python)
-        .args([&script, &out, &batch_json, &result])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    let theirs = run_reference(
+        "grads.py",
+        &out,
+        &batch_json,
+        &tmp.path().join("grads.json"),
     );
-    let theirs: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     let their_loss = theirs["loss"].as_f64().unwrap();
     // Twice: the first pass finds no gradients yet, the second adds into zeroed ones.
     for _ in 0..2 {
@@ -296,21 +287,7 @@ fn adamw_steps_match_torch() {
         "steps": steps,
     });
     std::fs::write(&spec, payload.to_string()).unwrap();
-    let python = aligner_model::hub::venv_python().expect("run `cargo xtask setup` first");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/adamw.py");
-    let result = tmp.path().join("weights.json");
-    let status = Command::new(python)
-        .args([&script, &out, &spec, &result])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let theirs: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let theirs = run_reference("adamw.py", &out, &spec, &tmp.path().join("weights.json"));
     let their_losses: Vec<f64> = serde_json::from_value(theirs["losses"].clone()).unwrap();
     for (a, b) in ours_losses.iter().zip(&their_losses) {
         assert!(
@@ -352,4 +329,24 @@ fn adamw_steps_match_torch() {
     eprintln!(
         "losses {ours_losses:?} vs {their_losses:?}; |Δw| mean {mean:.2e}, largest {largest:.2e}; moved {moved:.2e}"
     );
+}
+
+/// Runs `tests/reference/<script> MODEL_DIR INPUT OUTPUT` in the cached reference environment
+/// and returns the JSON it wrote.
+fn run_reference(script: &str, model: &Path, input: &Path, output: &Path) -> serde_json::Value {
+    let python = aligner_model::hub::venv_python().expect("run `cargo xtask setup` first");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(script);
+    let status = Command::new(python)
+        .args([script.as_path(), model, input, output])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(output).unwrap()).unwrap()
 }
