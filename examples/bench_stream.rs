@@ -274,6 +274,7 @@ fn main() -> anyhow::Result<()> {
                     max_total_tokens: args.max_tokens,
                     max_rounds: usize::MAX,
                     max_sentence_tokens: args.max_tokens,
+                    stop_after: Vec::new(),
                 };
                 StreamBatch::from_parts(upstreams, vec![Identity; slots], config)?
                     .run(questions, |_, _| {})?

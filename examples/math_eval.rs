@@ -335,6 +335,7 @@ fn main() -> anyhow::Result<()> {
             max_rounds: args.max_rounds,
             max_sentence_tokens: args.max_sentence_tokens,
             max_total_tokens: args.max_tokens,
+            ..MachineConfig::default()
         };
         let outputs = run_setting(STREAM, &problems, &out, |p| {
             let t = Instant::now();

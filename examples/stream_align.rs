@@ -114,6 +114,15 @@ struct Args {
     /// Most upstream tokens for the whole answer.
     #[arg(long, default_value_t = 384)]
     max_tokens: usize,
+    /// In stream mode, end the answer after the first committed sentence that holds this text
+    /// (repeatable; `MachineConfig::stop_after`). Default with `--math`: `The answer is`, once
+    /// the final answer has been given (a small upstream goes on with unrelated text until a
+    /// limit otherwise).
+    #[arg(long)]
+    stop_after: Vec<String>,
+    /// With `--math`, do not end the answer at `The answer is`.
+    #[arg(long)]
+    no_stop: bool,
     /// Seed of the upstream's sampler.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -272,6 +281,13 @@ fn main() -> anyhow::Result<()> {
                     max_rounds: args.max_rounds.unwrap_or(64),
                     max_sentence_tokens: args.max_sentence_tokens,
                     max_total_tokens: args.max_tokens,
+                    stop_after: if !args.stop_after.is_empty() {
+                        args.stop_after.clone()
+                    } else if args.math && !args.no_stop {
+                        vec!["The answer is".to_owned()]
+                    } else {
+                        Vec::new()
+                    },
                 };
                 let mut machine = StreamMachine::new(question.clone(), config)?;
                 if args.overlap {

@@ -56,6 +56,7 @@ fn identity_stream_equals_plain_greedy_generation() {
             max_rounds: 500,
             max_sentence_tokens: 12,
             max_total_tokens: max_tokens,
+            ..MachineConfig::default()
         };
         let mut machine = StreamMachine::new(question, config).unwrap();
         let record = machine.run(&mut upstream, &mut Identity, |_| {}).unwrap();
@@ -249,6 +250,7 @@ fn a_batch_answers_each_question_as_it_would_alone() {
         max_rounds: 8,
         max_sentence_tokens: 20,
         max_total_tokens: 40,
+        ..MachineConfig::default()
     };
     let corrector_config = CorrectorConfig {
         max_sentence_tokens: 24,
@@ -329,6 +331,7 @@ fn the_overlapped_loop_answers_as_the_sequential_one() {
         max_rounds: 8,
         max_sentence_tokens: 20,
         max_total_tokens: 48,
+        ..MachineConfig::default()
     };
     let corrector_config = CorrectorConfig {
         max_sentence_tokens: 24,

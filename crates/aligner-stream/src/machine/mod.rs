@@ -189,6 +189,12 @@ pub struct MachineConfig {
     pub max_sentence_tokens: usize,
     /// Most upstream tokens over the whole answer.
     pub max_total_tokens: usize,
+    /// The answer ends after the first committed sentence that contains one of these texts
+    /// ([`DoneReason::StopText`]), as a generation API's stop sequences end a completion, but
+    /// with the sentence kept whole. Empty (the default): only EOS and the limits end it. For
+    /// math answers, `"The answer is"` ends the answer once it has been given, where a small
+    /// upstream would otherwise go on with unrelated text until a limit.
+    pub stop_after: Vec<String>,
 }
 
 impl Default for MachineConfig {
@@ -197,6 +203,7 @@ impl Default for MachineConfig {
             max_rounds: 64,
             max_sentence_tokens: 128,
             max_total_tokens: 1024,
+            stop_after: Vec::new(),
         }
     }
 }
@@ -216,6 +223,12 @@ impl MachineConfig {
                 });
             }
         }
+        if self.stop_after.iter().any(String::is_empty) {
+            return Err(Error::InvalidConfig {
+                field: "stop_after",
+                reason: "an empty text would end every answer after its first sentence".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -233,6 +246,8 @@ pub enum DoneReason {
     MaxTotalTokens,
     /// The upstream returned no text, no tokens and no EOS: it cannot go on.
     Stalled,
+    /// A committed sentence held one of [`MachineConfig::stop_after`].
+    StopText,
 }
 
 /// Where the machine is. Each [`StreamMachine::step`] makes one transition.
@@ -452,11 +467,21 @@ impl StreamMachine {
         s.first_sentence_ms.get_or_insert(round.committed_at_ms);
         let next = if round.stop == DraftStop::Eos {
             State::Done(DoneReason::Eos)
+        } else if self.ends_answer(&round.committed) {
+            State::Done(DoneReason::StopText)
         } else {
             State::Drafting
         };
         self.rounds.push(round.clone());
         (next, Event::Committed(round))
+    }
+
+    /// Whether `committed` holds one of [`MachineConfig::stop_after`].
+    fn ends_answer(&self, committed: &str) -> bool {
+        self.config
+            .stop_after
+            .iter()
+            .any(|stop| committed.contains(stop.as_str()))
     }
 
     fn draft_step<U: Upstream>(&mut self, upstream: &mut U) -> Result<(State, Option<Event>)> {
@@ -722,8 +747,9 @@ impl StreamMachine {
         };
         let (draft, upstream_time) = (draft.clone(), *upstream_time);
         // The next round's cap, as the Drafting step will compute it (nothing it depends on
-        // changes before then); none when this sentence ends the answer or a limit ends the run.
-        let next_budget = (draft.stop != DraftStop::Eos)
+        // changes before then); none when this sentence ends the answer (EOS, or a stop text that
+        // a kept draft would commit) or a limit ends the run.
+        let next_budget = (draft.stop != DraftStop::Eos && !self.ends_answer(&draft.text))
             .then(|| self.draft_budget_or_reason().ok())
             .flatten();
         let question = self.question.clone();

@@ -389,6 +389,47 @@ fn errors_leave_the_state_unchanged() {
     assert_eq!(record.answer, "One. Two.");
 }
 
+/// A stop text ends the answer after the committed sentence that holds it: the corrected
+/// sentence decides, not the draft, in both loops.
+#[test]
+fn a_stop_text_ends_the_answer_after_its_sentence() {
+    let stop_after = |texts: &[&str]| MachineConfig {
+        stop_after: texts.iter().map(|t| (*t).to_owned()).collect(),
+        ..MachineConfig::default()
+    };
+    let config = stop_after(&["is white"]);
+    let (record, events) = run(&mut pure(), &mut Fixer::default(), config.clone());
+    assert_eq!(
+        record.answer,
+        "The sky is blue. Grass is green.\nSnow is white. "
+    );
+    assert_eq!(record.summary.reason, DoneReason::StopText);
+    assert_eq!(record.summary.rounds, 3);
+    assert!(matches!(events.last(), Some(Event::Done(s)) if s.reason == DoneReason::StopText));
+    assert!(
+        matches!(&events[events.len() - 2], Event::Committed(r) if r.committed == "Snow is white. ")
+    );
+    let mut machine = StreamMachine::new("Q?", config).unwrap();
+    let mut upstream = pure();
+    let overlapped = machine
+        .run_overlapped(&mut upstream, &mut Fixer::default(), |_| {})
+        .unwrap();
+    assert_eq!(untimed(&overlapped), untimed(&record));
+    assert_eq!(overlapped.summary.reason, DoneReason::StopText);
+    // Rounds 1 and 3 drafted in turn, rounds 2 and 3 ahead (round 3's dropped: the corrector
+    // changed "gren"); the stop sentence's draft holds the stop text, so nothing after it.
+    assert_eq!(upstream.calls, 4, "nothing drafted past the stop");
+
+    // Only the correction holds the text: the upstream wrote "gren", the corrector "green".
+    let (record, _) = run(&mut pure(), &mut Fixer::default(), stop_after(&["green"]));
+    assert_eq!(record.summary.rounds, 2);
+    assert_eq!(record.summary.reason, DoneReason::StopText);
+    // A draft holding it that the corrector rewrites does not end the answer.
+    let (record, _) = run(&mut pure(), &mut Fixer::default(), stop_after(&["gren."]));
+    assert_eq!(record.summary.reason, DoneReason::Eos);
+    assert_eq!(record.summary.rounds, SCRIPT.len());
+}
+
 #[test]
 fn invalid_config_is_rejected() {
     for config in [
@@ -402,6 +443,10 @@ fn invalid_config_is_rejected() {
         },
         MachineConfig {
             max_total_tokens: 0,
+            ..MachineConfig::default()
+        },
+        MachineConfig {
+            stop_after: vec!["The answer is".into(), String::new()],
             ..MachineConfig::default()
         },
     ] {
@@ -459,7 +504,7 @@ proptest! {
         script in "[A-Za-z0-9 .!?\n-]{0,120}",
         sentence_cap in 1usize..40,
     ) {
-        let config = MachineConfig { max_sentence_tokens: sentence_cap, max_rounds: 1000, max_total_tokens: 1000 };
+        let config = MachineConfig { max_sentence_tokens: sentence_cap, max_rounds: 1000, max_total_tokens: 1000, ..MachineConfig::default() };
         let (record, _) = run(&mut FakeLm::new(&script, true), &mut Identity, config.clone());
         prop_assert_eq!(&record.answer, &script);
         prop_assert_eq!(&record.draft, &script);
@@ -477,7 +522,7 @@ proptest! {
     /// The machine stops within its limits whatever they are.
     #[test]
     fn limits_always_hold(rounds in 1usize..30, total in 1usize..200, per in 1usize..20) {
-        let config = MachineConfig { max_rounds: rounds, max_total_tokens: total, max_sentence_tokens: per };
+        let config = MachineConfig { max_rounds: rounds, max_total_tokens: total, max_sentence_tokens: per, ..MachineConfig::default() };
         let (record, _) = run(&mut Endless, &mut Identity, config);
         prop_assert!(record.summary.rounds <= rounds);
         prop_assert!(record.summary.upstream_tokens <= total);
@@ -492,10 +537,13 @@ struct Pure {
     sentences: Vec<&'static str>,
     wait_for_cancel: bool,
     cancelled: usize,
+    /// Drafts asked for.
+    calls: usize,
 }
 
 impl Upstream for Pure {
     fn draft(&mut self, _q: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        self.calls += 1;
         let n = accepted.matches('.').count() + accepted.matches("\n\n").count();
         let text = self.sentences.get(n).copied().unwrap_or_default();
         let stop = if n + 1 >= self.sentences.len() {
@@ -718,6 +766,7 @@ fn the_overlapped_loop_keeps_the_limits() {
                 max_rounds,
                 max_total_tokens,
                 max_sentence_tokens: 16,
+                ..MachineConfig::default()
             };
             let (sequential, _) = run(&mut pure(), &mut Fixer::default(), config.clone());
             let mut machine = StreamMachine::new("Q?", config).unwrap();
