@@ -413,3 +413,59 @@ fn the_overlapped_loop_answers_as_the_sequential_one() {
         plain.forwarded()
     );
 }
+
+/// The loop on models in bf16, the precision a GPU runs them in: an identity stream still gives
+/// exactly the model's plain greedy answer in that precision (the logits go to the sampler in
+/// f32 whatever the model's kind), and the model as corrector checks and rewrites sentences.
+#[test]
+fn the_loop_runs_on_bf16_models() {
+    let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
+    let (model, _vs) = Llama::load(&dir, Kind::BFloat16, Device::Cpu).expect("load in bf16");
+    let tokenizer = ModelTokenizer::from_dir(&dir).unwrap();
+    let question = "What is the capital of France?";
+    let mut upstream =
+        LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+    let prompt_ids = tokenizer
+        .encode(&upstream.render_prompt(question).unwrap(), true)
+        .unwrap();
+    let plain = generate(
+        &model,
+        &tokenizer,
+        std::slice::from_ref(&prompt_ids),
+        &GenerationConfig {
+            max_new_tokens: 48,
+            ..GenerationConfig::default()
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    let config = MachineConfig {
+        max_total_tokens: 48,
+        ..MachineConfig::default()
+    };
+    let record = StreamMachine::new(question, config.clone())
+        .unwrap()
+        .run(&mut upstream, &mut Identity, |_| {})
+        .unwrap();
+    assert_eq!(record.answer, plain.generations[0].text);
+    assert!(record.answer.contains("Paris"), "{:?}", record.answer);
+
+    let mut upstream =
+        LocalUpstream::new(&model, tokenizer.clone(), UpstreamConfig::default()).unwrap();
+    let mut aligner =
+        LocalCorrector::new(&model, tokenizer.clone(), CorrectorConfig::default()).unwrap();
+    let record = StreamMachine::new(question, config)
+        .unwrap()
+        .run(&mut upstream, &mut aligner, |_| {})
+        .unwrap();
+    assert!(!record.rounds.is_empty());
+    assert!(aligner.forwarded() > 0, "the corrector ran");
+    for round in &record.rounds {
+        assert!(
+            !round.correction.is_empty(),
+            "round {}: empty correction",
+            round.round
+        );
+    }
+    assert!(!record.answer.trim().is_empty());
+}

@@ -153,12 +153,14 @@ fn auto_precision_is_resolved_for_the_device_and_recorded() {
     assert_eq!(TrainConfig::default().model.precision, Precision::Auto);
 }
 
+/// Both half precisions a GPU trains in (bf16; f16 with dynamic loss scaling) follow the f32
+/// loss curve of the same model and data, step by step, with f32 master weights.
 #[test]
-fn bf16_loss_tracks_f32_loss() {
+fn half_precision_losses_track_f32_loss() {
     let _g = lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();
-    for precision in [Precision::F32, Precision::Bf16] {
+    for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
         let mut config = quick_config();
         config.model.precision = precision;
         config.data.max_steps = Some(20);
@@ -168,28 +170,38 @@ fn bf16_loss_tracks_f32_loss() {
         let run = tmp.path().join(format!("{precision:?}"));
         let (model, vs) = tiny_model(11);
         let mut trainer = Trainer::new(model, vs, config, data(16, 0), &run).unwrap();
+        assert_eq!(trainer.model().kind(), precision.kind());
         trainer.train().unwrap();
-        assert_eq!(trainer.state().skipped_steps, 0);
+        assert_eq!(trainer.state().skipped_steps, 0, "{precision:?}");
+        let expected_scale = if precision == Precision::F16 {
+            65536.0
+        } else {
+            1.0
+        };
+        assert_eq!(trainer.state().loss_scale, expected_scale, "{precision:?}");
         losses.push(logged_losses(&run));
     }
-    let (f32s, bf16s) = (&losses[0], &losses[1]);
+    let f32s = &losses[0];
     assert_eq!(f32s.len(), 20);
-    for (i, (a, b)) in f32s.iter().zip(bf16s).enumerate() {
+    for (name, half, tolerance) in [("bf16", &losses[1], 0.03), ("f16", &losses[2], 0.01)] {
+        assert_eq!(half.len(), 20, "{name}");
+        for (i, (a, b)) in f32s.iter().zip(half).enumerate() {
+            assert!(
+                (a - b).abs() < tolerance * a.abs().max(1.0),
+                "step {i}: f32 {a} vs {name} {b}"
+            );
+        }
         assert!(
-            (a - b).abs() < 0.03 * a.abs().max(1.0),
-            "step {i}: f32 {a} vs bf16 {b}"
+            half[19] < half[0] - 0.3,
+            "{name} must learn: {} -> {}",
+            half[0],
+            half[19]
+        );
+        eprintln!(
+            "f32 {:.4} -> {:.4}; {name} {:.4} -> {:.4}",
+            f32s[0], f32s[19], half[0], half[19]
         );
     }
-    assert!(
-        bf16s[19] < bf16s[0] - 0.3,
-        "bf16 must learn: {} -> {}",
-        bf16s[0],
-        bf16s[19]
-    );
-    eprintln!(
-        "f32 {:.4} -> {:.4}; bf16 {:.4} -> {:.4}",
-        f32s[0], f32s[19], bf16s[0], bf16s[19]
-    );
 }
 
 #[test]
@@ -486,6 +498,18 @@ fn f16_overflow_skips_steps_and_lowers_the_loss_scale() {
     config.data.epochs = 10;
     let (model, vs) = tiny_model(11);
     let mut trainer = Trainer::new(model, vs, config, data(16, 0), tmp.path()).unwrap();
+    let masters = |t: &Trainer<aligner_model::Llama>| -> Vec<tch::Tensor> {
+        t.master_weights().iter().map(|(_, w)| w.copy()).collect()
+    };
+    let start = masters(&trainer);
+    // The first step overflows and leaves the weights exactly as they were.
+    trainer.train_until(1).unwrap();
+    assert_eq!(trainer.state().skipped_steps, 1);
+    assert_eq!(trainer.state().updates, 0);
+    assert_eq!(trainer.state().loss_scale, 2f64.powi(23));
+    for (a, b) in start.iter().zip(masters(&trainer)) {
+        assert!(a.equal(&b), "a skipped step changed the weights");
+    }
     let summary = trainer.train().unwrap();
     let state = trainer.state().clone();
     eprintln!("f16: {state:?}, last loss {:?}", summary.last_loss);
