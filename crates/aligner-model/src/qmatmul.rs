@@ -601,14 +601,14 @@ mod avx2 {
         let mins = scales(d, Some(m), x, scratch);
         let mask = _mm_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        // Two accumulators (even and odd blocks) halve the chain of dependent FMAs.
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (k, (w, xq)) in qs.iter().zip(x.qs).enumerate() {
-            // SAFETY: `w` is 16 bytes and `xq` 32; unaligned loads.
+        let n = qs.len().min(x.qs.len()).min(scratch.len());
+        // The block's integer dot product, scaled, added to `acc`.
+        let block = |k: usize, acc: __m256| {
+            // SAFETY: a block's codes are 16 bytes and the activations' 32; unaligned loads.
             let (raw, xs) = unsafe {
                 (
-                    _mm_loadu_si128(w.as_ptr().cast()),
-                    _mm256_loadu_si256(xq.as_ptr().cast()),
+                    _mm_loadu_si128(qs[k].as_ptr().cast()),
+                    _mm256_loadu_si256(x.qs[k].as_ptr().cast()),
                 )
             };
             let lo = _mm_and_si128(raw, mask);
@@ -617,9 +617,21 @@ mod avx2 {
             // Codes are 0..=15 and activations -127..=127: pair sums fit in i16.
             let pairs = _mm256_maddubs_epi16(codes, xs);
             let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc[k & 1] = _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc[k & 1]);
+            _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc)
+        };
+        // Two accumulators (even and odd blocks) halve the chain of dependent FMAs; they are
+        // named values, not an indexed array, so that they stay in registers.
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut k = 0;
+        while k + 1 < n {
+            even = block(k, even);
+            odd = block(k + 1, odd);
+            k += 2;
         }
-        hsum(_mm256_add_ps(acc[0], acc[1])) + mins
+        if k < n {
+            even = block(k, even);
+        }
+        hsum(_mm256_add_ps(even, odd)) + mins
     }
 
     /// # Safety
@@ -633,21 +645,32 @@ mod avx2 {
     ) -> f32 {
         scales(d, None, x, scratch);
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (k, (w, xq)) in qs.iter().zip(x.qs).enumerate() {
+        let n = qs.len().min(x.qs.len()).min(scratch.len());
+        let block = |k: usize, acc: __m256| {
             // SAFETY: both code arrays are 32 bytes; unaligned loads.
             let (ws, xs) = unsafe {
                 (
-                    _mm256_loadu_si256(w.as_ptr().cast()),
-                    _mm256_loadu_si256(xq.as_ptr().cast()),
+                    _mm256_loadu_si256(qs[k].as_ptr().cast()),
+                    _mm256_loadu_si256(x.qs[k].as_ptr().cast()),
                 )
             };
             // maddubs wants an unsigned operand: |w| times x with w's sign.
             let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(xs, ws));
             let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc[k & 1] = _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc[k & 1]);
+            _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc)
+        };
+        // As in `dot_q4_row`: even and odd blocks, in registers.
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut k = 0;
+        while k + 1 < n {
+            even = block(k, even);
+            odd = block(k + 1, odd);
+            k += 2;
         }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
+        if k < n {
+            even = block(k, even);
+        }
+        hsum(_mm256_add_ps(even, odd))
     }
 
     /// The per-block products of the weight scales `d[k..k + 8]` (as f32s) and each activation
