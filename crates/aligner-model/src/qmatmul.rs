@@ -506,6 +506,7 @@ mod avx2 {
 
     use super::{ActRow, BLOCK};
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -544,27 +545,57 @@ mod avx2 {
         unsafe { _mm256_loadu_ps(buf.as_ptr()) }
     }
 
-    /// `scratch[k] = d[k] * x.d[k]` for every block, eight at a time; with `m`, also returns
-    /// `sum_k m[k] * x.s[k]`.
+    /// One f16 as f32 through F16C (exact, like [`f16::to_f32`], which is an out-of-line call
+    /// with a feature check).
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    fn f16_to_f32(h: f16) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
+    }
+
+    /// Eight f16s from `h[k..k + 8]` as f32s (`h` must hold them).
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    fn load8_full(h: &[f16], k: usize) -> __m256 {
+        let h = &h[k..k + 8];
+        // SAFETY: `h` holds 8 f16s (16 bytes); unaligned load.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast()) })
+    }
+
+    /// Eight f32s from `v[k..k + 8]` (`v` must hold them).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn loadf8_full(v: &[f32], k: usize) -> __m256 {
+        let v = &v[k..k + 8];
+        // SAFETY: `v` holds 8 f32s; unaligned load.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    }
+
+    /// `scratch[k] = d[k] * x.d[k]` for every block, eight at a time and the rest one by one;
+    /// with `m`, also returns `sum_k m[k] * x.s[k]` (the groups of eight in one vector, summed,
+    /// then the rest added in order).
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn scales(d: &[f16], m: Option<&[f16]>, x: ActRow<'_>, scratch: &mut [f32]) -> f32 {
         let nb = d.len();
+        let (xd, xs, scratch) = (&x.d[..nb], &x.s[..nb], &mut scratch[..nb]);
+        let m = m.map(|m| &m[..nb]);
         let mut mins = _mm256_setzero_ps();
         let mut k = 0;
         while k + 8 <= nb {
-            let s = _mm256_mul_ps(load8(d, k), loadf8(x.d, k));
+            let s = _mm256_mul_ps(load8_full(d, k), loadf8_full(xd, k));
             // SAFETY: `scratch` holds `nb` f32s; unaligned store of 8 of them at `k`.
             unsafe { _mm256_storeu_ps(scratch[k..k + 8].as_mut_ptr(), s) };
             if let Some(m) = m {
-                mins = _mm256_fmadd_ps(load8(m, k), loadf8(x.s, k), mins);
+                mins = _mm256_fmadd_ps(load8_full(m, k), loadf8_full(xs, k), mins);
             }
             k += 8;
         }
         let mut tail = 0f32;
         for k in k..nb {
-            scratch[k] = d[k].to_f32() * x.d[k];
+            scratch[k] = f16_to_f32(d[k]) * xd[k];
             if let Some(m) = m {
-                tail += m[k].to_f32() * x.s[k];
+                tail += f16_to_f32(m[k]) * xs[k];
             }
         }
         hsum(mins) + tail
@@ -572,18 +603,20 @@ mod avx2 {
 
     /// `sum_k m[k] * x.s[k]` in exactly the order of [`scales`], so that a row's result does
     /// not depend on how many rows are computed with it.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn min_terms(m: &[f16], x: ActRow<'_>) -> f32 {
         let nb = m.len();
+        let xs = &x.s[..nb];
         let mut mins = _mm256_setzero_ps();
         let mut k = 0;
         while k + 8 <= nb {
-            mins = _mm256_fmadd_ps(load8(m, k), loadf8(x.s, k), mins);
+            mins = _mm256_fmadd_ps(load8_full(m, k), loadf8_full(xs, k), mins);
             k += 8;
         }
         let mut tail = 0f32;
-        for (mk, sk) in m[k..].iter().zip(&x.s[k..]) {
-            tail += mk.to_f32() * sk;
+        for (&mk, &sk) in m[k..].iter().zip(&xs[k..]) {
+            tail += f16_to_f32(mk) * sk;
         }
         hsum(mins) + tail
     }
