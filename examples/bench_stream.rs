@@ -49,8 +49,9 @@ struct Args {
     /// else the Stream Aligner).
     #[arg(long)]
     whole_aligner_dir: Option<PathBuf>,
-    /// Questions to use (the first N of the fixed set).
-    #[arg(long, default_value_t = 3)]
+    /// Questions to use (the first N of the fixed set; default all five, so that one answer
+    /// that flips on a near-tie moves the totals less).
+    #[arg(long, default_value_t = QUESTIONS.len())]
     questions: usize,
     /// Most upstream tokens per answer (and per continuation of the reference loop).
     #[arg(long, default_value_t = 160)]

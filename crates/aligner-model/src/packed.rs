@@ -3,7 +3,8 @@
 //! - q/k/v and gate/up projections are fused into one matrix each;
 //! - with [`WeightFormat::Int4`] or [`WeightFormat::Int8`] the weights are kept in GGUF's Q4_1 /
 //!   Q8_0 blocks and multiplied by the block kernels of [`crate::qmatmul`];
-//! - a decoding step (one token per row, at most [`QUANT_MAX_ROWS`] rows, f32 activations) runs
+//! - a decoding step (one token per row, at most [`QUANT_MAX_ROWS`] rows, f32 activations), or
+//!   a short pass of one sequence (a few tokens, each bit for bit as if fed alone), runs
 //!   on the host in one pass over the layers, reading and writing the KV cache's buffers in
 //!   place, so that it costs a handful of LibTorch calls instead of dozens per layer; such short
 //!   passes run on one of rayon's worker threads, so the kernels' parallel loops (four per
@@ -33,15 +34,15 @@ use crate::cache::KvCache;
 use crate::causal_lm::{check_decode_step, decode_each};
 use crate::config::Config;
 use crate::decode;
-use crate::llama::{Linear, RmsNorm, RotaryEmbedding, check_input, pass_context};
+use crate::llama::{Linear, RmsNorm, RotaryEmbedding, check_input, dense_product, pass_context};
 use crate::qmatmul::{Activations, Q4Matrix, Q8Matrix, QuantError};
 use crate::{CausalLm, Error, Llama, Result};
 
 /// How a [`PackedLlama`] stores its projection and LM-head weights for decoding.
 ///
-/// The quantised formats run steps of at most [`QUANT_MAX_ROWS`] rows (decoding, short
-/// verifications) through the block kernels of [`crate::qmatmul`], and longer passes
-/// (prompts) through a dense copy of the same weights in the activation dtype, where a dense
+/// The quantised formats run decoding steps of at most [`QUANT_MAX_ROWS`] rows and short passes
+/// (a few new tokens of a prompt or a draft) through the block kernels of [`crate::qmatmul`],
+/// and longer passes (prompts, long verifications) through a dense copy of the same weights in the activation dtype, where a dense
 /// matrix product is faster than re-reading quantised blocks once per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
@@ -56,9 +57,28 @@ pub enum WeightFormat {
     Int4,
 }
 
-/// Longest pass (batch rows times tokens) that the quantised kernels take; longer ones use the
-/// dense copy.
+/// Most rows of a decoding step (one token per row) that the quantised kernels take; more go
+/// through the dense copy. Passes of several tokens per row have a lower limit on some CPUs
+/// ([`short_pass_rows`]).
 pub const QUANT_MAX_ROWS: i64 = 16;
+
+/// Longest pass of several tokens (batch rows times tokens: a verification, a prompt's new
+/// part) that runs on the block kernels; longer ones use the dense copy. The block kernels are
+/// AVX2 code whose cost grows by about as much for each row as for the first, while the dense
+/// product's grows much more slowly, and on CPUs with AVX-512 MKL's dense product is about
+/// twice as fast as on AVX2 alone. Measured with whole passes of the packed SmolLM2-135M after a
+/// 120-token cache on 2 cores: on AMD Zen 3 (AVX2) the blocks were faster up to 16 tokens; on
+/// Intel Sapphire Rapids (AVX-512) they were even with the dense copy at 8-10 tokens and 1.7x
+/// slower at 16 (140 ms against 80), so such CPUs stop at 8. A decoding step of many
+/// sequences is not affected: each sequence has its own cache, so the dense path would take
+/// them one at a time, which the blocks beat up to [`QUANT_MAX_ROWS`].
+fn short_pass_rows() -> i64 {
+    if crate::llama::cpu_has_avx512() {
+        8
+    } else {
+        QUANT_MAX_ROWS
+    }
+}
 
 /// The same limit for the LM head. Its matrix is so wide (a row per vocabulary entry) that a
 /// dense product re-packing it on every call loses to the block kernels up to about 40 rows
@@ -208,14 +228,13 @@ impl Proj {
         self.blocks.is_some() && rows <= self.max_quant_rows
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// `blocks`: whether the pass may run on the block kernels (it does if it is short enough
+    /// for this matrix too).
+    fn forward(&self, xs: &Tensor, blocks: bool) -> Result<Tensor> {
         let in_dim = self.dense.size()[1];
         let rows = xs.numel() as i64 / in_dim.max(1);
-        if !self.uses_blocks(rows) {
-            if weight_first(&self.dense, rows) {
-                return Ok(weight_first_product(xs, &self.dense, self.bias.as_ref()));
-            }
-            return Ok(xs.linear(&self.dense, self.bias.as_ref()));
+        if !(blocks && self.uses_blocks(rows)) {
+            return Ok(dense_product(xs, &self.dense, self.bias.as_ref()));
         }
         let mut shape = xs.size();
         shape.pop();
@@ -238,38 +257,6 @@ impl Proj {
                 Some(Blocks::Q8(m)) => m.bytes(),
             }
     }
-}
-
-/// Whether a dense pass of `rows` rows multiplies as `w x^T` ([`weight_first_product`]) rather
-/// than `x w^T`: f32 on the CPU, where MKL's `sgemm` with the weight as its left operand is
-/// faster for the row counts of prompts and verifications. With the weight on the right it
-/// copies the whole transposed weight into its packed layout on every call, which costs as much
-/// as the product itself when the rows are few. Measured on a 2-core AVX2 machine: the products
-/// alone, with the weights cold in memory as in a real pass (~500 MB of them), 1.7x faster at
-/// 24-112 rows; a whole pass of the packed SmolLM2-135M, 7-26% faster at 17-128 rows.
-fn weight_first(weight: &Tensor, rows: i64) -> bool {
-    (2..=WEIGHT_FIRST_MAX_ROWS).contains(&rows)
-        && weight.device() == Device::Cpu
-        && weight.kind() == Kind::Float
-}
-
-/// Longest pass that [`weight_first`] takes: beyond it the product's transposed layout costs
-/// the operators around it more than the product gains.
-const WEIGHT_FIRST_MAX_ROWS: i64 = 128;
-
-/// `xs (.., in)` times `weight (out, in)` transposed, plus `bias`, as `weight @ xs^T`: an
-/// `(out, rows)` product, returned as its transposed view `(.., out)` (not contiguous; a
-/// following projection takes it as the contiguous `(in, rows)` right operand it needs).
-fn weight_first_product(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
-    let mut shape = xs.size();
-    let in_dim = shape.pop().unwrap_or(0);
-    shape.push(weight.size()[0]);
-    let ys = weight.mm(&xs.reshape([-1, in_dim]).tr());
-    let ys = match bias {
-        Some(b) => ys.tr() + b,
-        None => ys.tr(),
-    };
-    ys.reshape(shape.as_slice())
 }
 
 /// Concatenates the weights (and biases) of `linears` along the output dimension and packs them.
@@ -468,8 +455,10 @@ impl PackedLlama {
             + norm(&self.norm)
     }
 
+    /// One decoder layer through LibTorch; `blocks` as for [`Proj::forward`].
     fn layer_forward(
         &self,
+        blocks: bool,
         layer: &Layer,
         index: usize,
         xs: &Tensor,
@@ -482,7 +471,7 @@ impl PackedLlama {
         let (b, t, _) = xs.size3().unwrap_or((0, 0, 0));
         let qkv = layer
             .qkv
-            .forward(&layer.input_norm.forward(xs))?
+            .forward(&layer.input_norm.forward(xs), blocks)?
             .view([b, t, nh + 2 * nkv, hd]);
         // Queries and keys get their rotation in one pass: `x cos + roll(x, half) sin±`.
         let qk = qkv.narrow(2, 0, nh + nkv);
@@ -520,19 +509,25 @@ impl PackedLlama {
             .transpose(1, 2)
             .reshape([b, t, nh * hd])
         };
-        let h = xs + layer.o.forward(&y)?;
-        let gate_up = layer.gate_up.forward(&layer.post_norm.forward(&h))?;
+        let h = xs + layer.o.forward(&y, blocks)?;
+        let gate_up = layer
+            .gate_up
+            .forward(&layer.post_norm.forward(&h), blocks)?;
         let inter = c.intermediate_size as i64;
         let act = gate_up.narrow(-1, 0, inter).silu() * gate_up.narrow(-1, inter, inter);
-        Ok(h + layer.down.forward(&act)?)
+        Ok(h + layer.down.forward(&act, blocks)?)
     }
 
-    /// One decoding step (one token per row) computed on the host in f32 with the block
-    /// kernels, reading and writing the caches' buffers in place: a few LibTorch calls per step
-    /// instead of a few dozen per layer. The rows are those of every cache in turn (`ids` has
-    /// one token per row), each attending over its own cache, while the projections run on all
-    /// rows together. Returns the normed hidden states `(rows, hidden)`.
-    fn host_step(&self, ids: &[i64], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+    /// A pass of `t` tokens per row computed on the host in f32 with the block kernels, reading
+    /// and writing the caches' buffers in place: a few LibTorch calls per pass instead of a few
+    /// dozen per layer. The rows are those of every cache in turn (`ids` holds each row's `t`
+    /// tokens in order), each attending over its own cache, while the projections run on all
+    /// rows' tokens together. With `t > 1` (one sequence's prompt or draft) the caches must
+    /// have no padding mask: token `j` sees the cache and tokens `0..=j`. Each token's result
+    /// is bit for bit that of feeding the tokens one at a time: the projections give a row the
+    /// same bits alone or in a tile, and everything else is computed per token. Returns the
+    /// normed hidden states `(rows * t, hidden)`.
+    fn host_step(&self, ids: &[i64], t: usize, caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let c = &self.config;
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let (width, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
@@ -541,9 +536,14 @@ impl PackedLlama {
         let mut seqs = Vec::with_capacity(caches.len());
         for cache in caches.iter_mut() {
             let (b, len) = (cache.batch(), cache.len());
-            let total = len + 1;
-            let ctx = pass_context(&self.rotary, self.kind, self.device, 1, cache, None);
+            let total = len + t;
+            let ctx = pass_context(&self.rotary, self.kind, self.device, t as i64, cache, None);
             let allowed = match cache.key_mask() {
+                Some(_) if t > 1 => {
+                    return Err(Error::InvalidArgument(
+                        "a host pass of several tokens takes caches without padding".into(),
+                    ));
+                }
                 Some(m) => {
                     let mut a = Vec::<bool>::try_from(m.reshape([-1]))?;
                     // A row's new token always sees itself, as on the LibTorch path.
@@ -554,7 +554,7 @@ impl PackedLlama {
             };
             seqs.push((b, len, host(&ctx.cos)?, host(&ctx.sin)?, allowed));
         }
-        let rows: usize = seqs.iter().map(|s| s.0).sum();
+        let rows = seqs.iter().map(|s| s.0).sum::<usize>() * t;
         let ids = Tensor::from_slice(ids).to_device(self.device);
         let mut x = host(&Tensor::embedding(
             &self.embed_tokens,
@@ -572,7 +572,7 @@ impl PackedLlama {
             let mut qkv_rows = qkv.chunks_exact_mut(stride);
             for (cache, (b, len, cos, sin, allowed)) in caches.iter_mut().zip(&seqs) {
                 let (b, len) = (*b, *len);
-                let total = len + 1;
+                let total = len + t;
                 let (kb, vb) =
                     cache.reserve(i, total, &[b as i64, nkv as i64, 0, hd as i64], Kind::Float);
                 let cap = kb.size()[2] as usize;
@@ -585,17 +585,25 @@ impl PackedLlama {
                         std::slice::from_raw_parts_mut(vb.data_ptr().cast::<f32>(), vb.numel()),
                     )
                 };
-                for (r, this) in (0..b).zip(&mut qkv_rows) {
-                    decode::rope(
-                        &mut this[..(nh + nkv) * hd],
-                        &cos[r * hd..(r + 1) * hd],
-                        &sin[r * hd..(r + 1) * hd],
-                    );
-                    for g in 0..nkv {
-                        let at = ((r * nkv + g) * cap + len) * hd;
-                        keys[at..at + hd].copy_from_slice(&this[(nh + g) * hd..(nh + g + 1) * hd]);
-                        values[at..at + hd]
-                            .copy_from_slice(&this[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
+                for r in 0..b {
+                    // Rotate and cache the row's new keys and values first: token `j` attends
+                    // to those of tokens `0..=j`.
+                    let mut tokens: Vec<&mut [f32]> = (&mut qkv_rows).take(t).collect();
+                    for (j, this) in tokens.iter_mut().enumerate() {
+                        let at = (r * t + j) * hd;
+                        decode::rope(
+                            &mut this[..(nh + nkv) * hd],
+                            &cos[at..at + hd],
+                            &sin[at..at + hd],
+                        );
+                        for g in 0..nkv {
+                            let at = ((r * nkv + g) * cap + len + j) * hd;
+                            keys[at..at + hd]
+                                .copy_from_slice(&this[(nh + g) * hd..(nh + g + 1) * hd]);
+                            values[at..at + hd].copy_from_slice(
+                                &this[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd],
+                            );
+                        }
                     }
                     let span = r * nkv * cap * hd..(r + 1) * nkv * cap * hd;
                     let kv = decode::KvRow {
@@ -604,15 +612,17 @@ impl PackedLlama {
                         capacity: cap,
                     };
                     let visible = allowed.as_ref().map(|a| &a[r * total..(r + 1) * total]);
-                    attn.extend(decode::attend(
-                        &this[..nh * hd],
-                        &kv,
-                        total,
-                        visible,
-                        nh,
-                        nkv,
-                        hd,
-                    ));
+                    for (j, this) in tokens.iter().enumerate() {
+                        attn.extend(decode::attend(
+                            &this[..nh * hd],
+                            &kv,
+                            len + j + 1,
+                            visible,
+                            nh,
+                            nkv,
+                            hd,
+                        ));
+                    }
                 }
             }
             let o = layer.o.matmul_rows(&attn, rows)?;
@@ -622,7 +632,7 @@ impl PackedLlama {
             let down = layer.down.matmul_rows(&act, rows)?;
             x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
         }
-        caches.iter_mut().for_each(|cache| cache.commit(1));
+        caches.iter_mut().for_each(|cache| cache.commit(t));
         decode::rms_norm(&x, &self.norm.host, eps, &mut h);
         Ok(Tensor::from_slice(&h).view([rows as i64, width as i64]))
     }
@@ -651,7 +661,8 @@ impl PackedLlama {
             };
             self.head(&hidden, threads)
         };
-        if self.host_eligible(1) && rows <= QUANT_MAX_ROWS {
+        let (b, t) = input_ids.size2().unwrap_or((rows, 1));
+        if self.host_eligible(1) && self.on_blocks(b, t) {
             on_workers(run)
         } else {
             run()
@@ -665,10 +676,21 @@ impl PackedLlama {
         let rows = hidden.numel() as i64 / self.config.hidden_size.max(1) as i64;
         let _threads = threads.or_else(|| self.lm_head.uses_blocks(rows).then(SerialTorch::new));
         // Contiguous for callers that read the logits as a plain buffer.
-        Ok(self.lm_head.forward(hidden)?.contiguous())
+        Ok(self.lm_head.forward(hidden, true)?.contiguous())
     }
 
-    /// Whether a step of `rows` rows of one token each runs on [`Self::host_step`].
+    /// Whether a pass of `b` rows of `t` tokens runs its decoder layers on the block kernels:
+    /// a decoding step of at most [`QUANT_MAX_ROWS`] rows, or a pass of at most
+    /// [`short_pass_rows`] tokens in all.
+    fn on_blocks(&self, b: i64, t: i64) -> bool {
+        if t == 1 {
+            b <= QUANT_MAX_ROWS
+        } else {
+            b * t <= short_pass_rows()
+        }
+    }
+
+    /// Whether a pass of `rows` tokens in all may run on [`Self::host_step`].
     fn host_eligible(&self, rows: usize) -> bool {
         rows as i64 <= QUANT_MAX_ROWS
             && self.device == Device::Cpu
@@ -684,11 +706,18 @@ impl PackedLlama {
     ) -> Result<(Tensor, Option<SerialTorch>)> {
         let (b, t) = check_input(&self.config, input_ids, cache)?;
         // Through the LM head as well: the guard lives until the caller's forward returns.
-        let threads =
-            (self.format != WeightFormat::Dense && b * t <= QUANT_MAX_ROWS).then(SerialTorch::new);
-        if t == 1 && mask.is_none() && self.host_eligible(b as usize) {
+        let blocks = self.format != WeightFormat::Dense && self.on_blocks(b, t);
+        let threads = blocks.then(SerialTorch::new);
+        let host = blocks
+            && self.host_eligible((b * t) as usize)
+            && (t == 1 || (b == 1 && cache.key_mask().is_none()));
+        if host && mask.is_none() {
             let ids = Vec::<i64>::try_from(input_ids.reshape([-1]))?;
-            let hidden = self.host_step(&ids, &mut [cache])?.unsqueeze(1);
+            let hidden = self.host_step(&ids, t as usize, &mut [cache])?.view([
+                b,
+                t,
+                self.config.hidden_size as i64,
+            ]);
             return Ok((hidden, threads));
         }
         let ctx = pass_context(&self.rotary, self.kind, self.device, t, cache, mask);
@@ -700,7 +729,7 @@ impl PackedLlama {
         );
         let mut xs = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
         for (i, layer) in self.layers.iter().enumerate() {
-            xs = self.layer_forward(layer, i, &xs, cache, &ctx, &rope)?;
+            xs = self.layer_forward(blocks, layer, i, &xs, cache, &ctx, &rope)?;
         }
         cache.commit(t as usize);
         Ok((self.norm.forward(&xs), threads))
@@ -832,7 +861,7 @@ impl CausalLm for PackedLlama {
         let logits = on_workers(|| {
             ids.chunks(group)
                 .zip(caches.chunks_mut(group))
-                .map(|(ids, caches)| self.lm_head.forward(&self.host_step(ids, caches)?))
+                .map(|(ids, caches)| self.lm_head.forward(&self.host_step(ids, 1, caches)?, true))
                 .collect::<Result<Vec<_>>>()
         })?;
         Ok(Tensor::f_cat(&logits, 0)?)

@@ -146,9 +146,10 @@ fn packed_batches_with_padding_equal_single_rows() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Llama::new(&vs.root(), &Config::tiny(64));
     let packed = PackedLlama::from_model(&model, Kind::Float, WeightFormat::Int8).unwrap();
-    // Row 0 is left-padded by two; a decode step of both rows must match each row alone.
-    let batch = Tensor::from_slice(&[0i64, 0, 5, 6, 7, 8, 9, 10, 11, 12]).view([2, 5]);
-    let mask = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, 5]);
+    // Row 0 is left-padded by two; a decode step of both rows must match each row alone. Eight
+    // tokens in all, so that the prompt runs on the block kernels on every CPU.
+    let batch = Tensor::from_slice(&[0i64, 0, 5, 6, 7, 8, 9, 10]).view([2, 4]);
+    let mask = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 1]).view([2, 4]);
     let mut cache = packed.new_cache(2);
     let _ = packed
         .forward_last(&batch, &mut cache, Some(&mask))
@@ -160,7 +161,7 @@ fn packed_batches_with_padding_equal_single_rows() {
             None,
         )
         .unwrap();
-    for (row, tokens) in [(0, vec![5i64, 6, 7, 13]), (1, vec![8, 9, 10, 11, 12, 14])] {
+    for (row, tokens) in [(0, vec![5i64, 6, 13]), (1, vec![7, 8, 9, 10, 14])] {
         let alone = packed
             .forward_last(&ids(&tokens), &mut packed.new_cache(1), None)
             .unwrap();
@@ -281,6 +282,82 @@ fn forward_tail_is_the_last_positions_of_forward() {
                 .forward_tail(&ids(PROMPT), &mut lm.new_cache(1), None, n)
                 .unwrap();
             assert_eq!(got.size()[1], want);
+        }
+    }
+}
+
+#[test]
+fn a_short_pass_is_bit_for_bit_its_tokens_fed_one_at_a_time() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Llama::new(&vs.root(), &Config::tiny(64));
+    let history = [3i64, 4, 5, 6, 7];
+    // Passes short enough for the block kernels on every CPU (at least 8 tokens), after a
+    // cache and from an empty one.
+    let draft = [
+        9i64, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+    ];
+    for format in [WeightFormat::Int8, WeightFormat::Int4] {
+        let packed = PackedLlama::from_model(&model, Kind::Float, format).unwrap();
+        for (start, n) in [
+            (&history[..], 2usize),
+            (&history[..], 7),
+            (&history[..], 8),
+            (&[][..], 5),
+        ] {
+            let prime = || {
+                let mut cache = packed.new_cache(1);
+                if !start.is_empty() {
+                    let _ = packed.forward_last(&ids(start), &mut cache, None).unwrap();
+                }
+                cache
+            };
+            let mut cache = prime();
+            let all = packed.forward(&ids(&draft[..n]), &mut cache, None).unwrap();
+            assert_eq!(all.size(), [1, n as i64, 64]);
+            assert_eq!(cache.len(), start.len() + n);
+            let mut steps = prime();
+            for (j, &token) in draft[..n].iter().enumerate() {
+                let one = packed
+                    .forward_last(&ids(&[token]), &mut steps, None)
+                    .unwrap();
+                let d = max_diff(&all.get(0).get(j as i64), &one.get(0));
+                assert!(
+                    d == 0.0,
+                    "{format}, {n} after {}: token {j} differs by {d}",
+                    start.len()
+                );
+            }
+            // The cache holds the same keys and values: the next step agrees too.
+            let next = |cache: &mut aligner_model::KvCache| {
+                packed.forward_last(&ids(&[30]), cache, None).unwrap()
+            };
+            assert!(
+                next(&mut cache).equal(&next(&mut steps)),
+                "{format}, {n}: next step"
+            );
+            // And the pass follows the f32 model it was packed from (4-bit codes of these random
+            // weights are coarse: one step is a fifteenth of a block's range).
+            let reference = model
+                .forward(
+                    &ids(&[start, &draft[..n]].concat()),
+                    &mut model.new_cache(1),
+                    None,
+                )
+                .unwrap()
+                .narrow(1, start.len() as i64, n as i64);
+            let d = max_diff(&all, &reference);
+            let scale = reference.abs().max().double_value(&[]);
+            let tolerance = if format == WeightFormat::Int4 {
+                0.2
+            } else {
+                0.05
+            };
+            assert!(
+                d < tolerance * scale,
+                "{format}, {n}: {d} against a scale of {scale}"
+            );
         }
     }
 }
