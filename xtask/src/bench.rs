@@ -153,38 +153,68 @@ fn write_doc(
     reference: &Path,
     [stream, overlap]: [&Path; 2],
 ) -> Result<()> {
-    let mut ours_map = read(ours)?;
-    ours_map.extend(
-        read(train)?
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("train_")),
-    );
-    let reference_map = read(reference)?;
-    let mut doc = render(&ours_map, &reference_map);
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs())
-    };
-    let apart = stamp(stream).abs_diff(stamp(ours));
-    if apart > 3600 {
+    let doc_path = root.join("docs").join("benchmarks.md");
+    let mut doc = if ours.is_file() {
+        let mut ours_map = read(ours)?;
+        ours_map.extend(
+            read(train)?
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("train_")),
+        );
+        let reference_map = read(reference)?;
+        let mut doc = render(&ours_map, &reference_map);
+        let stamp = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        };
+        let apart = stamp(stream).abs_diff(stamp(ours));
+        if apart > 3600 {
+            let _ = writeln!(
+                doc,
+                "\nThe table above and the one below come from separate runs ({:.1} hours apart; \
+                 `cargo xtask bench --stream-only` re-ran the latter).",
+                apart as f64 / 3600.0
+            );
+        }
+        doc
+    } else {
+        // No full run in this checkout (`--stream-only` on a fresh clone): keep the document's
+        // model part as it is and say where the new Stream Aligner part ran.
+        let old = std::fs::read_to_string(&doc_path).with_context(|| {
+            format!(
+                "no {} and no {} to keep the model tables from: run `cargo xtask bench`",
+                ours.display(),
+                doc_path.display()
+            )
+        })?;
+        let Some(end) = old.find(STREAM_HEADING) else {
+            bail!(
+                "{} has no `{}` section",
+                doc_path.display(),
+                STREAM_HEADING.trim()
+            );
+        };
+        let mut doc = old[..end].trim_end().to_owned();
         let _ = writeln!(
             doc,
-            "\nThe table above and the one below come from separate runs ({:.1} hours apart; \
-             `cargo xtask bench --stream-only` re-ran the latter).",
-            apart as f64 / 3600.0
+            "\n\nThe tables above come from the last full run; the Stream Aligner sections below \
+             were re-run on their own by `cargo xtask bench --stream-only`, on {} ({} cores; {}).",
+            cpu_model(),
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            cpu_vector_flags()
         );
-    }
+        doc
+    };
     doc.push_str(&render_stream(&read(stream)?));
     // Absent after a run from before `bench_overlap` existed.
     if overlap.is_file() {
         doc.push_str(&render_overlap(&read(overlap)?));
     }
-    let path = root.join("docs").join("benchmarks.md");
-    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
+    std::fs::write(&doc_path, doc).with_context(|| format!("writing {}", doc_path.display()))?;
+    println!("wrote {}", doc_path.display());
     Ok(())
 }
 
@@ -362,6 +392,9 @@ fn weights_phrase(stream: &Map<String, Value>) -> String {
     }
 }
 
+/// Where the Stream Aligner part of the document begins.
+const STREAM_HEADING: &str = "\n## Stream Aligner latency\n";
+
 /// The Stream Aligner section: wall time per mode, same models and questions, one run.
 fn render_stream(stream: &Map<String, Value>) -> String {
     let short = |v: Option<&Value>| {
@@ -374,7 +407,7 @@ fn render_stream(stream: &Map<String, Value>) -> String {
     let mode = |m: &str, k: &str| f(stream.get(m).and_then(|v| v.get(k)));
     let num = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.2}"));
     let mut s = String::new();
-    let _ = writeln!(s, "\n## Stream Aligner latency\n");
+    let _ = writeln!(s, "{STREAM_HEADING}");
     let _ = writeln!(
         s,
         "Written by the same command from `examples/bench_stream.rs`: {} fixed arithmetic word \
