@@ -455,17 +455,16 @@ impl PackedLlama {
             + norm(&self.norm)
     }
 
-    /// One decoder layer through LibTorch; `blocks` as for [`Proj::forward`].
+    /// One decoder layer through LibTorch.
     fn layer_forward(
         &self,
-        blocks: bool,
         layer: &Layer,
         index: usize,
         xs: &Tensor,
         cache: &mut KvCache,
-        ctx: &crate::llama::AttentionContext,
-        rope: &(Tensor, Tensor),
+        pass: &LayerPass<'_>,
     ) -> Result<Tensor> {
+        let LayerPass { ctx, rope, blocks } = *pass;
         let c = &self.config;
         let (nh, nkv, hd) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64);
         let (b, t, _) = xs.size3().unwrap_or((0, 0, 0));
@@ -727,13 +726,28 @@ impl PackedLlama {
             ctx.cos.transpose(1, 2),
             ctx.sin.transpose(1, 2) * &self.rope_sign,
         );
+        let pass = LayerPass {
+            ctx: &ctx,
+            rope: &rope,
+            blocks,
+        };
         let mut xs = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
         for (i, layer) in self.layers.iter().enumerate() {
-            xs = self.layer_forward(blocks, layer, i, &xs, cache, &ctx, &rope)?;
+            xs = self.layer_forward(layer, i, &xs, cache, &pass)?;
         }
         cache.commit(t as usize);
         Ok((self.norm.forward(&xs), threads))
     }
+}
+
+/// What every layer of a LibTorch pass shares.
+#[derive(Clone, Copy)]
+struct LayerPass<'a> {
+    ctx: &'a crate::llama::AttentionContext,
+    /// Rotary tables `(b, t, 1, hd)`, the sine's first half negated.
+    rope: &'a (Tensor, Tensor),
+    /// Whether the projections may run on the block kernels ([`Proj::forward`]).
+    blocks: bool,
 }
 
 /// Which positions' logits a pass returns.
