@@ -42,8 +42,9 @@ use crate::{CausalLm, Error, Llama, Result};
 ///
 /// The quantised formats run decoding steps of at most [`QUANT_MAX_ROWS`] rows and short passes
 /// (a few new tokens of a prompt or a draft) through the block kernels of [`crate::qmatmul`],
-/// and longer passes (prompts, long verifications) through a dense copy of the same weights in the activation dtype, where a dense
-/// matrix product is faster than re-reading quantised blocks once per row.
+/// and longer passes (prompts, long verifications) through a dense copy of the same weights in
+/// the activation dtype, where a dense matrix product is faster than re-reading quantised blocks
+/// once per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
     /// The activation dtype only (projections fused, nothing quantised).
