@@ -59,8 +59,8 @@ pub enum WeightFormat {
 }
 
 /// Most rows of a decoding step (one token per row) that the quantised kernels take; more go
-/// through the dense copy. Passes of several tokens per row have a lower limit on some CPUs
-/// ([`short_pass_rows`]).
+/// through the dense copy. A pass of several tokens runs on them up to 16 tokens in all, or 8
+/// on CPUs with AVX-512, whose dense products are faster.
 pub const QUANT_MAX_ROWS: i64 = 16;
 
 /// Longest pass of several tokens (batch rows times tokens: a verification, a prompt's new
