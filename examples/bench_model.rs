@@ -12,7 +12,7 @@
 //!   (rows x 32 new tokens / wall time), and `weight_bytes_per_token_{format}`.
 //! - Quality of each packed format against the f32 model on a fixed text: perplexity
 //!   (`ppl_{format}`, `ppl_f32`) and teacher-forced top-1 agreement (`top1_agree_{format}`), both
-//!   fed in chunks of 16 tokens so that quantised formats run their quantised kernels.
+//!   fed in chunks of 8 tokens so that quantised formats run their quantised kernels.
 //! - `read_gb_s`: memory read bandwidth (sum over a 512 MiB tensor), for the roofline share.
 
 #[path = "common/mod.rs"]
@@ -162,22 +162,26 @@ new to read. When it rains, the building is busier than usual, because people co
 dry and end up reading the newspapers. If each of the 4 tables seats 6 people, the room holds \
 24 readers at once.";
 
-/// Perplexity of `text` under `model` and its top-1 prediction at every position, fed 16
-/// tokens at a time through the cache.
+/// Tokens per pass in [`chunked_quality`]: a pass this short runs on `PackedLlama`'s block
+/// kernels on every CPU (on CPUs with AVX-512, longer ones use its dense copy).
+const QUALITY_CHUNK: usize = 8;
+
+/// Perplexity of `text` under `model` and its top-1 prediction at every position, fed
+/// [`QUALITY_CHUNK`] tokens at a time through the cache.
 fn chunked_quality(model: &impl CausalLm, text: &[u32]) -> anyhow::Result<(f64, Vec<i64>)> {
     let _guard = tch::no_grad_guard();
     let ids: Vec<i64> = text.iter().map(|&t| i64::from(t)).collect();
     let mut cache = model.new_cache(1);
     let mut nll = 0f64;
     let mut top1 = Vec::new();
-    for (c, chunk) in ids.chunks(16).enumerate() {
+    for (c, chunk) in ids.chunks(QUALITY_CHUNK).enumerate() {
         let logits = model.forward(&Tensor::from_slice(chunk).unsqueeze(0), &mut cache, None)?;
         let logp = logits
             .get(0)
             .to_kind(Kind::Float)
             .log_softmax(-1, Kind::Float);
         for j in 0..chunk.len() {
-            let next = c * 16 + j + 1;
+            let next = c * QUALITY_CHUNK + j + 1;
             if let Some(&target) = ids.get(next) {
                 nll -= logp.double_value(&[j as i64, target]);
                 top1.push(logp.get(j as i64).argmax(-1, false).int64_value(&[]));

@@ -342,7 +342,7 @@ fn render_roofline_and_quality(ours: &Map<String, Value>) -> String {
         s,
         "\nDecode against the memory-bandwidth roofline (measured read bandwidth {bandwidth:.1} GB/s, \
          a sum over a 512 MiB tensor; a decoding step reads every weight once) and quality of the \
-         packed formats against the f32 model on a fixed ~200-token text, fed 16 tokens at a time \
+         packed formats against the f32 model on a fixed ~200-token text, fed 8 tokens at a time \
          so that the quantised kernels run:\n"
     );
     let _ = writeln!(
