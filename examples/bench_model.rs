@@ -1,4 +1,4 @@
-//! Decode and prefill speed of a model, measured the way `../shared/tools/hf_reference.py`
+//! Decode and prefill speed of a model, measured the way `xtask/reference/transformers_bench.py`
 //! measures transformers, so the two can be compared line by line.
 //!
 //! Run: `cargo run --release --example bench_model -- --json target/bench/ours.json`
@@ -35,8 +35,9 @@ struct Args {
     /// Dtypes to measure.
     #[arg(long, value_delimiter = ',', default_value = "f32,bf16", value_parser = common::dtype)]
     dtypes: Vec<DType>,
-    /// Packed weight formats to measure (f32 activations); empty for none.
-    #[arg(long, value_delimiter = ',', default_value = "int4,int8,dense")]
+    /// Packed weight formats to measure (f32 activations), comma-separated; `--packed` with no
+    /// value measures none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "int4,int8,dense")]
     packed: Vec<WeightFormat>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu", value_parser = common::device)]

@@ -1,4 +1,4 @@
-//! Training throughput, measured the way `../shared/tools/hf_reference.py` measures transformers:
+//! Training throughput, measured the way `xtask/reference/transformers_bench.py` measures transformers:
 //! forward + backward + AdamW step on batch 4 x 256 random tokens (labels = inputs), tokens per
 //! second of the best of 2 steps after a warm-up step.
 //!

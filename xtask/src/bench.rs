@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::setup::{fetch_model, repo_root};
 
+/// The transformers side of the benchmark, written by the project, relative to the repository.
+const REFERENCE_SCRIPT: &str = "xtask/reference/transformers_bench.py";
+
 /// Rows of the table: our JSON key, the reference's JSON key, what it measures.
 const ROWS: &[(&str, &str, &str)] = &[
     (
@@ -111,17 +114,10 @@ pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
     crate::run_example::run("bench_overlap", &json(&overlap_path))?;
     crate::run_example::run("bench_model", &json(&ours_path))?;
 
-    println!("== transformers (../shared/tools/hf_reference.py)");
-    let script = root
-        .join("..")
-        .join("shared")
-        .join("tools")
-        .join("hf_reference.py");
+    println!("== transformers ({REFERENCE_SCRIPT})");
+    let script = root.join(REFERENCE_SCRIPT);
     if !script.is_file() {
-        bail!(
-            "{} not found: the reference script lives in shared/ beside the repository",
-            script.display()
-        );
+        bail!("{} not found in the repository", script.display());
     }
     let python = hub::venv_python().context("no Python environment: run `cargo xtask setup`")?;
     let status = Command::new(python)
@@ -278,7 +274,7 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
     let _ = writeln!(
         s,
         "Written by `cargo xtask bench`, which runs `examples/bench_model.rs`, \
-         `../shared/tools/hf_reference.py` (Hugging Face transformers, PyTorch eager, torch {}) \
+         `{REFERENCE_SCRIPT}` (Hugging Face transformers, PyTorch eager, torch {}) \
          and `examples/bench_train.rs` back to back on the same machine and the same imported \
          SmolLM2-135M-Instruct weights (the reference measures decoding and prefill first and \
          training last, so each pair is measured minutes apart). \

@@ -23,6 +23,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod cpu;
 mod error;
 pub mod gguf;
 pub mod hub;

@@ -112,40 +112,13 @@ pub(crate) fn dense_product(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>)
 }
 
 /// Whether a dense pass of `rows` rows multiplies as `w x^T` ([`weight_first_product`]) rather
-/// than `x w^T`: f32 on a CPU without AVX-512, for the row counts of prompts and verifications.
-///
-/// There MKL's `sgemm` (its AVX2 code path) copies a transposed right operand, the whole weight,
-/// into its packed layout on every call, which costs as much as the product itself when the
-/// rows are few; with the weight as the left operand it does not. Measured on a 2-core AVX2
-/// machine (AMD Zen 3): the products alone, with the weights cold in memory as in a real pass
-/// (~500 MB of them), 1.7x faster at 24-112 rows; a whole pass of the packed SmolLM2-135M,
-/// 7-26% faster at 17-128 rows. MKL's AVX-512 code path has no such cost, and there the
-/// transposed result costs more than it saves: on a 2-core AVX-512 machine (Intel Sapphire
-/// Rapids) whole passes of the packed SmolLM2-135M were 10-20% slower at 17-80 rows and twice as
-/// slow at 2, so those CPUs keep `x w^T`.
+/// than `x w^T`: f32 on the CPU, for the row counts the CPU path's tuning gives
+/// ([`Tuning::weight_first`](crate::cpu::Tuning::weight_first) says why and where).
 fn weight_first(weight: &Tensor, rows: i64) -> bool {
-    (2..=WEIGHT_FIRST_MAX_ROWS).contains(&rows)
-        && weight.device() == Device::Cpu
+    weight.device() == Device::Cpu
         && weight.kind() == Kind::Float
-        && !cpu_has_avx512()
+        && crate::cpu::tuning().weight_first(rows)
 }
-
-/// Whether this CPU runs AVX-512 (F), which MKL's fastest `sgemm` code path needs.
-pub(crate) fn cpu_has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Longest pass that [`weight_first`] takes: beyond it the product's transposed layout costs
-/// the operators around it more than the product gains.
-const WEIGHT_FIRST_MAX_ROWS: i64 = 128;
 
 /// `xs (.., in)` times `weight (out, in)` transposed, plus `bias`, as `weight @ xs^T`: an
 /// `(out, rows)` product, returned as its transposed view `(.., out)` (not contiguous; a
@@ -893,8 +866,12 @@ mod tests {
     fn single_rows_and_half_precision_keep_the_plain_product() {
         let w = values(&[40, 48], 0.1);
         assert!(!weight_first(&w, 1));
-        assert!(!weight_first(&w, WEIGHT_FIRST_MAX_ROWS + 1));
+        let tuning = crate::cpu::tuning();
+        assert!(!weight_first(&w, tuning.weight_first_max_rows + 1));
         assert!(!weight_first(&w.to_kind(Kind::BFloat16), 16));
-        assert_eq!(weight_first(&w, 16), !cpu_has_avx512());
+        assert_eq!(
+            weight_first(&w, 16),
+            crate::cpu::path() < crate::cpu::CpuPath::Avx512
+        );
     }
 }

@@ -58,34 +58,15 @@ pub enum WeightFormat {
     Int4,
 }
 
-/// Most rows of a decoding step (one token per row) that the quantised kernels take; more go
-/// through the dense copy. A pass of several tokens runs on them up to 16 tokens in all, or 8
-/// on CPUs with AVX-512, whose dense products are faster.
-pub const QUANT_MAX_ROWS: i64 = 16;
+pub use crate::cpu::QUANT_MAX_ROWS;
 
-/// Longest pass of several tokens (batch rows times tokens: a verification, a prompt's new
-/// part) that runs on the block kernels; longer ones use the dense copy. The block kernels are
-/// AVX2 code whose cost grows by about as much for each row as for the first, while the dense
-/// product's grows much more slowly, and on CPUs with AVX-512 MKL's dense product is about
-/// twice as fast as on AVX2 alone. Measured with whole passes of the packed SmolLM2-135M after a
-/// 120-token cache on 2 cores: on AMD Zen 3 (AVX2) the blocks were faster up to 16 tokens; on
-/// Intel Sapphire Rapids (AVX-512) they were even with the dense copy at 8-10 tokens and 1.7x
-/// slower at 16 (140 ms against 80), so such CPUs stop at 8. A decoding step of many
-/// sequences is not affected: each sequence has its own cache, so the dense path would take
-/// them one at a time, which the blocks beat up to [`QUANT_MAX_ROWS`].
+/// Longest pass of several tokens on the block kernels: see
+/// [`Tuning::short_pass_rows`](crate::cpu::Tuning::short_pass_rows). A decoding step of many
+/// sequences is not affected: each sequence has its own cache, so the dense path would take them
+/// one at a time, which the blocks beat up to [`QUANT_MAX_ROWS`].
 fn short_pass_rows() -> i64 {
-    if crate::llama::cpu_has_avx512() {
-        8
-    } else {
-        QUANT_MAX_ROWS
-    }
+    crate::cpu::tuning().short_pass_rows
 }
-
-/// The same limit for the LM head. Its matrix is so wide (a row per vocabulary entry) that a
-/// dense product re-packing it on every call loses to the block kernels up to about 40 rows
-/// (measured on SmolLM2's 49152 x 576 head, 2 cores: 21 rows in 21 ms against 37 ms dense, 32
-/// in 30 against 46, about even at 48): the tail of a draft verification stays on the kernels.
-const HEAD_QUANT_MAX_ROWS: i64 = 40;
 
 impl FromStr for WeightFormat {
     type Err = Error;
@@ -394,7 +375,7 @@ impl PackedLlama {
             other => other,
         };
         let lm_head = Proj {
-            max_quant_rows: HEAD_QUANT_MAX_ROWS,
+            max_quant_rows: crate::cpu::tuning().head_quant_max_rows,
             ..Proj::pack("lm_head", head, None, head_format, kind)?
         };
         Ok(Self {

@@ -43,6 +43,10 @@ pub struct BlockQ8 {
     pub qs: [i8; BLOCK],
 }
 
+// GGUF's block layouts, which `from_blocks` and the importer rely on.
+const _: () = assert!(size_of::<BlockQ4>() == 20 && align_of::<BlockQ4>() == 2);
+const _: () = assert!(size_of::<BlockQ8>() == 34 && align_of::<BlockQ8>() == 2);
+
 /// Why a matrix or a product cannot be formed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantError {
@@ -170,8 +174,9 @@ const TILE: usize = 4;
 trait RowDot: Sync {
     fn rows(&self) -> usize;
     fn cols(&self) -> usize;
-    /// `out[j] = ` row `r` times `xs[j]`, for `xs.len()` in `1..=TILE`; `scratch` holds at
-    /// least one f32 per block.
+    /// `out[j] = ` row `r` times `xs[j]`, for `out.len() >= xs.len()`; the codes of a block are
+    /// unpacked once for up to [`TILE`] rows of `xs` (more are taken a tile at a time).
+    /// `scratch` holds at least one f32 per block.
     fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]);
 }
 
@@ -327,7 +332,7 @@ impl RowDot for Q4Matrix {
         let nb = self.cols / BLOCK;
         let w = r * nb..(r + 1) * nb;
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
+        if crate::cpu::avx2_kernels() {
             let (d, m, qs) = (&self.d[w.clone()], &self.m[w.clone()], &self.qs[w]);
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); every slice
             // holds one entry per block of the row.
@@ -338,7 +343,13 @@ impl RowDot for Q4Matrix {
                     [a, b] => avx2::dot_q4::<2>(d, m, qs, [*a, *b], out),
                     [a, b, c] => avx2::dot_q4::<3>(d, m, qs, [*a, *b, *c], out),
                     [a, b, c, e] => avx2::dot_q4::<4>(d, m, qs, [*a, *b, *c, *e], out),
-                    _ => unreachable_tile(),
+                    [] => {}
+                    // More than a tile: a tile at a time (the caller passes at most one).
+                    _ => {
+                        for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                            self.dot_rows(r, xs, out, scratch);
+                        }
+                    }
                 }
             }
             return;
@@ -348,12 +359,6 @@ impl RowDot for Q4Matrix {
             *o = self.dot_scalar(r, *x);
         }
     }
-}
-
-/// [`matmul_t`] never passes more than [`TILE`] rows.
-#[cold]
-fn unreachable_tile() {
-    debug_assert!(false, "a tile of more than {TILE} rows");
 }
 
 /// An `(rows, cols)` matrix of Q8_0 blocks.
@@ -466,7 +471,7 @@ impl RowDot for Q8Matrix {
         let nb = self.cols / BLOCK;
         let w = r * nb..(r + 1) * nb;
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
+        if crate::cpu::avx2_kernels() {
             let (d, qs) = (&self.d[w.clone()], &self.qs[w]);
             // SAFETY: as for Q4Matrix::dot_rows.
             unsafe {
@@ -475,7 +480,13 @@ impl RowDot for Q8Matrix {
                     [a, b] => avx2::dot_q8::<2>(d, qs, [*a, *b], out),
                     [a, b, c] => avx2::dot_q8::<3>(d, qs, [*a, *b, *c], out),
                     [a, b, c, e] => avx2::dot_q8::<4>(d, qs, [*a, *b, *c, *e], out),
-                    _ => unreachable_tile(),
+                    [] => {}
+                    // More than a tile: a tile at a time (the caller passes at most one).
+                    _ => {
+                        for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                            self.dot_rows(r, xs, out, scratch);
+                        }
+                    }
                 }
             }
             return;
@@ -485,17 +496,6 @@ impl RowDot for Q8Matrix {
             *o = self.dot_scalar(r, *x);
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -942,6 +942,31 @@ mod tests {
                         "q8 {rows}x{cols} [{r}, {i}]"
                     );
                 }
+            }
+        }
+    }
+
+    /// `dot_rows` given more than a tile of rows (which `matmul_t` never does) still writes every
+    /// output, each the same bits as its row alone, in release builds as in debug ones.
+    #[test]
+    fn more_than_a_tile_of_rows_is_taken_a_tile_at_a_time() {
+        let (rows, cols, m) = (3, 96, 2 * TILE + 1);
+        let x = values(m, cols, 13);
+        let xq = Activations::quantize(&x, cols).unwrap();
+        let xs: Vec<ActRow<'_>> = (0..m).map(|i| xq.row(i)).collect();
+        let q4 = Q4Matrix::from_f32(&values(rows, cols, 14), rows, cols).unwrap();
+        let q8 = Q8Matrix::from_f32(&values(rows, cols, 15), rows, cols).unwrap();
+        let mut scratch = vec![0f32; cols / BLOCK];
+        for r in 0..rows {
+            let (mut all4, mut all8) = (vec![f32::NAN; m], vec![f32::NAN; m]);
+            q4.dot_rows(r, &xs, &mut all4, &mut scratch);
+            q8.dot_rows(r, &xs, &mut all8, &mut scratch);
+            for (i, x) in xs.iter().enumerate() {
+                let (mut one4, mut one8) = ([0f32], [0f32]);
+                q4.dot_rows(r, std::slice::from_ref(x), &mut one4, &mut scratch);
+                q8.dot_rows(r, std::slice::from_ref(x), &mut one8, &mut scratch);
+                assert_eq!(all4[i].to_bits(), one4[0].to_bits(), "q4 [{r}, {i}]");
+                assert_eq!(all8[i].to_bits(), one8[0].to_bits(), "q8 [{r}, {i}]");
             }
         }
     }

@@ -9,7 +9,11 @@ use aligner_model::generate::{GenerationConfig, SamplingConfig, generate};
 use aligner_model::{CausalLm, Config, Llama, ModelTokenizer};
 use tch::{Device, Kind, Tensor, nn};
 
-const TOLERANCE: f64 = 1e-4;
+/// Largest difference between cached and full-pass logits, relative to the largest logit of the
+/// full pass. The two passes multiply different row counts, which take different kernels (MKL's,
+/// or ours by CPU path: `aligner_model::cpu`) and so add in different orders; on SmolLM2 (logits
+/// of about 20) that moves a logit by up to ~1.5e-4 on AVX2 CPUs, 7e-6 of the scale.
+const RELATIVE_TOLERANCE: f64 = 2e-5;
 
 fn tiny() -> (Llama, nn::VarStore) {
     tch::manual_seed(0);
@@ -26,6 +30,11 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
+/// `RELATIVE_TOLERANCE` of the largest |logit| of `full` (taken as at least 1).
+fn tolerance(full: &Tensor) -> f64 {
+    RELATIVE_TOLERANCE * full.abs().max().double_value(&[]).max(1.0)
+}
+
 fn check_cached_equals_full(model: &impl CausalLm, tokens: &[i64]) {
     let _guard = tch::no_grad_guard();
     let full = model
@@ -36,11 +45,13 @@ fn check_cached_equals_full(model: &impl CausalLm, tokens: &[i64]) {
     let first = model
         .forward(&ids(&tokens[..split]), &mut cache, None)
         .unwrap();
-    assert!(max_diff(&first, &full.narrow(1, 0, split as i64)) < TOLERANCE);
+    let tol = tolerance(&full);
+    let d = max_diff(&first, &full.narrow(1, 0, split as i64));
+    assert!(d < tol, "prefix pass: {d} (tolerance {tol})");
     for (i, &t) in tokens.iter().enumerate().skip(split) {
         let step = model.forward(&ids(&[t]), &mut cache, None).unwrap();
         let d = max_diff(&step.squeeze_dim(1), &full.select(1, i as i64));
-        assert!(d < TOLERANCE, "position {i}: {d}");
+        assert!(d < tol, "position {i}: {d} (tolerance {tol})");
     }
     assert_eq!(cache.len(), tokens.len());
 }
@@ -80,7 +91,7 @@ fn truncate_then_continue_equals_recomputation() {
             None,
         )
         .unwrap();
-    assert!(max_diff(&continued, &fresh.narrow(1, 6, 3)) < TOLERANCE);
+    assert!(max_diff(&continued, &fresh.narrow(1, 6, 3)) < tolerance(&fresh));
     cache.reset();
     assert!(cache.is_empty());
 }
@@ -101,8 +112,8 @@ fn left_padding_does_not_change_a_row() {
     let alone_long = model
         .forward_last(&ids(&long), &mut model.new_cache(1), None)
         .unwrap();
-    assert!(max_diff(&batched.get(0), &alone_short.get(0)) < TOLERANCE);
-    assert!(max_diff(&batched.get(1), &alone_long.get(0)) < TOLERANCE);
+    assert!(max_diff(&batched.get(0), &alone_short.get(0)) < tolerance(&alone_short));
+    assert!(max_diff(&batched.get(1), &alone_long.get(0)) < tolerance(&alone_long));
     // And one decoding step after the padded prefill.
     let step = model
         .forward_last(
@@ -114,7 +125,7 @@ fn left_padding_does_not_change_a_row() {
     let short_step = model
         .forward_last(&ids(&[5, 17, 3, 11]), &mut model.new_cache(1), None)
         .unwrap();
-    assert!(max_diff(&step.get(0), &short_step.get(0)) < TOLERANCE);
+    assert!(max_diff(&step.get(0), &short_step.get(0)) < tolerance(&short_step));
 }
 
 #[test]
