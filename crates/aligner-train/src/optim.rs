@@ -110,7 +110,12 @@ impl AdamW {
         let _guard = tch::no_grad_guard();
         for p in &mut self.params {
             let Some(acc) = &mut p.accumulator else {
-                debug_assert!(unscale == 1.0, "f32 variables are never loss-scaled");
+                if unscale != 1.0 {
+                    return Err(Error::Config(format!(
+                        "loss scaling ({unscale}) needs f32 master copies, but a variable is its \
+                         own master (f32 compute is never loss-scaled)"
+                    )));
+                }
                 continue;
             };
             let mut g = p.var.grad();

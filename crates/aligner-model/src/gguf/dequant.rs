@@ -136,13 +136,18 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// Dequantises `bytes` of type `ty` into `out`.
-///
-/// The caller guarantees `bytes.len() == out.len() / block_size * block_bytes` and
-/// `out.len() % block_size == 0` (checked by [`super::GgufFile::tensor_bytes`]).
-pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
+/// Dequantises `bytes` of type `ty` into `out`, or says why their sizes do not match: `out`
+/// must be a whole number of blocks and `bytes` exactly their encoding (otherwise part of
+/// `out` would be left unwritten).
+pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
-    debug_assert_eq!(bytes.len() / bb, out.len() / bs);
+    if !out.len().is_multiple_of(bs) || bytes.len() != out.len() / bs * bb {
+        return Err(format!(
+            "{} bytes of {ty:?} for {} values (blocks of {bs} values in {bb} bytes)",
+            bytes.len(),
+            out.len()
+        ));
+    }
     // Work in chunks of many blocks so that small tensors do not pay for rayon's scheduling.
     let blocks_per_task = (16384 / bs).max(1);
     out.par_chunks_mut(bs * blocks_per_task)
@@ -152,6 +157,7 @@ pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
                 dequantize_block(ty, b, y);
             }
         });
+    Ok(())
 }
 
 fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
@@ -291,6 +297,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mismatched_sizes_are_errors_not_unwritten_values() {
+        let mut y = vec![0f32; 64];
+        assert!(dequantize(GgmlType::Q8_0, &[0u8; 34], &mut y).is_err());
+        assert!(dequantize(GgmlType::Q8_0, &[0u8; 68], &mut y[..40]).is_err());
+        assert!(dequantize(GgmlType::Q8_0, &[0u8; 68], &mut y).is_ok());
+    }
+
+    #[test]
     fn q8_0_block_scales_signed_values() {
         let mut b = vec![0u8; 34];
         b[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
@@ -298,7 +312,7 @@ mod tests {
             *q = (i as i8 - 16) as u8;
         }
         let mut y = vec![0f32; 32];
-        dequantize(GgmlType::Q8_0, &b, &mut y);
+        dequantize(GgmlType::Q8_0, &b, &mut y).unwrap();
         let expected: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) * 0.5).collect();
         assert_eq!(y, expected);
     }
@@ -312,7 +326,7 @@ mod tests {
             *q = (j as u8) | (((15 - j) as u8) << 4);
         }
         let mut y = vec![0f32; 32];
-        dequantize(GgmlType::Q4_1, &b, &mut y);
+        dequantize(GgmlType::Q4_1, &b, &mut y).unwrap();
         for j in 0..16 {
             assert_eq!(y[j], j as f32 * 2.0 - 1.0);
             assert_eq!(y[j + 16], (15 - j) as f32 * 2.0 - 1.0);

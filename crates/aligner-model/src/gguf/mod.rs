@@ -375,7 +375,10 @@ impl GgufFile {
     pub fn dequantize_info(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         let bytes = self.tensor_bytes(info)?;
         let mut out = vec![0f32; info.element_count() as usize];
-        dequant::dequantize(info.ggml_type, bytes, &mut out);
+        dequant::dequantize(info.ggml_type, bytes, &mut out).map_err(|reason| Error::Gguf {
+            path: self.path.clone(),
+            reason: format!("tensor `{}`: {reason}", info.name),
+        })?;
         Ok(out)
     }
 }
@@ -392,7 +395,7 @@ pub fn dequantize_bytes(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
         )));
     }
     let mut out = vec![0f32; bytes.len() / bb * bs];
-    dequant::dequantize(ty, bytes, &mut out);
+    dequant::dequantize(ty, bytes, &mut out).map_err(Error::InvalidArgument)?;
     Ok(out)
 }
 
