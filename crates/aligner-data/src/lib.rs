@@ -42,7 +42,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod atomic;
 pub mod batch;
+pub mod chart;
 pub mod error;
 pub mod format;
 pub mod math;

@@ -17,6 +17,9 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A chart could not be drawn or written.
+    #[error(transparent)]
+    Chart(#[from] aligner_data::chart::ChartError),
     /// A file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {

@@ -1,18 +1,18 @@
 //! Reports for people and machines: a Markdown table, JSON (every report type is `Serialize`),
-//! PNG bar charts with confidence intervals, and PNG line charts (e.g. loss curves).
+//! and PNG bar charts with confidence intervals, drawn on the shared chart setup of
+//! [`aligner_data::chart`] (which also draws line charts such as loss curves).
 //!
-//! Charts need a TrueType font: `ALIGNER_FONT` names one, else common system locations are
-//! searched (DejaVu Sans, Liberation Sans, Arial); without one, writing a chart is an
-//! [`Error::InvalidArgument`] that says so, and the JSON and Markdown reports are unaffected.
+//! Charts need a TrueType font (`ALIGNER_FONT`, or a common system font); without one, writing
+//! a chart is an [`Error::Chart`](crate::Error::Chart) that says so, and the JSON and Markdown reports are unaffected.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
+use aligner_data::chart::{DrawResult, PALETTE, draw_png};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
 use crate::stats::Interval;
-use crate::{Error, Result};
 
 /// One bar: a value in percent with its confidence interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,58 +56,13 @@ pub fn format_interval(i: &Interval) -> String {
     format!("{:.1}% [{:.1}, {:.1}]", i.estimate, i.lower, i.upper)
 }
 
-const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-];
-
-/// Registers a font with plotters once per process; the result of the first attempt is kept.
-fn ensure_font() -> Result<()> {
-    static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    FONT.get_or_init(|| {
-        let mut candidates: Vec<PathBuf> = std::env::var_os("ALIGNER_FONT")
-            .map(PathBuf::from)
-            .into_iter()
-            .collect();
-        candidates.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
-        let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
-            "no TrueType font found for charts: set ALIGNER_FONT to a .ttf file".to_owned()
-        })?;
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        // plotters keeps fonts for the life of the process; one font is leaked once.
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-            .map_err(|_| format!("{}: not a usable TrueType font", path.display()))
-    })
-    .clone()
-    .map_err(Error::InvalidArgument)
-}
-
-const PALETTE: [RGBColor; 4] = [
-    RGBColor(76, 114, 176),
-    RGBColor(221, 132, 82),
-    RGBColor(85, 168, 104),
-    RGBColor(196, 78, 82),
-];
-
-/// Draws `chart` as a PNG at `path` (written under a temporary name, then renamed).
+/// Draws `chart` as a PNG at `path`, which appears only once complete
+/// ([`aligner_data::chart::draw_png`]).
 pub fn write_bar_chart(path: &Path, chart: &BarChart) -> Result<()> {
-    ensure_font()?;
-    let tmp = path.with_extension("tmp.png");
-    draw(&tmp, chart)
-        .map_err(|e| Error::InvalidArgument(format!("drawing {}: {e}", path.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Write {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    Ok(draw_png(path, |tmp| draw(tmp, chart))?)
 }
 
-fn draw(path: &Path, chart: &BarChart) -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn draw(path: &Path, chart: &BarChart) -> DrawResult {
     let width = (160 * chart.bars.len() as u32).max(480) + 120;
     let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -159,101 +114,6 @@ fn draw(path: &Path, chart: &BarChart) -> std::result::Result<(), Box<dyn std::e
     Ok(())
 }
 
-/// One named line of a [`LineChart`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Series {
-    /// Legend entry.
-    pub name: String,
-    /// `(x, y)` points in drawing order; non-finite points are left out.
-    pub points: Vec<(f64, f64)>,
-}
-
-/// A chart of one or more lines over a shared x axis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LineChart {
-    /// Caption.
-    pub title: String,
-    /// X axis description.
-    pub x_label: String,
-    /// Y axis description.
-    pub y_label: String,
-    /// The lines.
-    pub series: Vec<Series>,
-}
-
-/// Draws `chart` as a PNG at `path` (written under a temporary name, then renamed). A chart
-/// with no finite point is an [`Error::InvalidArgument`].
-pub fn write_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
-    let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
-    let points = || {
-        chart
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().filter(|p| finite(p)))
-    };
-    let Some(first) = points().next() else {
-        return Err(Error::InvalidArgument(format!(
-            "{}: the chart has no finite point",
-            path.display()
-        )));
-    };
-    let (mut x0, mut x1, mut y0, mut y1) = (first.0, first.0, first.1, first.1);
-    for &(x, y) in points() {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
-    ensure_font()?;
-    let tmp = path.with_extension("tmp.png");
-    draw_lines(&tmp, chart, (x0, x1), (y0 - pad, y1 + pad))
-        .map_err(|e| Error::InvalidArgument(format!("drawing {}: {e}", path.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Write {
-        path: path.to_path_buf(),
-        source: e,
-    })
-}
-
-fn draw_lines(
-    path: &Path,
-    chart: &LineChart,
-    x: (f64, f64),
-    y: (f64, f64),
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut ctx = ChartBuilder::on(&root)
-        .caption(&chart.title, ("sans-serif", 24))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
-    ctx.configure_mesh()
-        .x_desc(&chart.x_label)
-        .y_desc(&chart.y_label)
-        .label_style(("sans-serif", 16))
-        .draw()?;
-    for (i, series) in chart.series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let points = series
-            .points
-            .iter()
-            .copied()
-            .filter(|(a, b)| a.is_finite() && b.is_finite());
-        ctx.draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(series.name.as_str())
-            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], color));
-    }
-    ctx.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,22 +122,6 @@ mod tests {
     fn markdown_tables_have_a_separator_row() {
         let t = markdown_table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
         assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
-    }
-
-    #[test]
-    fn a_line_chart_without_finite_points_is_an_error() {
-        let dir = std::env::temp_dir();
-        let chart = LineChart {
-            title: "t".into(),
-            x_label: "x".into(),
-            y_label: "y".into(),
-            series: vec![Series {
-                name: "s".into(),
-                points: vec![(0.0, f64::NAN)],
-            }],
-        };
-        let err = write_line_chart(&dir.join("never.png"), &chart).unwrap_err();
-        assert!(err.to_string().contains("no finite point"), "{err}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Small file helpers: JSON in and out, and atomic writes (temporary file, then rename).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,19 +24,10 @@ pub(crate) fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
 /// Writes `bytes` to a temporary file beside `path` and renames it into place, so that readers
 /// never see a half-written file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path);
-    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    aligner_data::atomic::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
-/// A path beside `path` for a temporary file or folder that will be renamed onto it.
-pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
+pub(crate) use aligner_data::atomic::temp_sibling;
 
 /// Creates a folder and its parents.
 pub(crate) fn create_dir_all(path: &Path) -> Result<()> {

@@ -444,16 +444,14 @@ fn rewrite_if_needed(
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("jsonl.tmp");
-    {
-        let mut out = BufWriter::new(File::create(&tmp).map_err(io)?);
+    aligner_data::atomic::write_with(path, |out| {
         for line in kept {
-            out.write_all(line.as_bytes()).map_err(io)?;
-            out.write_all(b"\n").map_err(io)?;
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
         }
-        out.flush().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
+        Ok::<(), std::io::Error>(())
+    })
+    .map_err(io)
 }
 
 /// Where a [`collect`] run is.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aligner_eval::report::{LineChart, Series, write_line_chart};
+use aligner_data::chart::{LineChart, Series, write_line_chart};
 use serde_json::Value;
 
 use crate::{Error, Result};

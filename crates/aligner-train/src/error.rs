@@ -11,7 +11,7 @@ pub enum Error {
     Model(#[from] aligner_model::Error),
     /// Drawing a chart failed (e.g. no font for its labels).
     #[error(transparent)]
-    Report(#[from] aligner_eval::Error),
+    Chart(#[from] aligner_data::chart::ChartError),
     /// A LibTorch operation failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -22,15 +22,10 @@ fn is_lora(name: &str) -> bool {
     name.contains(".lora_A.") || name.contains(".lora_B.")
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Has `write` produce `path` at a temporary sibling, then renames it into place
+/// ([`aligner_data::atomic`]).
 fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    aligner_data::atomic::write_via_path(path, write, |e| Error::io(path, e))
 }
 
 impl<M: LayeredLm> Trainer<M> {

@@ -43,22 +43,9 @@ pub(super) fn write(path: &Path, rows: &[&Encoded]) -> Result<u64> {
     Ok(tokens as u64)
 }
 
-/// Writes `bytes` to `path.tmp`, syncs, and renames it to `path`.
+/// Writes `bytes` to `path` atomically ([`crate::atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    crate::atomic::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn i64s(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<Vec<i64>> {

@@ -102,16 +102,8 @@ impl ResponseCache {
             path: dir.to_path_buf(),
             source: e,
         })?;
-        let tmp = path.with_extension(format!(
-            "tmp-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&tmp, reply).map_err(|e| Error::Write {
-            path: tmp.clone(),
-            source: e,
-        })?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::Write { path, source: e })
+        aligner_data::atomic::write(&path, reply.as_bytes())
+            .map_err(|e| Error::Write { path, source: e })
     }
 }
 
