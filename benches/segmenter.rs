@@ -2,7 +2,7 @@
 //! abbreviations and numbers, Markdown lists and headings, code, tables, CJK), whole and streamed
 //! in small deltas as a model would write it.
 //!
-//! Run: `cargo bench -p aligner-stream --bench segmenter`
+//! Run: `cargo bench -p aligner-data --bench segmenter`
 #![expect(
     missing_docs,
     reason = "criterion_group! defines an undocumented public function"
@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use aligner_stream::{StreamingSegmenter, split_sentences};
+use aligner_data::segment::{StreamingSegmenter, split_sentences};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Answer fragments in the styles an upstream model writes; `{n}` is replaced by a number that

@@ -93,7 +93,7 @@ proptest! {
 
     #[test]
     fn split_sentences_is_lossless(text in "[a-zA-Z0-9 .?!\n\"'()éü,]{0,80}") {
-        let pieces = split_sentences(&text);
+        let pieces: Vec<&str> = split_sentences(&text).into_iter().map(|r| &text[r]).collect();
         prop_assert_eq!(pieces.concat(), text.clone());
         prop_assert!(pieces.iter().all(|p| !p.is_empty()));
     }

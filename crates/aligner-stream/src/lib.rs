@@ -1,7 +1,8 @@
 //! Stream Aligner: correct an upstream model's answer one sentence at a time with a small
 //! aligner model, as the upstream writes it.
 //!
-//! - [`segment`] cuts answers into sentences losslessly, whole ([`split_sentences`]) or while
+//! - [`segment`] (from `aligner-data`, where training rows are cut with it too) cuts answers
+//!   into sentences losslessly, whole ([`split_sentences`]) or while
 //!   they are generated ([`StreamingSegmenter`]), so that the upstream can stop right there.
 //! - [`machine`] is the correction loop as an explicit state machine ([`StreamMachine`]) over two
 //!   small traits, [`Upstream`] and [`Corrector`]; it knows nothing about models.
@@ -61,7 +62,7 @@ pub mod prompt;
 pub mod record;
 pub mod remote;
 pub mod rows;
-pub mod segment;
+pub use aligner_data::segment;
 
 pub use batch::StreamBatch;
 pub use error::{Error, Result};

@@ -68,11 +68,10 @@ pub fn final_answer(answer: &str) -> Option<String> {
     (!line.is_empty()).then(|| line.to_owned())
 }
 
-/// The sentences of `text` by [`crate::split_sentences`], trimmed, empty ones dropped.
+/// The sentences of `text` by [`crate::segment::sentences`], trimmed, empty ones dropped.
 #[must_use]
 pub fn split_steps(text: &str) -> Vec<String> {
-    crate::split_sentences(text)
-        .into_iter()
+    crate::segment::sentences(text)
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)

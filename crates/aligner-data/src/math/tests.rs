@@ -109,7 +109,7 @@ fn steps_are_single_sentences_that_split_back_exactly() {
             }
         }
         let solution = p.solution();
-        let pieces: Vec<&str> = crate::split_sentences(&solution);
+        let pieces: Vec<&str> = crate::segment::sentences(&solution).collect();
         assert_eq!(pieces.len(), p.steps.len(), "{pieces:?}");
         for (piece, step) in pieces.iter().zip(&p.steps) {
             assert_eq!(piece.trim(), step);

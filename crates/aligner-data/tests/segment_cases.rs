@@ -1,7 +1,7 @@
 //! Fixed cases for every sentence rule, checked on whole texts and on texts streamed one
 //! character at a time.
 
-use aligner_stream::{StreamingSegmenter, first_sentence_end, sentences, split_sentences};
+use aligner_data::segment::{StreamingSegmenter, first_sentence_end, sentences, split_sentences};
 
 /// The pieces of `text`, after checking that they put it back together and that streaming it
 /// one character at a time gives the same pieces.

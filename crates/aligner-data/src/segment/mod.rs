@@ -5,7 +5,7 @@
 //! answer survive a sentence-by-sentence correction.
 //!
 //! ```
-//! use aligner_stream::segment::{self, StreamingSegmenter};
+//! use aligner_data::segment::{self, StreamingSegmenter};
 //!
 //! let text = "Wait... what? Dr. Smith paid $1,000.50 (approx. 3.5%).\n\n1. Mix\n2. Bake";
 //! let pieces: Vec<&str> = segment::sentences(text).collect();
@@ -88,7 +88,7 @@ pub use stream::{Completed, StreamingSegmenter};
 ///
 /// ```
 /// let text = "Hello there. How are you?\nFine";
-/// let spans = aligner_stream::split_sentences(text);
+/// let spans = aligner_data::segment::split_sentences(text);
 /// assert_eq!(spans, [0..13, 13..26, 26..30]);
 /// assert_eq!(&text[spans[1].clone()], "How are you?\n");
 /// ```
@@ -117,7 +117,7 @@ pub fn sentences(text: &str) -> Sentences<'_> {
 /// a text token by token, [`StreamingSegmenter::push`] does the same without rescanning.
 ///
 /// ```
-/// use aligner_stream::first_sentence_end;
+/// use aligner_data::segment::first_sentence_end;
 ///
 /// assert_eq!(first_sentence_end("It costs 3."), None);
 /// assert_eq!(first_sentence_end("It costs 3.14 dollars. The"), Some(23));

@@ -13,7 +13,7 @@ use super::scan::{ScanState, next_boundary};
 /// character (`3.14`), a terminator waits for the first non-space character after it.
 ///
 /// ```
-/// use aligner_stream::StreamingSegmenter;
+/// use aligner_data::segment::StreamingSegmenter;
 ///
 /// let mut segmenter = StreamingSegmenter::new();
 /// assert_eq!(segmenter.push("Pi is 3.").count(), 0);

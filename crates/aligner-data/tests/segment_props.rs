@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use aligner_stream::{StreamingSegmenter, first_sentence_end, sentences, split_sentences};
+use aligner_data::segment::{StreamingSegmenter, first_sentence_end, sentences, split_sentences};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
