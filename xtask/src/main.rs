@@ -8,10 +8,13 @@
 //! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
 //! - `cargo xtask stream-data`: Stream Aligner training rows from the upstream's real sentences
 //!   (runs `examples/stream_data.rs`).
+//! - `cargo xtask convert DIR`: PyTorch `.bin` checkpoints to safetensors (torch's
+//!   `weights_only` loader in the cached environment; nothing is unpickled in Rust).
 //! - `cargo xtask math-eval`: math accuracy of the upstream alone, with a whole-answer Aligner,
 //!   with a Stream Aligner, and of the aligner alone (runs `examples/math_eval.rs`).
 
 mod bench;
+mod convert;
 mod math_data;
 mod prepare;
 mod run_example;
@@ -51,6 +54,9 @@ enum Cmd {
         #[arg(long, conflicts_with = "stream_only")]
         render_only: bool,
     },
+    /// Convert a model folder's PyTorch `.bin` checkpoints to safetensors with torch's
+    /// `weights_only` loader in the cached Python environment.
+    Convert(convert::ConvertArgs),
     /// Tokenise files of rows into safetensors shards and a JSON manifest.
     Prepare(prepare::PrepareArgs),
     /// Generate multi-step arithmetic word problems with one-sentence-per-step reference
@@ -82,6 +88,7 @@ fn main() -> Result<()> {
             render_only,
         } => bench::bench(stream_only, render_only),
         Cmd::Prepare(args) => prepare::run(args),
+        Cmd::Convert(args) => convert::run(args),
         Cmd::MathData(args) => math_data::run(args),
         Cmd::StreamData { args } => run_example::run("stream_data", &args),
         Cmd::MathEval { args } => run_example::run("math_eval", &args),

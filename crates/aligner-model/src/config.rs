@@ -59,9 +59,31 @@ pub struct HfConfig {
     /// Bias on the MLP projections.
     #[serde(default)]
     pub mlp_bias: bool,
-    /// Activation of the MLP; only `silu` is supported.
+    /// Activation of the MLP: `silu`, or `gelu_pytorch_tanh` (Gemma; Gemma's legacy `gelu`
+    /// means the same).
     #[serde(default)]
     pub hidden_act: Option<String>,
+    /// Activation of the MLP as Gemma-2 names it; takes precedence over `hidden_act`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_activation: Option<String>,
+    /// Sliding-window attention width (Mistral, Gemma-2; Qwen2 with `use_sliding_window`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// Qwen2: whether `sliding_window` is used at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_sliding_window: Option<bool>,
+    /// Per-layer attention kind: `full_attention` or `sliding_attention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma-2: attention logits are soft-capped as `cap * tanh(logits / cap)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma-2: final logits are soft-capped as `cap * tanh(logits / cap)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f64>,
+    /// Gemma-2: queries are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
     /// BOS id(s).
     #[serde(default)]
     pub bos_token_id: Option<TokenIds>,
@@ -146,6 +168,62 @@ pub enum Rope {
     },
 }
 
+/// The architecture family: what differs beyond the shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// Llama 2 and 3, SmolLM: the plain pre-norm decoder.
+    #[default]
+    Llama,
+    /// Mistral: Llama with an optional sliding window.
+    Mistral,
+    /// Qwen2: Llama with q/k/v biases.
+    Qwen2,
+    /// Gemma: RMSNorm as `x * (1 + w)`, embeddings scaled by `sqrt(hidden_size)`.
+    Gemma,
+    /// Gemma-2: Gemma plus pre/post feed-forward norms, a normed attention output,
+    /// soft-capping and alternating sliding-window layers.
+    Gemma2,
+}
+
+impl Family {
+    /// The Hugging Face `model_type` and architecture class.
+    pub fn hf_names(self) -> (&'static str, &'static str) {
+        match self {
+            Family::Llama => ("llama", "LlamaForCausalLM"),
+            Family::Mistral => ("mistral", "MistralForCausalLM"),
+            Family::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            Family::Gemma => ("gemma", "GemmaForCausalLM"),
+            Family::Gemma2 => ("gemma2", "Gemma2ForCausalLM"),
+        }
+    }
+
+    /// Whether RMSNorm multiplies by `1 + w` in f32 and embeddings are scaled by
+    /// `sqrt(hidden_size)` (Gemma and Gemma-2).
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Family::Gemma | Family::Gemma2)
+    }
+}
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `x * sigmoid(x)` (SwiGLU).
+    #[default]
+    Silu,
+    /// GELU with the tanh approximation (GeGLU; transformers' `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    /// The name transformers uses.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+        }
+    }
+}
+
 /// The fully resolved configuration a model is built from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -185,6 +263,21 @@ pub struct Config {
     pub eos_token_ids: Vec<u32>,
     /// Padding id, if any.
     pub pad_token_id: Option<u32>,
+    /// Architecture family (norm form, embedding scale, feed-forward norms, export names).
+    pub family: Family,
+    /// MLP gate activation.
+    pub activation: Activation,
+    /// Sliding-window width: a query attends to itself and the `w - 1` positions before it,
+    /// on the layers that [`Config::is_sliding`] names.
+    pub sliding_window: Option<usize>,
+    /// Layers that attend to everything despite `sliding_window` (Gemma-2's odd layers).
+    pub full_attention_layers: Vec<usize>,
+    /// Attention-logit soft-capping (Gemma-2).
+    pub attn_logit_softcapping: Option<f64>,
+    /// Final-logit soft-capping (Gemma-2).
+    pub final_logit_softcapping: Option<f64>,
+    /// Queries are scaled by `query_pre_attn_scalar^-1/2`; `None`: `head_dim^-1/2`.
+    pub query_pre_attn_scalar: Option<f64>,
 }
 
 impl HfConfig {
@@ -199,12 +292,91 @@ impl HfConfig {
             path: path.to_path_buf(),
             reason,
         };
-        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(err(format!(
-                "hidden_act `{act}` is not supported (only silu)"
-            )));
+        let family = match self.model_type.as_deref() {
+            None | Some("llama") => Family::Llama,
+            Some("mistral") => Family::Mistral,
+            Some("qwen2") => Family::Qwen2,
+            Some("gemma") => Family::Gemma,
+            Some("gemma2") => Family::Gemma2,
+            Some(other) => {
+                return Err(err(format!(
+                    "model_type `{other}` is not supported (llama, mistral, qwen2, gemma, gemma2 are)"
+                )));
+            }
+        };
+        let is_qwen2 = family == Family::Qwen2;
+        let (act_field, act) = match (&self.hidden_activation, &self.hidden_act) {
+            (Some(a), _) => ("hidden_activation", Some(a.as_str())),
+            (None, a) => ("hidden_act", a.as_deref()),
+        };
+        let activation = match act {
+            None if family.is_gemma() => Activation::GeluTanh,
+            None | Some("silu") => Activation::Silu,
+            Some("gelu_pytorch_tanh") => Activation::GeluTanh,
+            // Gemma's legacy value, which transformers maps to the tanh approximation.
+            Some("gelu") if family.is_gemma() => Activation::GeluTanh,
+            Some(other) => {
+                return Err(err(format!(
+                    "{act_field} `{other}` is not supported (silu and gelu_pytorch_tanh are)"
+                )));
+            }
+        };
+        let sliding_window = match family {
+            Family::Qwen2 if self.use_sliding_window != Some(true) => None,
+            _ => self.sliding_window,
+        };
+        if sliding_window == Some(0) {
+            return Err(err("sliding_window must be positive".into()));
         }
-        let is_qwen2 = self.model_type.as_deref() == Some("qwen2");
+        let full_attention_layers = match (&self.layer_types, sliding_window) {
+            (_, None) => Vec::new(),
+            (Some(types), Some(_)) => {
+                if types.len() != self.num_hidden_layers {
+                    return Err(err(format!(
+                        "layer_types has {} entries for {} layers",
+                        types.len(),
+                        self.num_hidden_layers
+                    )));
+                }
+                let mut full = Vec::new();
+                for (i, kind) in types.iter().enumerate() {
+                    match kind.as_str() {
+                        "full_attention" => full.push(i),
+                        "sliding_attention" => {}
+                        other => {
+                            return Err(err(format!(
+                                "layer_types[{i}] `{other}` is not supported (full_attention and sliding_attention are)"
+                            )));
+                        }
+                    }
+                }
+                full
+            }
+            // Gemma-2 without `layer_types`: even layers slide, odd layers attend fully.
+            (None, Some(_)) if family == Family::Gemma2 => {
+                (0..self.num_hidden_layers).filter(|i| i % 2 == 1).collect()
+            }
+            (None, Some(_)) if family == Family::Qwen2 => {
+                return Err(err(
+                    "use_sliding_window without layer_types is not supported".into(),
+                ));
+            }
+            (None, Some(_)) => Vec::new(),
+        };
+        for (field, value) in [
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+        ] {
+            if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(err(format!("{field} must be positive")));
+            }
+            if value.is_some() && family != Family::Gemma2 {
+                return Err(err(format!(
+                    "{field} is only supported for model_type gemma2"
+                )));
+            }
+        }
         let num_heads = self.num_attention_heads;
         let num_kv_heads = self.num_key_value_heads.unwrap_or(num_heads);
         if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
@@ -288,6 +460,13 @@ impl HfConfig {
                 .pad_token_id
                 .as_ref()
                 .and_then(|t| t.to_vec().first().copied()),
+            family,
+            activation,
+            sliding_window,
+            full_attention_layers,
+            attn_logit_softcapping: self.attn_logit_softcapping,
+            final_logit_softcapping: self.final_logit_softcapping,
+            query_pre_attn_scalar: self.query_pre_attn_scalar,
         })
     }
 }
@@ -320,11 +499,22 @@ impl Config {
             ),
         };
         // Qwen2 is the Llama family member with q/k/v bias but none on the output projection.
-        let (class, model_type) = if self.qkv_bias && !self.o_bias {
-            ("Qwen2ForCausalLM", "qwen2")
-        } else {
-            ("LlamaForCausalLM", "llama")
+        let family = match self.family {
+            Family::Llama if self.qkv_bias && !self.o_bias => Family::Qwen2,
+            family => family,
         };
+        let (model_type, class) = family.hf_names();
+        let layer_types = self.sliding_window.map(|_| {
+            (0..self.num_layers)
+                .map(|i| {
+                    if self.is_sliding(i) {
+                        "sliding_attention".to_owned()
+                    } else {
+                        "full_attention".to_owned()
+                    }
+                })
+                .collect()
+        });
         HfConfig {
             architectures: vec![class.into()],
             model_type: Some(model_type.into()),
@@ -350,7 +540,14 @@ impl Config {
             tie_word_embeddings: self.tie_word_embeddings,
             attention_bias: Some(self.o_bias),
             mlp_bias: self.mlp_bias,
-            hidden_act: Some("silu".into()),
+            hidden_act: Some(self.activation.hf_name().into()),
+            hidden_activation: (family == Family::Gemma2).then(|| self.activation.hf_name().into()),
+            sliding_window: self.sliding_window,
+            use_sliding_window: (family == Family::Qwen2).then_some(self.sliding_window.is_some()),
+            layer_types,
+            attn_logit_softcapping: self.attn_logit_softcapping,
+            final_logit_softcapping: self.final_logit_softcapping,
+            query_pre_attn_scalar: self.query_pre_attn_scalar,
             bos_token_id: self.bos_token_id.map(TokenIds::One),
             eos_token_id: match self.eos_token_ids.as_slice() {
                 [] => None,
@@ -360,6 +557,11 @@ impl Config {
             pad_token_id: self.pad_token_id.map(TokenIds::One),
             torch_dtype: Some("float32".into()),
         }
+    }
+
+    /// Whether layer `layer` attends through the sliding window.
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        self.sliding_window.is_some() && !self.full_attention_layers.contains(&layer)
     }
 
     /// A tiny random-weight configuration for tests and examples.
@@ -383,6 +585,13 @@ impl Config {
             bos_token_id: None,
             eos_token_ids: vec![],
             pad_token_id: None,
+            family: Family::Llama,
+            activation: Activation::Silu,
+            sliding_window: None,
+            full_attention_layers: Vec::new(),
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
+            query_pre_attn_scalar: None,
         }
     }
 }
@@ -473,6 +682,46 @@ mod tests {
         .unwrap();
         assert_eq!(c.rope_theta, 500_000.0);
         assert!(matches!(c.rope, Rope::Llama3 { factor, .. } if factor == 8.0));
+    }
+
+    #[test]
+    fn gemma2_resolves_and_exports_round_trip() {
+        let c = parse(
+            r#"{"model_type": "gemma2", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "head_dim": 6, "sliding_window": 4, "attn_logit_softcapping": 50.0,
+                "final_logit_softcapping": 30.0, "query_pre_attn_scalar": 6}"#,
+        )
+        .unwrap();
+        assert_eq!(c.family, Family::Gemma2);
+        assert_eq!(c.activation, Activation::GeluTanh);
+        // Without `layer_types`, even layers slide (transformers' default).
+        assert_eq!(c.full_attention_layers, vec![1]);
+        assert!(c.is_sliding(0) && !c.is_sliding(1) && c.is_sliding(2));
+        let back = c.to_hf().into_config(Path::new("config.json")).unwrap();
+        assert_eq!(back, c);
+        for (json, family) in [
+            (
+                r#""model_type": "gemma", "hidden_act": "gelu""#,
+                Family::Gemma,
+            ),
+            (
+                r#""model_type": "mistral", "sliding_window": 4"#,
+                Family::Mistral,
+            ),
+            (
+                r#""model_type": "qwen2", "sliding_window": 4"#,
+                Family::Qwen2,
+            ),
+        ] {
+            let c = parse(&format!(
+                r#"{{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+                    "num_hidden_layers": 2, "num_attention_heads": 2, {json}}}"#
+            ))
+            .unwrap();
+            assert_eq!(c.family, family);
+            assert_eq!(c.to_hf().into_config(Path::new("config.json")).unwrap(), c);
+        }
     }
 
     #[test]

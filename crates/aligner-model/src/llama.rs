@@ -1,6 +1,8 @@
 //! The Llama-family decoder: RMSNorm, rotary embeddings (with llama3 scaling), grouped-query
 //! attention through LibTorch's fused scaled-dot-product attention, SwiGLU MLP, tied or untied LM
-//! head, optional q/k/v bias (Qwen2).
+//! head, optional q/k/v bias (Qwen2), sliding-window attention (Mistral), and the Gemma
+//! variants: `(1 + w)` RMSNorm, GeGLU, scaled embeddings, and for Gemma-2 soft-capping (through
+//! an explicit attention product), pre/post feed-forward norms and alternating window layers.
 //!
 //! Variable paths equal the Hugging Face checkpoint keys (`model.layers.0.self_attn.q_proj.weight`),
 //! so checkpoints load by name and exports need no renaming.
@@ -11,7 +13,7 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use crate::cache::KvCache;
-use crate::config::{Config, LoraSpec, Rope};
+use crate::config::{Activation, Config, LoraSpec, Rope};
 use crate::{CausalLm, Error, LayeredLm, LoraWeights, Result, load};
 
 /// A low-rank adapter `y += scale * B (A dropout(x))` on a [`Linear`] (LoRA, PEFT's names).
@@ -136,17 +138,24 @@ fn weight_first_product(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
 }
 
 /// Root-mean-square layer norm, computed in f32 and cast back as Hugging Face does.
+///
+/// Llama multiplies the normed value, cast back, by `w`; Gemma (`unit_offset`) multiplies by
+/// `1 + w` in f32 before the cast (its weights start at zero).
 #[derive(Debug)]
 pub(crate) struct RmsNorm {
     pub(crate) weight: Tensor,
     pub(crate) eps: f64,
+    pub(crate) unit_offset: bool,
 }
 
 impl RmsNorm {
-    fn new(vs: nn::Path<'_>, size: usize, eps: f64) -> Self {
+    fn new(vs: nn::Path<'_>, c: &Config) -> Self {
+        let unit_offset = c.family.is_gemma();
+        let init = Init::Const(if unit_offset { 0.0 } else { 1.0 });
         Self {
-            weight: vs.var("weight", &[size as i64], Init::Const(1.0)),
-            eps,
+            weight: vs.var("weight", &[c.hidden_size as i64], init),
+            eps: c.rms_norm_eps,
+            unit_offset,
         }
     }
 
@@ -155,7 +164,11 @@ impl RmsNorm {
         let xs32 = xs.to_kind(Kind::Float);
         let variance = xs32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = xs32 * (variance + self.eps).rsqrt();
-        &self.weight * normed.to_kind(kind)
+        if self.unit_offset {
+            (normed * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(kind)
+        } else {
+            &self.weight * normed.to_kind(kind)
+        }
     }
 }
 
@@ -248,6 +261,12 @@ pub(crate) struct Attention {
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
+    /// Attends through the pass's sliding-window mask.
+    sliding: bool,
+    /// Attention-logit soft-cap (Gemma-2): the logits go through an explicit product.
+    softcap: Option<f64>,
+    /// Query scale; `None`: `head_dim^-1/2`.
+    scale: Option<f64>,
 }
 
 /// What every layer's attention needs to know about the current forward pass.
@@ -257,12 +276,15 @@ pub(crate) struct AttentionContext {
     /// `(batch, 1, t, total)` bool, true = may attend; `None` with `causal` = plain causal.
     pub(crate) mask: Option<Tensor>,
     pub(crate) causal: bool,
+    /// The mask of sliding-window layers, `(batch or 1, 1, t, total)` bool; `None`: the window
+    /// hides nothing in this pass and those layers use `mask`.
+    pub(crate) sliding_mask: Option<Tensor>,
     /// Training mode: LoRA dropout is active.
     train: bool,
 }
 
 impl Attention {
-    fn new(vs: nn::Path<'_>, c: &Config, random: bool) -> Self {
+    fn new(vs: nn::Path<'_>, c: &Config, layer: usize, random: bool) -> Self {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
         Self {
             q_proj: Linear::new(&vs / "q_proj", h, nh * hd, c.qkv_bias, random),
@@ -272,6 +294,9 @@ impl Attention {
             num_heads: nh as i64,
             num_kv_heads: nkv as i64,
             head_dim: hd as i64,
+            sliding: c.is_sliding(layer),
+            softcap: c.attn_logit_softcapping,
+            scale: c.query_pre_attn_scalar.map(|s| s.powf(-0.5)),
         }
     }
 
@@ -297,16 +322,23 @@ impl Attention {
             Some(cache) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            ctx.mask.as_ref(),
-            0.0,
-            ctx.causal,
-            None,
-            self.num_heads != self.num_kv_heads,
-        );
+        let (mask, causal) = match (&ctx.sliding_mask, self.sliding) {
+            (Some(window), true) => (Some(window), false),
+            _ => (ctx.mask.as_ref(), ctx.causal),
+        };
+        let y = match self.softcap {
+            None => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask,
+                0.0,
+                causal,
+                self.scale,
+                self.num_heads != self.num_kv_heads,
+            ),
+            Some(cap) => self.capped_attention(&q, &k, &v, mask, causal, cap),
+        };
         self.o_proj.forward(
             &y.transpose(1, 2)
                 .reshape([b, t, self.num_heads * self.head_dim]),
@@ -315,12 +347,61 @@ impl Attention {
     }
 }
 
-/// The SwiGLU feed-forward block.
+impl Attention {
+    /// Attention with soft-capped logits, `cap * tanh(q k^T scale / cap)`, as an explicit
+    /// product (the fused kernel cannot cap): masked, softmax in f32, cast back, times `v`.
+    ///
+    /// # Shapes
+    /// `q`: `(batch, heads, t, head_dim)`, `k`, `v`: `(batch, kv_heads, total, head_dim)`,
+    /// `mask`: `(batch or 1, 1, t, total)` -> `(batch, heads, t, head_dim)`.
+    fn capped_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        causal: bool,
+        cap: f64,
+    ) -> Tensor {
+        let groups = self.num_heads / self.num_kv_heads;
+        let (k, v) = if groups > 1 {
+            (
+                k.repeat_interleave_self_int(groups, 1, None),
+                v.repeat_interleave_self_int(groups, 1, None),
+            )
+        } else {
+            (k.shallow_clone(), v.shallow_clone())
+        };
+        let scale = self.scale.unwrap_or((self.head_dim as f64).powf(-0.5));
+        let scores = q.matmul(&k.transpose(-2, -1)) * scale;
+        let scores = (scores / cap).tanh() * cap;
+        let (t, total) = (q.size()[2], k.size()[2]);
+        let allowed = match (mask, causal) {
+            (Some(m), _) => Some(m.shallow_clone()),
+            (None, true) => {
+                let q_pos =
+                    Tensor::arange_start(total - t, total, (Kind::Int64, q.device())).view([t, 1]);
+                let k_pos = Tensor::arange(total, (Kind::Int64, q.device())).view([1, total]);
+                Some(k_pos.le_tensor(&q_pos).view([1, 1, t, total]))
+            }
+            (None, false) => None,
+        };
+        let scores = match allowed {
+            Some(allowed) => scores.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY),
+            None => scores,
+        };
+        let probs = scores.softmax(-1, Kind::Float).to_kind(q.kind());
+        probs.matmul(&v)
+    }
+}
+
+/// The gated feed-forward block: SwiGLU, or GeGLU (Gemma).
 #[derive(Debug)]
 pub(crate) struct Mlp {
     pub(crate) gate_proj: Linear,
     pub(crate) up_proj: Linear,
     pub(crate) down_proj: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
@@ -347,37 +428,50 @@ impl Mlp {
                 c.mlp_bias,
                 random,
             ),
+            activation: c.activation,
         }
     }
 
     fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.down_proj.forward(
-            &(self.gate_proj.forward(xs, train).silu() * self.up_proj.forward(xs, train)),
-            train,
-        )
+        let gate = self.gate_proj.forward(xs, train);
+        let gate = match self.activation {
+            Activation::Silu => gate.silu(),
+            Activation::GeluTanh => gate.gelu("tanh"),
+        };
+        self.down_proj
+            .forward(&(gate * self.up_proj.forward(xs, train)), train)
     }
 }
 
 /// One pre-norm decoder layer.
+///
+/// Llama: `h = x + attn(norm_in(x))`, `out = h + mlp(norm_post_attn(h))`. Gemma-2 (with the
+/// feed-forward norms): `h = x + norm_post_attn(attn(norm_in(x)))`,
+/// `out = h + norm_post_ff(mlp(norm_pre_ff(h)))`.
 #[derive(Debug)]
 pub(crate) struct DecoderLayer {
     pub(crate) input_layernorm: RmsNorm,
     pub(crate) self_attn: Attention,
     pub(crate) post_attention_layernorm: RmsNorm,
     pub(crate) mlp: Mlp,
+    /// Gemma-2's `pre_feedforward_layernorm` and `post_feedforward_layernorm`.
+    pub(crate) feedforward_norms: Option<(RmsNorm, RmsNorm)>,
 }
 
 impl DecoderLayer {
-    fn new(vs: nn::Path<'_>, c: &Config, random: bool) -> Self {
+    fn new(vs: nn::Path<'_>, c: &Config, layer: usize, random: bool) -> Self {
+        let feedforward_norms = (c.family == crate::config::Family::Gemma2).then(|| {
+            (
+                RmsNorm::new(&vs / "pre_feedforward_layernorm", c),
+                RmsNorm::new(&vs / "post_feedforward_layernorm", c),
+            )
+        });
         Self {
-            input_layernorm: RmsNorm::new(&vs / "input_layernorm", c.hidden_size, c.rms_norm_eps),
-            self_attn: Attention::new(&vs / "self_attn", c, random),
-            post_attention_layernorm: RmsNorm::new(
-                &vs / "post_attention_layernorm",
-                c.hidden_size,
-                c.rms_norm_eps,
-            ),
+            input_layernorm: RmsNorm::new(&vs / "input_layernorm", c),
+            self_attn: Attention::new(&vs / "self_attn", c, layer, random),
+            post_attention_layernorm: RmsNorm::new(&vs / "post_attention_layernorm", c),
             mlp: Mlp::new(&vs / "mlp", c, random),
+            feedforward_norms,
         }
     }
 
@@ -388,13 +482,22 @@ impl DecoderLayer {
         cache: Option<&mut KvCache>,
         ctx: &AttentionContext,
     ) -> Tensor {
-        let h = xs
-            + self
-                .self_attn
-                .forward(&self.input_layernorm.forward(xs), layer, cache, ctx);
-        &h + self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h), ctx.train)
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(xs), layer, cache, ctx);
+        match &self.feedforward_norms {
+            None => {
+                let h = xs + attn;
+                &h + self
+                    .mlp
+                    .forward(&self.post_attention_layernorm.forward(&h), ctx.train)
+            }
+            Some((pre, post)) => {
+                let h = xs + self.post_attention_layernorm.forward(&attn);
+                let ff = self.mlp.forward(&pre.forward(&h), ctx.train);
+                &h + post.forward(&ff)
+            }
+        }
     }
 }
 
@@ -437,9 +540,9 @@ impl Llama {
             init,
         );
         let layers = (0..config.num_layers)
-            .map(|i| DecoderLayer::new(&model / "layers" / i, config, random))
+            .map(|i| DecoderLayer::new(&model / "layers" / i, config, i, random))
             .collect();
-        let norm = RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps);
+        let norm = RmsNorm::new(&model / "norm", config);
         let lm_head = (!config.tie_word_embeddings).then(|| {
             (vs / "lm_head").var(
                 "weight",
@@ -489,15 +592,16 @@ impl Llama {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (_, t) = check_input(&self.config, input_ids, cache)?;
-        let ctx = pass_context(
+        let ctx = pass_context_windowed(
             &self.rotary,
             self.embed_tokens.kind(),
             self.device,
             t,
             cache,
             mask,
+            self.config.sliding_window,
         );
-        let mut xs = self.embed_tokens.embedding_ids(input_ids);
+        let mut xs = self.embed(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, i, Some(&mut *cache), &ctx);
         }
@@ -506,11 +610,15 @@ impl Llama {
     }
 
     fn logits(&self, hidden: &Tensor) -> Tensor {
-        dense_product(
+        let logits = dense_product(
             hidden,
             self.lm_head.as_ref().unwrap_or(&self.embed_tokens),
             None,
-        )
+        );
+        match self.config.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
     }
 }
 
@@ -547,35 +655,57 @@ pub(crate) fn pass_context(
     cache: &mut KvCache,
     mask: Option<&Tensor>,
 ) -> AttentionContext {
+    pass_context_windowed(rotary, kind, device, t, cache, mask, None)
+}
+
+/// [`pass_context`] with the mask of sliding-window layers of width `window`: a query at cache
+/// index `q` sees the keys at `q - window < k <= q` (transformers counts the window in cache
+/// indices, so left padding takes room in it, as it does here).
+pub(crate) fn pass_context_windowed(
+    rotary: &RotaryEmbedding,
+    kind: Kind,
+    device: Device,
+    t: i64,
+    cache: &mut KvCache,
+    mask: Option<&Tensor>,
+    window: Option<usize>,
+) -> AttentionContext {
     let b = cache.batch() as i64;
     let total = cache.len() + t as usize;
     let positions = cache.positions_for(t as usize, mask);
     let key_mask = cache.extend_key_mask(t as usize, mask);
     let (cos, sin) = rotary.at(&positions, kind);
     let past = cache.len() as i64;
-    let (mask, causal) = match key_mask {
+    let q_pos = Tensor::arange_start(past, past + t, (Kind::Int64, device)).view([t, 1]);
+    let k_pos = Tensor::arange(total as i64, (Kind::Int64, device)).view([1, total as i64]);
+    let allowed = |window: Option<usize>| {
+        let mut visible = k_pos.le_tensor(&q_pos);
+        if let Some(w) = window {
+            visible = visible.logical_and(&(&q_pos - &k_pos).lt(w as i64));
+        }
+        match &key_mask {
+            // A padding query may attend to itself only, so that no row is fully masked.
+            Some(km) => visible
+                .unsqueeze(0)
+                .logical_and(&km.unsqueeze(1))
+                .logical_or(&k_pos.eq_tensor(&q_pos).unsqueeze(0)),
+            None => visible.unsqueeze(0).expand([b, t, total as i64], false),
+        }
+        .unsqueeze(1)
+    };
+    let (full_mask, causal) = match key_mask {
         None if past == 0 => (None, t > 1),
         None if t == 1 => (None, false),
-        key_mask => {
-            let q_pos = Tensor::arange_start(past, past + t, (Kind::Int64, device)).view([t, 1]);
-            let k_pos = Tensor::arange(total as i64, (Kind::Int64, device)).view([1, total as i64]);
-            let causal = k_pos.le_tensor(&q_pos);
-            let allowed = match key_mask {
-                // A padding query may attend to itself only, so that no row is fully masked.
-                Some(km) => causal
-                    .unsqueeze(0)
-                    .logical_and(&km.unsqueeze(1))
-                    .logical_or(&k_pos.eq_tensor(&q_pos).unsqueeze(0)),
-                None => causal.unsqueeze(0).expand([b, t, total as i64], false),
-            };
-            (Some(allowed.unsqueeze(1)), false)
-        }
+        _ => (Some(allowed(None)), false),
     };
+    // The window hides something only when some query is further than it from the first key.
+    let sliding_mask = window.filter(|&w| total > w).map(|w| allowed(Some(w)));
     AttentionContext {
         cos,
         sin,
-        mask,
+        mask: full_mask,
         causal,
+        sliding_mask,
         train: false,
     }
 }
@@ -729,7 +859,16 @@ impl LayeredLm for Llama {
     }
 
     fn embed(&self, input_ids: &Tensor) -> Tensor {
-        self.embed_tokens.embedding_ids(input_ids)
+        let xs = self.embed_tokens.embedding_ids(input_ids);
+        if self.config.family.is_gemma() {
+            // transformers multiplies by `sqrt(hidden_size)` cast to the embedding's dtype.
+            let scale = Tensor::from((self.config.hidden_size as f64).sqrt())
+                .to_kind(self.embed_tokens.kind())
+                .to_device(self.device);
+            xs * scale
+        } else {
+            xs
+        }
     }
 
     fn layer_context(&self, seq_len: usize, train: bool) -> Result<LayerContext> {
@@ -741,11 +880,26 @@ impl LayeredLm for Llama {
         }
         let positions = Tensor::arange(seq_len as i64, (Kind::Int64, self.device)).unsqueeze(0);
         let (cos, sin) = self.rotary.at(&positions, self.embed_tokens.kind());
+        let sliding_mask = self
+            .config
+            .sliding_window
+            .filter(|&w| seq_len > w)
+            .map(|w| {
+                let pos = Tensor::arange(seq_len as i64, (Kind::Int64, self.device));
+                let distance = pos.view([-1, 1]) - pos.view([1, -1]);
+                distance.ge(0).logical_and(&distance.lt(w as i64)).view([
+                    1,
+                    1,
+                    seq_len as i64,
+                    seq_len as i64,
+                ])
+            });
         Ok(LayerContext(AttentionContext {
             cos,
             sin,
             mask: None,
             causal: seq_len > 1,
+            sliding_mask,
             train,
         }))
     }
@@ -763,6 +917,10 @@ impl LayeredLm for Llama {
     }
 
     fn lm_head_weight(&self) -> Option<Tensor> {
+        // Soft-capped logits are not a plain product: trainers keep autograd then.
+        if self.config.final_logit_softcapping.is_some() {
+            return None;
+        }
         Some(
             self.lm_head
                 .as_ref()

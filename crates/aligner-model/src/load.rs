@@ -21,6 +21,16 @@ fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
     }
     let index = dir.join("model.safetensors.index.json");
     if !index.is_file() {
+        let bins = pytorch_bin_files(dir);
+        if !bins.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds PyTorch checkpoint files only ({}), which are never unpickled here: \
+                 convert them to safetensors with `cargo xtask convert {}`",
+                dir.display(),
+                bins.join(", "),
+                dir.display()
+            )));
+        }
         return Err(Error::MissingTensor {
             path: dir.to_path_buf(),
             tensor: "model.safetensors (or model.safetensors.index.json)".into(),
@@ -40,6 +50,24 @@ fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
         .map(|(k, f)| (k, dir.join(f)))
         .collect();
     Ok((files, Some(map)))
+}
+
+/// Names of the PyTorch pickle checkpoints (`*.bin`, `*.pt`, `*.pth`) in `dir`, sorted.
+fn pytorch_bin_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| {
+            [".bin", ".pt", ".pth"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+                && !name.starts_with("training_args")
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {

@@ -335,6 +335,11 @@ impl PackedLlama {
     /// the weights (quantised formats keep a dense copy for long passes as well, about 1.2
     /// times the f32 model's memory for int4).
     pub fn from_model(model: &Llama, kind: Kind, format: WeightFormat) -> Result<Self> {
+        if let Some(reason) = Self::unsupported(&model.config) {
+            return Err(Error::InvalidArgument(format!(
+                "the packed CPU model does not implement {reason}: use the dense model (no weight format)"
+            )));
+        }
         if !matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half) {
             return Err(Error::InvalidArgument(format!(
                 "packed dtype {kind:?} is not supported (f32, bf16, f16 are)"
@@ -399,6 +404,37 @@ impl PackedLlama {
             kind,
             format,
         })
+    }
+
+    /// What of `config` the packed form does not implement (Gemma's norms and activation,
+    /// Gemma-2's soft-capping and feed-forward norms, sliding-window attention), or `None` when
+    /// it can be packed. [`from_model`](Self::from_model) refuses such models and
+    /// [`InferenceModel::load`] keeps them dense.
+    pub fn unsupported(config: &Config) -> Option<String> {
+        use crate::config::{Activation, Family};
+        if config.family.is_gemma() {
+            let (model_type, _) = config.family.hf_names();
+            return Some(format!(
+                "model_type {model_type} (its (1 + w) norms and scaled embeddings)"
+            ));
+        }
+        if config.activation != Activation::Silu {
+            return Some(format!("the {} activation", config.activation.hf_name()));
+        }
+        if config.attn_logit_softcapping.is_some() || config.final_logit_softcapping.is_some() {
+            return Some("logit soft-capping".into());
+        }
+        if config.query_pre_attn_scalar.is_some() || config.family == Family::Gemma2 {
+            return Some("query_pre_attn_scalar".into());
+        }
+        // A window as wide as the context hides nothing.
+        if let Some(w) = config
+            .sliding_window
+            .filter(|&w| w < config.max_position_embeddings)
+        {
+            return Some(format!("sliding-window attention (window {w})"));
+        }
+        None
     }
 
     /// Loads a Hugging Face layout folder in f32, packs it for `kind` activations in `format`
@@ -902,7 +938,10 @@ impl InferenceModel {
     /// [`crate::adapter::load_any`]) with activations of `kind`, packed as `format` unless that
     /// is `None`. Returns the model and the folder of its tokenizer.
     ///
-    /// Packing loads the weights in f32 first, so that quantisation sees them exactly.
+    /// Packing loads the weights in f32 first, so that quantisation sees them exactly. A model
+    /// the packed form does not implement ([`PackedLlama::unsupported`]: Gemma, Gemma-2,
+    /// sliding windows) is kept dense in `kind` instead of being packed wrongly;
+    /// [`is_packed`](Self::is_packed) tells which form was loaded.
     pub fn load(
         dir: &Path,
         kind: Kind,
@@ -915,13 +954,26 @@ impl InferenceModel {
                 Ok((Self::Llama(LoadedLlama { model, store: vs }), tokenizer))
             }
             Some(format) => {
-                let (model, _vs, tokenizer) = crate::adapter::load_any(dir, Kind::Float, device)?;
+                let (model, mut vs, tokenizer) =
+                    crate::adapter::load_any(dir, Kind::Float, device)?;
+                if PackedLlama::unsupported(&model.config).is_some() {
+                    if kind != Kind::Float {
+                        vs.set_kind(kind);
+                    }
+                    return Ok((Self::Llama(LoadedLlama { model, store: vs }), tokenizer));
+                }
                 Ok((
                     Self::Packed(PackedLlama::from_model(&model, kind, format)?),
                     tokenizer,
                 ))
             }
         }
+    }
+
+    /// Whether the model runs packed (`false`: dense, as asked or because
+    /// [`PackedLlama::unsupported`] named something the packed form lacks).
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Self::Packed(_))
     }
 
     fn inner(&self) -> &dyn CausalLm {
