@@ -184,10 +184,10 @@ fn main() -> anyhow::Result<()> {
         Ok(RemoteUpstream::new(
             client,
             CompletionParams::default(),
-            Box::new(move |q| {
+            Box::new(move |c| {
                 Ok(prompts
                     .iter()
-                    .find(|(question, _)| question == q)
+                    .find(|(question, _)| question == c.last_user())
                     .map(|(_, prefix)| prefix.clone())
                     .unwrap_or_default())
             }),

@@ -6,7 +6,11 @@
 //! The upstream is the embedded SmolLM2-135M-Instruct; the aligner is the Stream Aligner shipped
 //! in `assets/stream-aligner` (a LoRA adapter on the same model, trained on arithmetic word
 //! problems; see docs/experiments.md), or the plain instruction model prompted with the Stream
-//! Aligner instruction when that folder is absent. `--help` lists the options.
+//! Aligner instruction when that folder is absent. `--upstream-url` puts the aligner in front of
+//! a model served elsewhere (any OpenAI-compatible server; `--upstream-api`, `--prefill`).
+//! `--help` lists the options.
+//!
+//! Remote: `cargo run --release --example stream_align -- --upstream-url http://127.0.0.1:8080/v1 --math "What is 17 + 25?"`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,12 +20,13 @@ use std::path::PathBuf;
 
 use aligner::data::template::MATH_SYSTEM_PROMPT;
 use aligner::model::generate::SamplingConfig;
+use aligner::model::remote::CompletionParams;
 use aligner::model::{DType, ModelTokenizer, WeightFormat};
 use aligner::stream::modes::{self, ReferenceConfig};
 use aligner::stream::preference::{PreferenceStyle, PreferenceWriter};
 use aligner::stream::{
     CorrectorConfig, Event, JsonlWriter, LocalCorrector, LocalUpstream, MachineConfig, Record,
-    StreamMachine, UpstreamConfig,
+    StreamMachine, Upstream, UpstreamConfig,
 };
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -151,6 +156,8 @@ struct Args {
     /// Print the answer only: no markers, no summary.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    remote: common::upstream::RemoteArgs,
 }
 
 /// The questions of `--questions`: JSON Lines with a `question` field, or plain lines.
@@ -195,30 +202,47 @@ fn main() -> anyhow::Result<()> {
         None if shipped.is_dir() => shipped,
         None => upstream_dir.clone(),
     };
-    let (upstream_model, upstream_tok) = common::load_for_inference(
-        &upstream_dir,
-        args.device,
-        args.dtype,
-        args.weights,
-        WeightFormat::Int4,
-    )?;
-    // One copy of the weights when both roles use the same model in the same format.
-    let separate_aligner = if aligner_dir == upstream_dir && args.aligner_weights == args.weights {
+    let remote = args.remote.is_remote();
+    if remote && args.mode == ModeArg::Reference {
+        anyhow::bail!(
+            "--mode reference needs the local upstream (it re-reads the prefix with an empty cache)"
+        );
+    }
+    // A remote upstream needs no local upstream model.
+    let local_upstream = if remote {
         None
     } else {
         Some(common::load_for_inference(
+            &upstream_dir,
+            args.device,
+            args.dtype,
+            args.weights,
+            WeightFormat::Int4,
+        )?)
+    };
+    // One copy of the weights when both roles use the same model in the same format.
+    let separate_aligner = match &local_upstream {
+        Some(_) if aligner_dir == upstream_dir && args.aligner_weights == args.weights => None,
+        _ => Some(common::load_for_inference(
             &aligner_dir,
             args.device,
             args.dtype,
             args.aligner_weights,
             WeightFormat::Int8,
-        )?)
+        )?),
     };
-    let (aligner_model, aligner_tok) = separate_aligner
-        .as_ref()
-        .map_or((&upstream_model, &upstream_tok), |(m, t)| (m, t));
+    let (aligner_model, aligner_tok) = match (&separate_aligner, &local_upstream) {
+        (Some((m, t)), _) | (None, Some((m, t))) => (m, t),
+        (None, None) => anyhow::bail!("no aligner model"),
+    };
     if !args.quiet {
         eprintln!("aligner: {}", aligner_dir.display());
+        if let Some(url) = &args.remote.upstream_url {
+            eprintln!(
+                "upstream: {url} ({:?} API, model `{}`)",
+                args.remote.upstream_api, args.remote.upstream_model
+            );
+        }
     }
 
     let sampling = if args.greedy {
@@ -239,16 +263,30 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.system.clone()
     };
+    let remote_params = CompletionParams {
+        temperature: Some(if args.greedy { 0.0 } else { args.temperature }),
+        top_p: (!args.greedy).then_some(0.9),
+        seed: Some(args.seed),
+        ..CompletionParams::default()
+    };
+    let mut remote_upstream = args
+        .remote
+        .build(&upstream_dir, system.clone(), remote_params)?;
     let upstream_config = UpstreamConfig {
         sampling,
         system,
         ..UpstreamConfig::default()
     };
-    let mut upstream = LocalUpstream::new(
-        &upstream_model,
-        ModelTokenizer::from_dir(&upstream_tok)?,
-        upstream_config,
-    )?;
+    let mut local = local_upstream
+        .as_ref()
+        .map(|(model, tok)| {
+            LocalUpstream::new(
+                model,
+                ModelTokenizer::from_dir(tok)?,
+                upstream_config.clone(),
+            )
+        })
+        .transpose()?;
     let corrector_config = CorrectorConfig {
         chat_template: !args.raw_aligner_prompt,
         ..CorrectorConfig::default()
@@ -275,6 +313,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("Q: {question}\n");
         }
         let on_event = |event: &Event| printer.show(event);
+        let upstream: &mut (dyn Upstream + Send) = match (&mut local, &mut remote_upstream) {
+            (Some(local), _) => local,
+            (None, Some(remote)) => remote.as_mut(),
+            (None, None) => anyhow::bail!("no upstream"),
+        };
         let record = match args.mode {
             ModeArg::Stream => {
                 let config = MachineConfig {
@@ -291,27 +334,30 @@ fn main() -> anyhow::Result<()> {
                 };
                 let mut machine = StreamMachine::new(question.clone(), config)?;
                 if args.overlap {
-                    machine.run_overlapped(&mut upstream, &mut corrector, on_event)?
+                    machine.run_overlapped(upstream, &mut corrector, on_event)?
                 } else {
-                    machine.run(&mut upstream, &mut corrector, on_event)?
+                    machine.run(upstream, &mut corrector, on_event)?
                 }
             }
             ModeArg::Aligner => modes::whole_answer(
-                &mut upstream,
+                upstream,
                 &mut corrector,
                 question,
                 args.max_tokens,
                 on_event,
             )?,
             ModeArg::Upstream => {
-                modes::upstream_only(&mut upstream, question, args.max_tokens, on_event)?
+                modes::upstream_only(upstream, question, args.max_tokens, on_event)?
             }
             ModeArg::Reference => {
+                let Some(local) = local.as_mut() else {
+                    anyhow::bail!("--mode reference needs the local upstream");
+                };
                 let config = ReferenceConfig {
                     rounds: args.max_rounds.unwrap_or(16),
                     max_continuation_tokens: args.max_sentence_tokens.max(1) * 2,
                 };
-                modes::reference(&mut upstream, &mut corrector, question, config, on_event)?
+                modes::reference(local, &mut corrector, question, config, on_event)?
             }
         };
         println!();

@@ -117,3 +117,5 @@ pub fn load_for_inference(
     InferenceModel::load(dir, kind, device, packed)
         .map_err(|e| anyhow::anyhow!("loading {}: {e}", dir.display()))
 }
+
+pub mod upstream;

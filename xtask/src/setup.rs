@@ -18,10 +18,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("accelerate", "1.15.0"),
 ];
 
+/// Packages of the server tests, as (name, pip requirement, version): the official `openai`
+/// client streaming from our server, and llama.cpp's OpenAI-compatible server as a real upstream
+/// (`llama-cpp-python` builds llama.cpp from source: several minutes on the first setup).
+const SERVER_PACKAGES: &[(&str, &str, &str)] = &[
+    ("openai", "openai", "3.63.0"),
+    ("llama-cpp-python", "llama-cpp-python[server]", "0.3.36"),
+];
+
 /// Prints the versions of the pinned packages and where torch lives, one `name=value` per line.
 const PROBE: &str = r#"
 import importlib.metadata as md, importlib.util, os
-for name in ("torch", "transformers", "gguf", "accelerate"):
+for name in ("torch", "transformers", "gguf", "accelerate", "openai", "llama-cpp-python"):
     try:
         print(f"{name}={md.version(name)}")
     except md.PackageNotFoundError:
@@ -86,6 +94,7 @@ pub fn setup(with_model: bool) -> Result<()> {
             );
         }
     }
+    install_server_packages(&python, &state)?;
     let torch_dir = state
         .torch_dir
         .context("torch is installed but its folder was not found")?;
@@ -98,6 +107,42 @@ pub fn setup(with_model: bool) -> Result<()> {
     if with_model {
         let dir = fetch_model()?;
         println!("default model: {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Installs the missing [`SERVER_PACKAGES`].
+fn install_server_packages(python: &Path, state: &PythonState) -> Result<()> {
+    let missing: Vec<String> = SERVER_PACKAGES
+        .iter()
+        .filter(|(name, _, version)| state.version(name) != Some(*version))
+        .map(|(_, requirement, version)| format!("{requirement}=={version}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "installing {} for the server tests (llama.cpp builds from source: several minutes)",
+        missing.join(" ")
+    );
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+        ])
+        .args(&missing)
+        .status()
+        .with_context(|| format!("running {} -m pip", python.display()))?;
+    if !status.success() {
+        bail!(
+            "pip install {} failed ({status}); llama-cpp-python needs a C++ compiler \
+             (Debian: apt-get install build-essential)",
+            missing.join(" ")
+        );
     }
     Ok(())
 }

@@ -73,6 +73,7 @@ fn client(url: String) -> Client {
         timeout: Duration::from_secs(5),
         max_retries: 1,
         initial_backoff: Duration::from_millis(5),
+        ..EndpointConfig::default()
     })
     .unwrap()
 }

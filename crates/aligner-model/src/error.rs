@@ -128,12 +128,33 @@ pub enum Error {
         /// Its exit status and the end of its output, or why it could not start.
         reason: String,
     },
-    /// An HTTP endpoint failed, answered an error, or sent something unreadable.
+    /// An HTTP endpoint could not be reached, timed out, or broke the connection.
     #[error("{url}: {reason}")]
     Http {
         /// The URL requested.
         url: String,
         /// What went wrong.
+        reason: String,
+    },
+    /// An HTTP endpoint answered with an error status (for `429` and `5xx`, on every attempt).
+    #[error("{url}: HTTP {status} ({attempts} attempt(s)): {body}")]
+    HttpStatus {
+        /// The URL requested.
+        url: String,
+        /// The status of the last answer.
+        status: u16,
+        /// The start of the last answer's body (see `remote::BODY_EXCERPT_CHARS`).
+        body: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// An HTTP endpoint's answer is not what the API promises: a malformed server-sent event
+    /// stream, a chunk that is not the expected JSON, an error event, or a stream cut short.
+    #[error("{url}: malformed answer: {reason}")]
+    Stream {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with the answer.
         reason: String,
     },
     /// Data handling (chat templates, tokenizer configs) failed.

@@ -1,14 +1,22 @@
 //! A client for OpenAI-compatible HTTP endpoints — what vLLM, TGI, llama.cpp's server and hosted
 //! APIs expose — for text completions (an upstream model continuing an answer, streamed, so the
-//! caller can stop it at a sentence boundary) and chat completions (a judge).
+//! caller can stop it at a sentence boundary) and chat completions (an upstream answering a
+//! conversation, streamed, possibly continuing a partial assistant message; or a judge).
 //!
-//! Requests time out, and connection failures, `429` and `5xx` answers are retried with
-//! exponential backoff. A streamed completion is retried only if it failed before any text
-//! arrived.
+//! Requests time out (connection, silence between reads, whole request), and connection
+//! failures, `429` and `5xx` answers are retried with exponential backoff (longer where the
+//! server's `Retry-After` asks for it). A streamed answer is retried only if it failed before
+//! any text arrived. Failures are typed: [`Error::HttpStatus`] carries the status and an excerpt
+//! of the body, [`Error::Stream`] a stream that is not the server-sent events it should be,
+//! [`Error::Http`] a transport failure.
+//!
+//! Chat servers continue a partial assistant message in different ways; [`ChatPrefill`]
+//! selects one.
 //!
 //! ```no_run
 //! use std::ops::ControlFlow;
-//! use aligner_model::remote::{Client, CompletionParams, EndpointConfig};
+//! use aligner_model::chat::ChatMessage;
+//! use aligner_model::remote::{ChatPrefill, Client, CompletionParams, EndpointConfig};
 //! let client = Client::new(EndpointConfig {
 //!     base_url: "http://127.0.0.1:8000/v1".into(),
 //!     model: "meta-llama/Llama-3-70B-Instruct".into(),
@@ -19,10 +27,19 @@
 //!     print!("{delta}");
 //!     if delta.contains('.') { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
 //! })?;
+//! // The same through the chat API of a vLLM server, continuing after a given answer start.
+//! let messages = [ChatMessage::user("Why is the sky blue?")];
+//! let rest = client.chat_streaming(
+//!     &messages,
+//!     "Because air scatters",
+//!     ChatPrefill::ContinueFinalMessage,
+//!     &params,
+//!     &mut |_| ControlFlow::Continue(()),
+//! )?;
 //! # Ok::<(), aligner_model::Error>(())
 //! ```
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -31,6 +48,12 @@ use serde_json::{Value, json};
 
 use crate::chat::ChatMessage;
 use crate::{Error, Result};
+
+/// Characters of an error answer's body kept in [`Error::HttpStatus`].
+pub const BODY_EXCERPT_CHARS: usize = 300;
+
+/// Longest wait a `Retry-After` header can impose before a retry.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Where the endpoint is and how patiently to talk to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +69,13 @@ pub struct EndpointConfig {
     /// Time limit of one request (connection, sending and the whole answer).
     #[serde(with = "seconds")]
     pub timeout: Duration,
+    /// Time limit of establishing the connection.
+    #[serde(with = "seconds")]
+    pub connect_timeout: Duration,
+    /// Longest silence while reading an answer: a server that stalls mid-stream for longer
+    /// fails the request (and a stream with no text yet is retried).
+    #[serde(with = "seconds")]
+    pub read_timeout: Duration,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// Wait before the first retry; doubled for each further one.
@@ -60,6 +90,8 @@ impl Default for EndpointConfig {
             model: "default".into(),
             api_key_env: Some("OPENAI_API_KEY".into()),
             timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
             max_retries: 3,
             initial_backoff: Duration::from_millis(500),
         }
@@ -101,6 +133,34 @@ pub struct CompletionParams {
     pub seed: Option<u64>,
 }
 
+/// How a chat endpoint is asked to continue a partial assistant message (the accepted,
+/// corrected start of an answer) instead of starting a new one. Servers do it differently, and
+/// one that cannot do it at all can still answer whole questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChatPrefill {
+    /// No continuation (OpenAI's own API): only whole answers; asking to continue a prefix is
+    /// an error.
+    #[default]
+    None,
+    /// vLLM: the prefix is a final assistant message, and the request says
+    /// `"continue_final_message": true, "add_generation_prompt": false`.
+    ContinueFinalMessage,
+    /// llama.cpp's own server (`llama-server`): a final assistant message is prefilled and
+    /// continued as it is.
+    LastAssistant,
+    /// DeepSeek and Mistral: the final assistant message carries `"prefix": true`.
+    PrefixFlag,
+}
+
+impl ChatPrefill {
+    /// Whether this style continues a partial assistant message.
+    #[must_use]
+    pub fn continues_prefix(self) -> bool {
+        self != Self::None
+    }
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
@@ -122,8 +182,32 @@ pub struct Client {
 
 enum Attempt<T> {
     Done(T),
-    /// Worth retrying (connection error, 429, 5xx), with the reason.
+    /// Worth retrying (a stream that broke before any text), with the reason.
     Retry(String),
+}
+
+/// Why the last attempt of a request failed.
+enum Failure {
+    Transport(String),
+    Status { status: u16, body: String },
+}
+
+/// The first [`BODY_EXCERPT_CHARS`] characters of a body, on one line.
+fn excerpt(body: &str) -> String {
+    let mut out: String = body.chars().take(BODY_EXCERPT_CHARS).collect();
+    if body.chars().nth(BODY_EXCERPT_CHARS).is_some() {
+        out.push('…');
+    }
+    out.replace(['\r', '\n'], " ")
+}
+
+/// The wait a `Retry-After` header asks for, if it gives seconds.
+fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    let secs: f64 = value.trim().parse().ok()?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .map(|d| d.min(MAX_RETRY_AFTER))
 }
 
 impl Client {
@@ -142,6 +226,8 @@ impl Client {
             .filter(|k| !k.is_empty());
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout))
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_per_read(Some(config.read_timeout))
             .http_status_as_error(false)
             .build()
             .new_agent();
@@ -196,12 +282,15 @@ impl Client {
     ) -> Result<T> {
         let url = self.url(path);
         let mut backoff = self.config.initial_backoff;
-        let mut last = String::new();
-        for attempt in 0..=self.config.max_retries {
+        let mut last = Failure::Transport(String::new());
+        let attempts = self.config.max_retries + 1;
+        let mut wait = Duration::ZERO;
+        for attempt in 0..attempts {
             if attempt > 0 {
-                std::thread::sleep(backoff);
+                std::thread::sleep(wait.max(backoff));
                 backoff = backoff.saturating_mul(2);
             }
+            wait = Duration::ZERO;
             let mut request = self
                 .agent
                 .post(&url)
@@ -209,38 +298,51 @@ impl Client {
             if let Some(key) = &self.api_key {
                 request = request.header("Authorization", format!("Bearer {key}"));
             }
-            let response = match request.send(body.to_string()) {
+            let mut response = match request.send(body.to_string()) {
                 Ok(r) => r,
                 Err(e) => {
-                    last = e.to_string();
+                    last = Failure::Transport(e.to_string());
                     continue;
                 }
             };
             let status = response.status().as_u16();
-            if status == 429 || status >= 500 {
-                last = format!("HTTP {status}");
-                continue;
-            }
             if status >= 400 {
-                let mut response = response;
-                let text = response.body_mut().read_to_string().unwrap_or_default();
-                let snippet: String = text.chars().take(300).collect();
-                return Err(Error::Http {
-                    url,
-                    reason: format!("HTTP {status}: {snippet}"),
-                });
+                let text = response
+                    .body_mut()
+                    .with_config()
+                    .limit(64 * 1024)
+                    .read_to_string()
+                    .unwrap_or_default();
+                last = Failure::Status {
+                    status,
+                    body: excerpt(&text),
+                };
+                if status == 429 || status >= 500 {
+                    wait = retry_after(&response).unwrap_or_default();
+                    continue;
+                }
+                break;
             }
             match read(response)? {
                 Attempt::Done(v) => return Ok(v),
-                Attempt::Retry(reason) => last = reason,
+                Attempt::Retry(reason) => last = Failure::Transport(reason),
             }
         }
-        Err(Error::Http {
-            url,
-            reason: format!(
-                "gave up after {} attempts: {last}",
-                self.config.max_retries + 1
-            ),
+        Err(match last {
+            Failure::Status { status, body } => Error::HttpStatus {
+                url,
+                status,
+                body,
+                attempts: if status == 429 || status >= 500 {
+                    attempts
+                } else {
+                    1
+                },
+            },
+            Failure::Transport(reason) => Error::Http {
+                url,
+                reason: format!("gave up after {attempts} attempts: {reason}"),
+            },
         })
     }
 
@@ -250,14 +352,11 @@ impl Client {
         body.insert("prompt".into(), prompt.into());
         let url = self.url("completions");
         self.request("completions", &Value::Object(body), |mut response| {
-            let v: Value = response.body_mut().read_json().map_err(|e| Error::Http {
-                url: url.clone(),
-                reason: format!("bad JSON answer: {e}"),
-            })?;
+            let v = read_json(&url, &mut response)?;
             let choice = &v["choices"][0];
-            let text = choice["text"].as_str().ok_or_else(|| Error::Http {
+            let text = choice["text"].as_str().ok_or_else(|| Error::Stream {
                 url: url.clone(),
-                reason: format!("no choices[0].text in {v}"),
+                reason: format!("no choices[0].text in {}", excerpt(&v.to_string())),
             })?;
             Ok(Attempt::Done(Completion {
                 text: text.to_owned(),
@@ -292,16 +391,16 @@ impl Client {
         body.insert("messages".into(), json!(messages));
         let url = self.url("chat/completions");
         self.request("chat/completions", &Value::Object(body), |mut response| {
-            let v: Value = response.body_mut().read_json().map_err(|e| Error::Http {
-                url: url.clone(),
-                reason: format!("bad JSON answer: {e}"),
-            })?;
+            let v = read_json(&url, &mut response)?;
             let choice = &v["choices"][0];
             let text = choice["message"]["content"]
                 .as_str()
-                .ok_or_else(|| Error::Http {
+                .ok_or_else(|| Error::Stream {
                     url: url.clone(),
-                    reason: format!("no choices[0].message.content in {v}"),
+                    reason: format!(
+                        "no choices[0].message.content in {}",
+                        excerpt(&v.to_string())
+                    ),
                 })?;
             Ok(Attempt::Done(Completion {
                 text: text.to_owned(),
@@ -309,6 +408,74 @@ impl Client {
                 stopped_by_caller: false,
             }))
         })
+    }
+
+    /// The JSON body of a streamed chat request for `messages` whose answer starts with
+    /// `assistant_prefix` (empty: a new answer), continued in the way `prefill` names. Errors
+    /// if the prefix is not empty and `prefill` is [`ChatPrefill::None`], or if `messages` is
+    /// empty.
+    pub fn chat_body(
+        &self,
+        messages: &[ChatMessage],
+        assistant_prefix: &str,
+        prefill: ChatPrefill,
+        params: &CompletionParams,
+    ) -> Result<Value> {
+        if messages.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a chat request needs at least one message".into(),
+            ));
+        }
+        let mut body = self.body(params, true);
+        let mut list: Vec<Value> = messages.iter().map(|m| json!(m)).collect();
+        if !assistant_prefix.is_empty() {
+            let mut last = json!({"role": "assistant", "content": assistant_prefix});
+            match prefill {
+                ChatPrefill::None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "the chat endpoint {} has no prefix continuation (ChatPrefill::None): \
+                         it cannot continue a partial answer; use whole answers, or choose the \
+                         server's prefill style",
+                        self.config.base_url
+                    )));
+                }
+                ChatPrefill::ContinueFinalMessage => {
+                    body.insert("continue_final_message".into(), true.into());
+                    body.insert("add_generation_prompt".into(), false.into());
+                }
+                ChatPrefill::LastAssistant => {}
+                ChatPrefill::PrefixFlag => last["prefix"] = true.into(),
+            }
+            list.push(last);
+        }
+        body.insert("messages".into(), Value::Array(list));
+        Ok(Value::Object(body))
+    }
+
+    /// A streamed chat completion of `messages` (SSE), continuing the assistant answer that
+    /// starts with `assistant_prefix` (empty: a new answer) as `prefill` says; the deltas are
+    /// the new text only. `on_delta` sees each piece of text as it arrives and may return
+    /// `Break` to stop the generation there. Errors as [`chat_body`](Self::chat_body) does
+    /// before any request is sent.
+    pub fn chat_streaming(
+        &self,
+        messages: &[ChatMessage],
+        assistant_prefix: &str,
+        prefill: ChatPrefill,
+        params: &CompletionParams,
+        on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Completion> {
+        let body = self.chat_body(messages, assistant_prefix, prefill, params)?;
+        self.stream(
+            "chat/completions",
+            body,
+            |chunk| {
+                chunk["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+            on_delta,
+        )
     }
 
     fn stream(
@@ -320,38 +487,69 @@ impl Client {
     ) -> Result<Completion> {
         let url = self.url(path);
         self.request(path, &body, |response| {
-            let mut reader = BufReader::new(response.into_body().into_reader());
+            let mut events = SseReader::new(response.into_body().into_reader());
             let mut out = Completion {
                 text: String::new(),
                 finish_reason: None,
                 stopped_by_caller: false,
             };
-            let mut line = String::new();
             loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {}
+                let data = match events.next_data() {
+                    Ok(Some(data)) => data,
+                    // The server closed the stream: complete if it said why it finished.
+                    Ok(None) if out.finish_reason.is_some() => break,
+                    Ok(None) if out.text.is_empty() => {
+                        return Ok(Attempt::Retry("the stream ended with no data".into()));
+                    }
+                    Ok(None) => {
+                        return Err(Error::Stream {
+                            url: url.clone(),
+                            reason: format!(
+                                "the stream ended after {} bytes of text without [DONE] or a \
+                                 finish reason",
+                                out.text.len()
+                            ),
+                        });
+                    }
+                    Err(SseError::Malformed(reason)) => {
+                        return Err(Error::Stream {
+                            url: url.clone(),
+                            reason,
+                        });
+                    }
                     // Nothing received yet: the whole request may be retried.
-                    Err(e) if out.text.is_empty() => return Ok(Attempt::Retry(e.to_string())),
-                    Err(e) => {
+                    Err(SseError::Io(e)) if out.text.is_empty() => {
+                        return Ok(Attempt::Retry(e.to_string()));
+                    }
+                    Err(SseError::Io(e)) => {
                         return Err(Error::Http {
                             url: url.clone(),
                             reason: format!("stream broke after {} bytes: {e}", out.text.len()),
                         });
                     }
-                }
-                let Some(data) = line.trim_end().strip_prefix("data:") else {
-                    continue;
                 };
-                let data = data.trim_start();
                 if data == "[DONE]" {
                     break;
                 }
-                let chunk: Value = serde_json::from_str(data).map_err(|e| Error::Http {
+                let chunk: Value = serde_json::from_str(&data).map_err(|e| Error::Stream {
                     url: url.clone(),
-                    reason: format!("bad stream chunk `{data}`: {e}"),
+                    reason: format!("bad stream chunk `{}`: {e}", excerpt(&data)),
                 })?;
+                if let Some(error) = chunk.get("error") {
+                    return Err(Error::Stream {
+                        url: url.clone(),
+                        reason: format!(
+                            "the server sent an error: {}",
+                            excerpt(&error.to_string())
+                        ),
+                    });
+                }
+                if !chunk["choices"].is_array() {
+                    return Err(Error::Stream {
+                        url: url.clone(),
+                        reason: format!("a stream chunk has no choices: {}", excerpt(&data)),
+                    });
+                }
                 if let Some(reason) = chunk["choices"][0]["finish_reason"].as_str() {
                     out.finish_reason = Some(reason.to_owned());
                 }
@@ -365,5 +563,130 @@ impl Client {
             }
             Ok(Attempt::Done(out))
         })
+    }
+}
+
+/// The answer's body as JSON.
+fn read_json(url: &str, response: &mut ureq::http::Response<ureq::Body>) -> Result<Value> {
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .map_err(|e| Error::Http {
+            url: url.to_owned(),
+            reason: format!("reading the answer: {e}"),
+        })?;
+    serde_json::from_str(&text).map_err(|e| Error::Stream {
+        url: url.to_owned(),
+        reason: format!("the answer is not JSON ({e}): {}", excerpt(&text)),
+    })
+}
+
+/// Why reading the next server-sent event failed.
+#[derive(Debug)]
+pub enum SseError {
+    /// The connection failed (or timed out).
+    Io(std::io::Error),
+    /// The bytes are not server-sent events: not UTF-8, or a line too long.
+    Malformed(String),
+}
+
+/// Most bytes of one line of a server-sent event stream.
+const MAX_SSE_LINE: usize = 4 * 1024 * 1024;
+
+/// Reads the `data` of server-sent events (`text/event-stream`) one event at a time: `data:`
+/// lines are joined with newlines, an empty line ends an event, comments (`:`) and other
+/// fields (`event:`, `id:`, `retry:`) are skipped. Shared by every streamed request here.
+#[derive(Debug)]
+pub struct SseReader<R> {
+    reader: BufReader<R>,
+    line: Vec<u8>,
+}
+
+impl<R: Read> SseReader<R> {
+    /// A reader over a response body.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader: BufReader::new(reader),
+            line: Vec::new(),
+        }
+    }
+
+    /// The data of the next event, or `None` at the end of the stream (an unfinished last
+    /// event is dropped, as the SSE specification says).
+    pub fn next_data(&mut self) -> std::result::Result<Option<String>, SseError> {
+        let mut data: Option<String> = None;
+        loop {
+            self.line.clear();
+            let n = (&mut self.reader)
+                .take(MAX_SSE_LINE as u64 + 1)
+                .read_until(b'\n', &mut self.line)
+                .map_err(SseError::Io)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if self.line.len() > MAX_SSE_LINE {
+                return Err(SseError::Malformed(format!(
+                    "a stream line is longer than {MAX_SSE_LINE} bytes"
+                )));
+            }
+            let line = std::str::from_utf8(&self.line)
+                .map_err(|e| SseError::Malformed(format!("the stream is not UTF-8: {e}")))?;
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                match data.take() {
+                    Some(d) => return Ok(Some(d)),
+                    None => continue,
+                }
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            if field != "data" {
+                continue;
+            }
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(text: &str) -> Vec<String> {
+        let mut reader = SseReader::new(text.as_bytes());
+        let mut out = Vec::new();
+        while let Ok(Some(d)) = reader.next_data() {
+            out.push(d);
+        }
+        out
+    }
+
+    #[test]
+    fn sse_events_join_data_lines_and_skip_the_rest() {
+        assert_eq!(
+            events(": hi\r\nevent: x\r\ndata: a\r\ndata:b\r\n\r\n\ndata: [DONE]\n\ndata: cut"),
+            ["a\nb", "[DONE]"]
+        );
+        let mut bad = SseReader::new(&b"data: \xff\n\n"[..]);
+        assert!(matches!(bad.next_data(), Err(SseError::Malformed(_))));
+    }
+
+    #[test]
+    fn excerpts_are_short_and_on_one_line() {
+        let long = "x\n".repeat(400);
+        let e = excerpt(&long);
+        assert_eq!(e.chars().count(), BODY_EXCERPT_CHARS + 1);
+        assert!(!e.contains('\n'));
     }
 }

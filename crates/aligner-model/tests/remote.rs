@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aligner_model::Error;
 use aligner_model::chat::ChatMessage;
-use aligner_model::remote::{Client, CompletionParams, EndpointConfig};
+use aligner_model::remote::{ChatPrefill, Client, CompletionParams, EndpointConfig};
 
 /// One scripted answer: status line and body.
 type Reply = (u16, String);
@@ -80,6 +80,7 @@ fn config(base_url: String) -> EndpointConfig {
         timeout: Duration::from_secs(5),
         max_retries: 2,
         initial_backoff: Duration::from_millis(10),
+        ..EndpointConfig::default()
     }
 }
 
@@ -176,7 +177,7 @@ fn client_errors_and_exhausted_retries_are_reported_with_the_url() {
         .complete("x", &CompletionParams::default())
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Http { url: u, reason } if u.ends_with("/v1/completions") && reason.contains("400") && reason.contains("bad model")),
+        matches!(&err, Error::HttpStatus { url: u, status: 400, body, attempts: 1 } if u.ends_with("/v1/completions") && body.contains("bad model")),
         "{err:?}"
     );
 
@@ -190,8 +191,8 @@ fn client_errors_and_exhausted_retries_are_reported_with_the_url() {
         .complete("x", &CompletionParams::default())
         .unwrap_err();
     assert!(
-        err.to_string().contains("gave up after 3 attempts"),
-        "{err}"
+        matches!(&err, Error::HttpStatus { status: 500, body, attempts: 3, .. } if body == "c"),
+        "{err:?}"
     );
     assert_eq!(seen.lock().unwrap().len(), 3);
 
@@ -207,4 +208,197 @@ fn client_errors_and_exhausted_retries_are_reported_with_the_url() {
         .unwrap_err();
     assert!(matches!(err, Error::Http { .. }), "{err:?}");
     assert!(Client::new(config("ftp://x".into())).is_err());
+}
+
+fn chat_sse(pieces: &[&str]) -> String {
+    let mut s = format!(
+        "data: {}\n\n",
+        serde_json::json!({"choices": [{"delta": {"role": "assistant"}, "finish_reason": null}]})
+    );
+    for p in pieces {
+        s.push_str(&format!(
+            "data: {}\n\n",
+            serde_json::json!({"choices": [{"delta": {"content": p}, "finish_reason": null}]})
+        ));
+    }
+    s.push_str(&format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        serde_json::json!({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+    ));
+    s
+}
+
+fn collect(client: &Client, prefix: &str, prefill: ChatPrefill) -> aligner_model::Result<String> {
+    let messages = [
+        ChatMessage::system("Be brief."),
+        ChatMessage::user("Hi"),
+        ChatMessage::assistant("Hello!"),
+        ChatMessage::user("Why is the sky blue?"),
+    ];
+    let params = CompletionParams {
+        max_tokens: 16,
+        ..CompletionParams::default()
+    };
+    let mut deltas = String::new();
+    client
+        .chat_streaming(&messages, prefix, prefill, &params, &mut |d| {
+            deltas.push_str(d);
+            ControlFlow::Continue(())
+        })
+        .map(|c| {
+            assert_eq!(c.text, deltas);
+            c.text
+        })
+}
+
+/// Each prefill style sends the conversation plus the prefix as that server family expects,
+/// and the deltas are assembled.
+#[test]
+fn chat_streams_continue_a_prefix_in_each_servers_style() {
+    let styles = [
+        ChatPrefill::ContinueFinalMessage,
+        ChatPrefill::LastAssistant,
+        ChatPrefill::PrefixFlag,
+    ];
+    let (url, seen) = serve(vec![(200, chat_sse(&[" light", " scatters."])); 4]);
+    let client = Client::new(config(url)).unwrap();
+    for style in styles {
+        assert_eq!(
+            collect(&client, "Because", style).unwrap(),
+            " light scatters."
+        );
+    }
+    // No prefix: the conversation alone, in every style (None included).
+    assert_eq!(
+        collect(&client, "", ChatPrefill::None).unwrap(),
+        " light scatters."
+    );
+    let seen = seen.lock().unwrap();
+    let bodies: Vec<serde_json::Value> = seen
+        .iter()
+        .map(|(path, body)| {
+            assert_eq!(path, "/v1/chat/completions");
+            serde_json::from_str(body).unwrap()
+        })
+        .collect();
+    for body in &bodies {
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["messages"][3]["content"], "Why is the sky blue?");
+        assert_eq!(body["messages"][2]["role"], "assistant");
+    }
+    let last = |b: &serde_json::Value| b["messages"][4].clone();
+    // vLLM
+    assert_eq!(last(&bodies[0])["content"], "Because");
+    assert_eq!(bodies[0]["continue_final_message"], true);
+    assert_eq!(bodies[0]["add_generation_prompt"], false);
+    assert!(last(&bodies[0]).get("prefix").is_none());
+    // llama.cpp: just the final assistant message
+    assert_eq!(
+        last(&bodies[1]),
+        serde_json::json!({"role": "assistant", "content": "Because"})
+    );
+    assert!(bodies[1].get("continue_final_message").is_none());
+    // DeepSeek / Mistral
+    assert_eq!(last(&bodies[2])["prefix"], true);
+    assert!(bodies[2].get("continue_final_message").is_none());
+    // No prefix: four messages only.
+    assert_eq!(bodies[3]["messages"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_prefix_without_a_prefill_style_is_refused_before_any_request() {
+    let (url, seen) = serve(vec![]);
+    let client = Client::new(config(url)).unwrap();
+    let err = collect(&client, "Because", ChatPrefill::None).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("prefix")),
+        "{err:?}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+/// Malformed streams are typed errors: not JSON, not UTF-8, an error event, no `choices`, and a
+/// stream cut short after some text.
+#[test]
+fn malformed_streams_are_typed_errors() {
+    let cut = chat_sse(&["Half", " of it"]);
+    let cut = cut[..cut.find("data: {\"choices\":[{\"delta\":{},").unwrap()].to_owned();
+    let replies = vec![
+        (200, "data: {not json\n\n".to_owned()),
+        (
+            200,
+            "data: {\"error\": {\"message\": \"boom\"}}\n\n".to_owned(),
+        ),
+        (200, "data: {\"id\": 1}\n\n".to_owned()),
+        (200, cut),
+    ];
+    let (url, _) = serve(replies);
+    let client = Client::new(EndpointConfig {
+        max_retries: 0,
+        ..config(url)
+    })
+    .unwrap();
+    let reasons: Vec<String> = (0..4)
+        .map(
+            |_| match collect(&client, "", ChatPrefill::None).unwrap_err() {
+                Error::Stream { reason, .. } => reason,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert!(reasons[0].contains("bad stream chunk"), "{reasons:?}");
+    assert!(reasons[1].contains("boom"), "{reasons:?}");
+    assert!(reasons[2].contains("no choices"), "{reasons:?}");
+    assert!(reasons[3].contains("without [DONE]"), "{reasons:?}");
+}
+
+/// A 429 with `Retry-After` is waited for, then retried.
+#[test]
+fn retry_after_is_honoured() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let replies = [
+            "HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy".to_owned(),
+            {
+                let body = chat_sse(&["ok"]);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            },
+        ];
+        for reply in replies {
+            let (mut stream, _) = listener.accept().unwrap();
+            read_request(&stream);
+            stream.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    let client = Client::new(config(url)).unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(collect(&client, "", ChatPrefill::None).unwrap(), "ok");
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+/// A server that accepts and then says nothing fails the request after the read timeout.
+#[test]
+fn a_stalled_server_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept() {
+            held.push(stream);
+        }
+    });
+    let client = Client::new(EndpointConfig {
+        read_timeout: Duration::from_millis(200),
+        max_retries: 1,
+        ..config(url)
+    })
+    .unwrap();
+    let t = std::time::Instant::now();
+    let err = collect(&client, "", ChatPrefill::None).unwrap_err();
+    assert!(matches!(err, Error::Http { .. }), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }

@@ -65,9 +65,12 @@ impl<U: CausalLm, C: Corrector> std::fmt::Debug for StreamBatch<'_, U, C> {
     }
 }
 
-/// Upstream calls of a machine whose draft was already written by [`draft_batch`]: none may
-/// happen, and one that does is a protocol error rather than a silent second draft.
-struct NoUpstream;
+/// The upstream of a machine whose drafts are written elsewhere (by [`draft_batch`], then
+/// handed in with [`StreamMachine::supply_draft`]): no call may reach it, and one that does is
+/// a protocol error rather than a silent second draft. Pass it to [`StreamMachine::step`] to
+/// make the machine's other transitions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoUpstream;
 
 impl Upstream for NoUpstream {
     fn draft(&mut self, _question: &str, _accepted: &str, _max_tokens: usize) -> Result<Draft> {
@@ -196,9 +199,10 @@ impl<'m, U: CausalLm, C: Corrector> StreamBatch<'m, U, C> {
                     let (_, machine) = entry.as_ref()?;
                     Some(DraftRequest {
                         upstream: slot,
-                        question: machine.question(),
+                        conversation: machine.conversation(),
                         accepted: machine.accepted(),
                         max_tokens: machine.draft_budget()?,
+                        cancel: None,
                     })
                 })
                 .collect();

@@ -28,6 +28,17 @@ pub enum Error {
         /// What it did wrong.
         reason: String,
     },
+    /// A conversation breaks the rules of [`Conversation`](crate::Conversation).
+    #[error("invalid conversation: {reason}")]
+    Conversation {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A component was asked for something it cannot do: stream mode from a chat upstream
+    /// with no prefix continuation, or a conversation of several turns from an upstream that
+    /// answers single questions only.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A draft was stopped early through its cancellation flag
     /// ([`Upstream::draft_cancellable`](crate::Upstream::draft_cancellable)); its result is not
     /// wanted.

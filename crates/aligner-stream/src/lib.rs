@@ -8,8 +8,11 @@
 //!   small traits, [`Upstream`] and [`Corrector`]; it knows nothing about models.
 //! - [`local`] implements both traits with local LibTorch models ([`LocalUpstream`],
 //!   [`LocalCorrector`]), keeping KV caches across rounds.
-//! - [`remote`] implements [`Upstream`] over an OpenAI-compatible completions endpoint
-//!   ([`remote::RemoteUpstream`]), for upstreams served elsewhere.
+//! - [`remote`] implements [`Upstream`] over OpenAI-compatible endpoints, completions
+//!   ([`remote::RemoteUpstream`]) and chat ([`remote::ChatUpstream`]), for upstreams served
+//!   elsewhere.
+//! - [`conversation`] is what is answered: a single question or a multi-turn
+//!   [`Conversation`]; the upstream sees all of it, the aligners one question derived from it.
 //! - [`batch`] answers many questions at once ([`StreamBatch`]), one machine each, sharing
 //!   the upstream's decoding steps between them.
 //! - [`modes`] has the baselines: the upstream alone, the whole-answer Aligner and the published
@@ -53,6 +56,7 @@
 //! ```
 
 pub mod batch;
+pub mod conversation;
 mod error;
 pub mod local;
 pub mod machine;
@@ -65,9 +69,11 @@ pub mod rows;
 pub use aligner_data::segment;
 
 pub use batch::StreamBatch;
+pub use conversation::Conversation;
 pub use error::{Error, Result};
 pub use local::{
     CorrectorConfig, DraftRequest, LocalCorrector, LocalUpstream, UpstreamConfig, draft_batch,
+    render_conversation,
 };
 pub use machine::{
     Correction, Corrector, DoneReason, Draft, DraftStop, Event, Identity, MachineConfig, State,

@@ -8,22 +8,29 @@ use std::time::Instant;
 use aligner_model::CausalLm;
 
 use crate::Result;
+use crate::conversation::Conversation;
 use crate::local::{LocalCorrector, LocalUpstream};
-use crate::machine::{Corrector, DoneReason, Draft, DraftStop, Event, join_correction};
+use crate::machine::{Corrector, DoneReason, Draft, DraftStop, Event, Upstream, join_correction};
 use crate::record::{Mode, Record, RoundRecord, Summary};
+use crate::segment::StreamingSegmenter;
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 /// The upstream alone: the answer as the model writes it (to EOS or `max_tokens`), streamed to
-/// `on_event` one sentence at a time as [`Event::Committed`].
-pub fn upstream_only<M: CausalLm>(
-    upstream: &mut LocalUpstream<'_, M>,
-    question: &str,
+/// `on_event` one sentence at a time as [`Event::Committed`]. `conversation` is a question
+/// (`&str`) or a [`Conversation`].
+pub fn upstream_only<U: Upstream + ?Sized>(
+    upstream: &mut U,
+    conversation: impl Into<Conversation>,
     max_tokens: usize,
     mut on_event: impl FnMut(&Event),
 ) -> Result<Record> {
+    let conversation = conversation.into();
+    if !upstream.continues_answers() {
+        return upstream_whole(upstream, &conversation, max_tokens, on_event);
+    }
     let start = Instant::now();
     let mut first = None;
     let mut rounds = Vec::new();
@@ -32,7 +39,8 @@ pub fn upstream_only<M: CausalLm>(
     let mut eos = false;
     while tokens < max_tokens {
         let t = Instant::now();
-        let draft = crate::Upstream::draft(upstream, question, &answer, max_tokens - tokens)?;
+        let draft =
+            upstream.draft_conversation(&conversation, &answer, max_tokens - tokens, None)?;
         let elapsed = ms(t.elapsed());
         tokens += draft.tokens;
         if draft.text.is_empty() {
@@ -86,7 +94,7 @@ pub fn upstream_only<M: CausalLm>(
     on_event(&Event::Done(summary.clone()));
     Ok(Record {
         mode: Mode::Upstream,
-        question: question.to_owned(),
+        question: conversation.aligner_question(),
         draft: answer.clone(),
         answer,
         rounds,
@@ -94,23 +102,101 @@ pub fn upstream_only<M: CausalLm>(
     })
 }
 
-/// The whole-answer Aligner: the upstream writes its full answer, then the aligner rewrites it
-/// with the correction instruction. Nothing is shown until the aligner is done.
-pub fn whole_answer<M: CausalLm, A: CausalLm>(
-    upstream: &mut LocalUpstream<'_, M>,
-    aligner: &mut LocalCorrector<'_, A>,
-    question: &str,
+/// [`upstream_only`] for an upstream that cannot continue answers: one
+/// [`Upstream::answer_whole`] call, whose text is cut into sentences as it streams in; each is
+/// reported as soon as it is complete (the rounds share the call's tokens and time, which are
+/// put on the last one).
+fn upstream_whole<U: Upstream + ?Sized>(
+    upstream: &mut U,
+    conversation: &Conversation,
     max_tokens: usize,
     mut on_event: impl FnMut(&Event),
 ) -> Result<Record> {
     let start = Instant::now();
-    let (draft, tokens, eos) = upstream.answer(question, "", max_tokens, |_| {})?;
-    let upstream_time = start.elapsed();
-    let stop = if eos {
-        DraftStop::Eos
-    } else {
-        DraftStop::TokenCap
+    let mut rounds: Vec<RoundRecord> = Vec::new();
+    let mut answer = String::new();
+    let mut segmenter = StreamingSegmenter::new();
+    let mut commit = |sentence: &str, rounds: &mut Vec<RoundRecord>, answer: &mut String| {
+        let round = RoundRecord {
+            round: rounds.len(),
+            prefix: answer.clone(),
+            last: sentence.to_owned(),
+            correction: sentence.to_owned(),
+            committed: sentence.to_owned(),
+            changed: false,
+            stop: DraftStop::Sentence,
+            upstream_tokens: 0,
+            corrector_tokens: 0,
+            upstream_ms: 0.0,
+            corrector_ms: 0.0,
+            committed_at_ms: ms(start.elapsed()),
+        };
+        answer.push_str(sentence);
+        on_event(&Event::Committed(round.clone()));
+        rounds.push(round);
     };
+    let whole = upstream.answer_whole(conversation, max_tokens, &mut |delta| {
+        for sentence in segmenter.push(delta) {
+            commit(sentence, &mut rounds, &mut answer);
+        }
+    })?;
+    for sentence in segmenter.finish() {
+        commit(sentence, &mut rounds, &mut answer);
+    }
+    let eos = whole.stop == DraftStop::Eos;
+    if let Some(last) = rounds.last_mut() {
+        last.stop = whole.stop;
+        last.upstream_tokens = whole.tokens;
+        last.upstream_ms = ms(start.elapsed());
+    }
+    let summary = Summary {
+        reason: if eos {
+            DoneReason::Eos
+        } else {
+            DoneReason::MaxTotalTokens
+        },
+        rounds: rounds.len(),
+        sentences: rounds.len(),
+        upstream_tokens: whole.tokens,
+        upstream_ms: ms(start.elapsed()),
+        first_sentence_ms: rounds.first().map(|r| r.committed_at_ms),
+        wall_ms: ms(start.elapsed()),
+        ..Summary::default()
+    };
+    on_event(&Event::Done(summary.clone()));
+    Ok(Record {
+        mode: Mode::Upstream,
+        question: conversation.aligner_question(),
+        draft: answer.clone(),
+        answer,
+        rounds,
+        summary,
+    })
+}
+
+/// The whole-answer Aligner: the upstream writes its full answer
+/// ([`Upstream::answer_whole`], which any upstream can do, a chat API without prefix
+/// continuation included), then the aligner rewrites it with the correction instruction, whose
+/// question is [`Conversation::aligner_question`]. Nothing is shown until the aligner is done.
+/// `conversation` is a question (`&str`) or a [`Conversation`].
+pub fn whole_answer<U: Upstream + ?Sized, A: CausalLm>(
+    upstream: &mut U,
+    aligner: &mut LocalCorrector<'_, A>,
+    conversation: impl Into<Conversation>,
+    max_tokens: usize,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Record> {
+    let conversation = conversation.into();
+    let question = conversation.aligner_question();
+    let question = question.as_str();
+    let start = Instant::now();
+    let Draft {
+        text: draft,
+        tokens,
+        stop,
+    } = upstream.answer_whole(&conversation, max_tokens, &mut |_| {})?;
+    let upstream_time = start.elapsed();
+    let eos = stop == DraftStop::Eos;
     on_event(&Event::Drafted {
         round: 0,
         draft: Draft {
@@ -175,7 +261,7 @@ pub fn whole_answer<M: CausalLm, A: CausalLm>(
     })
 }
 
-/// Settings of the [`reference`] loop.
+/// Settings of the [`reference()`] loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReferenceConfig {
     /// Rounds, always all run (16 in the published code).

@@ -469,3 +469,41 @@ fn the_loop_runs_on_bf16_models() {
     }
     assert!(!record.answer.trim().is_empty());
 }
+
+/// A conversation reaches the local upstream whole: rendered with the chat template, its own
+/// system message replacing the configured one; a single question renders as before.
+#[test]
+fn a_conversation_is_rendered_whole_for_the_upstream() {
+    use aligner_model::chat::ChatMessage;
+    use aligner_stream::Conversation;
+
+    let (model, _vs, tokenizer) = model();
+    let config = UpstreamConfig {
+        system: Some("Be brief.".into()),
+        ..UpstreamConfig::default()
+    };
+    let mut upstream = LocalUpstream::new(&model, tokenizer.clone(), config).unwrap();
+    let question = "What is 2 + 2?";
+    assert_eq!(
+        upstream
+            .render_conversation(&Conversation::single(question))
+            .unwrap(),
+        upstream.render_prompt(question).unwrap()
+    );
+    let chat = Conversation::new(vec![
+        ChatMessage::system("Answer in French."),
+        ChatMessage::user("Hi"),
+        ChatMessage::assistant("Bonjour !"),
+        ChatMessage::user(question),
+    ])
+    .unwrap();
+    let prompt = upstream.render_conversation(&chat).unwrap();
+    assert!(prompt.contains("Answer in French.") && !prompt.contains("Be brief."));
+    assert!(prompt.find("Bonjour !") < prompt.find(question), "{prompt}");
+    let draft = upstream.draft_conversation(&chat, "", 16, None).unwrap();
+    assert!(draft.tokens > 0);
+    assert_eq!(
+        upstream.prompt_ids(),
+        tokenizer.encode(&prompt, true).unwrap()
+    );
+}

@@ -106,12 +106,13 @@ fn upstream(url: String) -> RemoteUpstream {
         timeout: Duration::from_secs(5),
         max_retries: 0,
         initial_backoff: Duration::from_millis(1),
+        ..EndpointConfig::default()
     })
     .unwrap();
     RemoteUpstream::new(
         client,
         CompletionParams::default(),
-        Box::new(|q| Ok(format!("Q: {q}\nA:"))),
+        Box::new(|c| Ok(format!("Q: {}\nA:", c.last_user()))),
     )
 }
 

@@ -4,13 +4,14 @@
 mod corrector;
 mod upstream;
 
-use aligner_model::chat::{ChatMessage, ChatTemplate};
+use aligner_model::chat::ChatTemplate;
 use aligner_model::{CausalLm, KvCache, ModelTokenizer};
 use tch::{Kind, Tensor};
 
 pub use corrector::{CorrectorConfig, LocalCorrector};
 pub use upstream::{DraftRequest, LocalUpstream, UpstreamConfig, UpstreamStats, draft_batch};
 
+use crate::conversation::Conversation;
 use crate::{Error, Result};
 
 /// What one cache synchronisation did.
@@ -174,18 +175,27 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 /// The prompt text for one user message: through `template` (with an optional system message)
 /// when there is one, else the message itself.
 fn render(template: Option<&ChatTemplate>, system: Option<&str>, user: &str) -> Result<String> {
+    render_conversation(template, system, &Conversation::single(user))
+}
+
+/// The prompt text for a conversation, up to the start of the assistant's answer, as a
+/// [`LocalUpstream`] and a [`RemoteUpstream`](crate::remote::RemoteUpstream) render it: through
+/// `template`, with `system` first unless the conversation has its own system message. With no
+/// template, a conversation of one user message (and perhaps a system message, which is then
+/// dropped) is that message; a conversation with earlier turns needs a template.
+pub fn render_conversation(
+    template: Option<&ChatTemplate>,
+    system: Option<&str>,
+    conversation: &Conversation,
+) -> Result<String> {
     match template {
-        Some(template) => {
-            let mut messages = Vec::with_capacity(2);
-            if let Some(system) = system {
-                messages.push(ChatMessage::system(system));
-            }
-            messages.push(ChatMessage::user(user));
-            Ok(template
-                .render(&messages, true)
-                .map_err(aligner_model::Error::from)?)
-        }
-        None => Ok(user.to_owned()),
+        Some(template) => Ok(template
+            .render(&conversation.with_default_system(system), true)
+            .map_err(aligner_model::Error::from)?),
+        None if conversation.is_multi_turn() => Err(Error::Unsupported(
+            "a conversation with earlier turns needs a chat template to render it".into(),
+        )),
+        None => Ok(conversation.last_user().to_owned()),
     }
 }
 

@@ -8,8 +8,9 @@ use aligner_model::generate::{Sampler, SamplingConfig, TextStream};
 use aligner_model::{CausalLm, ModelTokenizer};
 use tch::Tensor;
 
-use super::{Context, SyncInfo, render, template_of};
-use crate::machine::{Draft, DraftStop, Upstream};
+use super::{Context, SyncInfo, render, render_conversation, template_of};
+use crate::conversation::Conversation;
+use crate::machine::{Draft, DraftStop, Upstream, answer_by_drafts};
 use crate::segment::StreamingSegmenter;
 use crate::{Error, Result};
 
@@ -68,7 +69,7 @@ pub struct LocalUpstream<'m, M: CausalLm> {
     template: Option<ChatTemplate>,
     config: UpstreamConfig,
     sampler: Sampler,
-    question: Option<String>,
+    conversation: Option<Conversation>,
     prompt_ids: Vec<u32>,
     /// Answer ids written or accepted so far (the last one may not be forwarded yet).
     gen_ids: Vec<u32>,
@@ -92,7 +93,7 @@ impl<M: CausalLm> std::fmt::Debug for LocalUpstream<'_, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalUpstream")
             .field("config", &self.config)
-            .field("question", &self.question)
+            .field("conversation", &self.conversation)
             .field("gen_text", &self.gen_text)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -112,7 +113,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
             template,
             config,
             sampler,
-            question: None,
+            conversation: None,
             prompt_ids: Vec::new(),
             gen_ids: Vec::new(),
             gen_text: String::new(),
@@ -130,7 +131,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
     /// nothing written), even if it is the same question again. The cache keeps what it holds,
     /// so a shared prompt prefix is still reused.
     pub fn restart(&mut self) {
-        self.question = None;
+        self.conversation = None;
     }
 
     /// Work counters.
@@ -166,9 +167,19 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
         )
     }
 
-    /// Starts a new question (fresh sampler, nothing written); the cache keeps the common prefix.
-    fn start(&mut self, question: &str) -> Result<()> {
-        let prompt = self.render_prompt(question)?;
+    /// The prompt text for `conversation` (its own system message, else the configured one).
+    pub fn render_conversation(&self, conversation: &Conversation) -> Result<String> {
+        render_conversation(
+            self.template.as_ref(),
+            self.config.system.as_deref(),
+            conversation,
+        )
+    }
+
+    /// Starts a new conversation (fresh sampler, nothing written); the cache keeps the common
+    /// prefix.
+    fn start(&mut self, conversation: &Conversation) -> Result<()> {
+        let prompt = self.render_conversation(conversation)?;
         self.prompt_ids = self.tokenizer.encode(&prompt, true)?;
         if self.prompt_ids.is_empty() {
             return Err(Error::InvalidConfig {
@@ -176,7 +187,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
                 reason: "renders to an empty prompt".into(),
             });
         }
-        self.question = Some(question.to_owned());
+        self.conversation = Some(conversation.clone());
         self.sampler = Sampler::new(self.config.sampling.clone())?;
         self.gen_ids.clear();
         self.gen_text.clear();
@@ -281,25 +292,9 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
         max_tokens: usize,
         mut on_delta: impl FnMut(&str),
     ) -> Result<(String, usize, bool)> {
-        let mut text = String::new();
-        let mut tokens = 0;
-        let mut eos = false;
-        let mut accepted = prefix.to_owned();
-        while tokens < max_tokens {
-            let draft = self.draft(question, &accepted, max_tokens - tokens)?;
-            tokens += draft.tokens;
-            on_delta(&draft.text);
-            text.push_str(&draft.text);
-            accepted.push_str(&draft.text);
-            if draft.stop == DraftStop::Eos {
-                eos = true;
-                break;
-            }
-            if draft.text.is_empty() && draft.tokens == 0 {
-                break;
-            }
-        }
-        Ok((text, tokens, eos))
+        let conversation = Conversation::single(question);
+        let draft = answer_by_drafts(self, &conversation, prefix, max_tokens, &mut on_delta)?;
+        Ok((draft.text, draft.tokens, draft.stop == DraftStop::Eos))
     }
 
     /// Writes a whole continuation of `prefix` from an empty cache, as the reference loop does
@@ -311,7 +306,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
         max_tokens: usize,
     ) -> Result<(String, usize)> {
         self.ctx.reset();
-        self.question = None;
+        self.conversation = None;
         let prompt = self.render_prompt(question)? + prefix;
         let prompt_ids = self.tokenizer.encode(&prompt, true)?;
         let (mut logits, info) = self.ctx.sync(self.model, &prompt_ids)?;
@@ -369,12 +364,12 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
     /// to `accepted`, a sentence already written past it, and the cache synchronisation.
     fn begin_draft(
         &mut self,
-        question: &str,
+        conversation: &Conversation,
         accepted: &str,
         max_tokens: usize,
     ) -> Result<std::result::Result<Draft, Pending>> {
-        if self.question.as_deref() != Some(question) {
-            self.start(question)?;
+        if self.conversation.as_ref() != Some(conversation) {
+            self.start(conversation)?;
         }
         let mut heal = String::new();
         // Going back to a shorter text than was handed in before also rewinds: text past
@@ -470,7 +465,7 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
     /// [`Upstream::draft`], checking `cancel` (if any) before each forward pass.
     fn draft_until(
         &mut self,
-        question: &str,
+        conversation: &Conversation,
         accepted: &str,
         max_tokens: usize,
         cancel: Option<&AtomicBool>,
@@ -479,7 +474,7 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
         if cancelled() {
             return Err(Error::Cancelled);
         }
-        let mut pending = match self.begin_draft(question, accepted, max_tokens)? {
+        let mut pending = match self.begin_draft(conversation, accepted, max_tokens)? {
             Ok(draft) => return Ok(draft),
             Err(pending) => pending,
         };
@@ -502,7 +497,7 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
 
 impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
     fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
-        self.draft_until(question, accepted, max_tokens, None)
+        self.draft_until(&Conversation::single(question), accepted, max_tokens, None)
     }
 
     fn draft_cancellable(
@@ -512,22 +507,42 @@ impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
         max_tokens: usize,
         cancel: &AtomicBool,
     ) -> Result<Draft> {
-        self.draft_until(question, accepted, max_tokens, Some(cancel))
+        self.draft_until(
+            &Conversation::single(question),
+            accepted,
+            max_tokens,
+            Some(cancel),
+        )
+    }
+
+    /// Renders the whole conversation with the chat template (its system message replacing
+    /// the configured one).
+    fn draft_conversation(
+        &mut self,
+        conversation: &Conversation,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        self.draft_until(conversation, accepted, max_tokens, cancel)
     }
 }
 
-/// One draft request of [`draft_batch`]: which upstream, for which question and accepted text,
-/// with which token cap.
+/// One draft request of [`draft_batch`]: which upstream, for which conversation and accepted
+/// text, with which token cap.
 #[derive(Debug, Clone, Copy)]
 pub struct DraftRequest<'a> {
     /// Index into the upstreams.
     pub upstream: usize,
-    /// The question.
-    pub question: &'a str,
+    /// The conversation (see [`Conversation`]; `&Conversation::single(q)` for a question).
+    pub conversation: &'a Conversation,
     /// The accepted answer so far.
     pub accepted: &'a str,
     /// Most tokens to write (>= 1).
     pub max_tokens: usize,
+    /// When set, decoding of this draft stops at the next step: its draft is cut there
+    /// ([`DraftStop::TokenCap`]) and is not meant to be used (its request was abandoned).
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// Drafts of several upstreams over the same model at once, each exactly what its own
@@ -568,7 +583,7 @@ pub fn draft_batch<M: CausalLm>(
     let mut done: Vec<Option<(Draft, std::time::Duration)>> = vec![None; requests.len()];
     let mut active: Vec<(usize, Pending)> = Vec::new();
     for (i, r) in requests.iter().enumerate() {
-        match upstreams[r.upstream].begin_draft(r.question, r.accepted, r.max_tokens)? {
+        match upstreams[r.upstream].begin_draft(r.conversation, r.accepted, r.max_tokens)? {
             Ok(draft) => done[i] = Some((draft, started.elapsed())),
             Err(pending) => active.push((i, pending)),
         }
@@ -576,6 +591,18 @@ pub fn draft_batch<M: CausalLm>(
     while !active.is_empty() {
         let mut feeding = Vec::with_capacity(active.len());
         for (i, mut pending) in std::mem::take(&mut active) {
+            if requests[i]
+                .cancel
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                let draft = Draft {
+                    text: pending.segmenter.pending().to_owned(),
+                    tokens: pending.tokens,
+                    stop: DraftStop::TokenCap,
+                };
+                done[i] = Some((draft, started.elapsed()));
+                continue;
+            }
             let upstream = &mut upstreams[requests[i].upstream];
             match upstream.next_token(&mut pending)? {
                 Progress::Done(draft) => done[i] = Some((draft, started.elapsed())),

@@ -63,6 +63,7 @@ use serde::{Deserialize, Serialize};
 
 pub use join::join_correction;
 
+use crate::conversation::Conversation;
 use crate::record::{Mode, Record, RoundRecord, Summary};
 use crate::{Error, Result};
 
@@ -121,6 +122,88 @@ pub trait Upstream {
         let _ = cancel;
         self.draft(question, accepted, max_tokens)
     }
+
+    /// [`draft`](Self::draft) (or, with `cancel`, [`draft_cancellable`](Self::draft_cancellable))
+    /// for a [`Conversation`]: the upstream continues the answer to its last user message,
+    /// seeing the whole conversation. [`StreamMachine`] and the [modes](crate::modes) call
+    /// this one.
+    ///
+    /// The default answers a conversation that is one user message through `draft` with that
+    /// question, and refuses any other with [`Error::Unsupported`] rather than drop the
+    /// history; upstreams that can see a conversation override it.
+    fn draft_conversation(
+        &mut self,
+        conversation: &Conversation,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        let Some(question) = conversation.single_question() else {
+            return Err(Error::Unsupported(
+                "this upstream answers single questions only, not a conversation with a system \
+                 message or earlier turns"
+                    .into(),
+            ));
+        };
+        match cancel {
+            Some(cancel) => self.draft_cancellable(question, accepted, max_tokens, cancel),
+            None => self.draft(question, accepted, max_tokens),
+        }
+    }
+
+    /// Whether the upstream can continue a partial answer that ends with text it did not write
+    /// (a corrected sentence), which stream mode needs. A chat endpoint with no prefix
+    /// continuation cannot; the machine then stops with [`Error::Unsupported`] before drafting,
+    /// and whole-answer mode ([`crate::modes::whole_answer`]) is the way to align it. The
+    /// default is `true`.
+    fn continues_answers(&self) -> bool {
+        true
+    }
+
+    /// Writes the whole answer to `conversation` (to EOS or about `max_tokens` tokens),
+    /// streaming its text to `on_delta`, and returns it as one [`Draft`] whose `stop` is
+    /// [`DraftStop::Eos`] or [`DraftStop::TokenCap`]. The default drafts sentence after
+    /// sentence, each continuing the text so far; an upstream that cannot continue answers
+    /// ([`continues_answers`](Self::continues_answers)) overrides it with one request.
+    fn answer_whole(
+        &mut self,
+        conversation: &Conversation,
+        max_tokens: usize,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<Draft> {
+        answer_by_drafts(self, conversation, "", max_tokens, on_delta)
+    }
+}
+
+/// The answer after `prefix` as consecutive drafts of `upstream`, each continuing the text so
+/// far, to EOS, `max_tokens` tokens, or an upstream that writes nothing.
+pub(crate) fn answer_by_drafts<U: Upstream + ?Sized>(
+    upstream: &mut U,
+    conversation: &Conversation,
+    prefix: &str,
+    max_tokens: usize,
+    on_delta: &mut dyn FnMut(&str),
+) -> Result<Draft> {
+    let mut text = String::new();
+    let mut tokens = 0;
+    let mut accepted = prefix.to_owned();
+    let mut stop = DraftStop::TokenCap;
+    while tokens < max_tokens {
+        let draft =
+            upstream.draft_conversation(conversation, &accepted, max_tokens - tokens, None)?;
+        tokens += draft.tokens;
+        on_delta(&draft.text);
+        text.push_str(&draft.text);
+        accepted.push_str(&draft.text);
+        if draft.stop == DraftStop::Eos {
+            stop = DraftStop::Eos;
+            break;
+        }
+        if draft.text.is_empty() && draft.tokens == 0 {
+            break;
+        }
+    }
+    Ok(Draft { text, tokens, stop })
 }
 
 /// The model that rewrites one sentence at a time.
@@ -153,6 +236,29 @@ impl<T: Upstream + ?Sized> Upstream for &mut T {
         cancel: &AtomicBool,
     ) -> Result<Draft> {
         (**self).draft_cancellable(question, accepted, max_tokens, cancel)
+    }
+
+    fn draft_conversation(
+        &mut self,
+        conversation: &Conversation,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        (**self).draft_conversation(conversation, accepted, max_tokens, cancel)
+    }
+
+    fn continues_answers(&self) -> bool {
+        (**self).continues_answers()
+    }
+
+    fn answer_whole(
+        &mut self,
+        conversation: &Conversation,
+        max_tokens: usize,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<Draft> {
+        (**self).answer_whole(conversation, max_tokens, on_delta)
     }
 }
 
@@ -311,6 +417,8 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub struct StreamMachine {
     config: MachineConfig,
+    conversation: Conversation,
+    /// The aligner's view of the conversation ([`Conversation::aligner_question`]).
     question: String,
     state: State,
     accepted: String,
@@ -337,10 +445,18 @@ struct Ahead {
 impl StreamMachine {
     /// A machine that will answer `question`; errors if `config` is unusable.
     pub fn new(question: impl Into<String>, config: MachineConfig) -> Result<Self> {
+        Self::with_conversation(Conversation::single(question), config)
+    }
+
+    /// A machine that will answer the last user message of `conversation`: the upstream sees
+    /// the whole conversation, the corrector its [`Conversation::aligner_question`] (see
+    /// [`crate::conversation`]). Errors if `config` is unusable.
+    pub fn with_conversation(conversation: Conversation, config: MachineConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self {
             config,
-            question: question.into(),
+            question: conversation.aligner_question(),
+            conversation,
             state: State::Drafting,
             accepted: String::new(),
             draft: String::new(),
@@ -370,15 +486,22 @@ impl StreamMachine {
         &self.accepted
     }
 
-    /// The question.
+    /// The question as the corrector sees it ([`Conversation::aligner_question`]; the question
+    /// itself for a single one).
     #[must_use]
     pub fn question(&self) -> &str {
         &self.question
     }
 
+    /// The conversation being answered.
+    #[must_use]
+    pub fn conversation(&self) -> &Conversation {
+        &self.conversation
+    }
+
     /// Makes one transition and returns the event it produced, if any. In [`State::Done`] it
     /// does nothing. On an error the state is unchanged, so the step may be retried.
-    pub fn step<U: Upstream, C: Corrector>(
+    pub fn step<U: Upstream + ?Sized, C: Corrector>(
         &mut self,
         upstream: &mut U,
         corrector: &mut C,
@@ -484,7 +607,10 @@ impl StreamMachine {
             .any(|stop| committed.contains(stop.as_str()))
     }
 
-    fn draft_step<U: Upstream>(&mut self, upstream: &mut U) -> Result<(State, Option<Event>)> {
+    fn draft_step<U: Upstream + ?Sized>(
+        &mut self,
+        upstream: &mut U,
+    ) -> Result<(State, Option<Event>)> {
         let max_tokens = match self.draft_budget_or_reason() {
             Ok(max_tokens) => max_tokens,
             Err(reason) => return Ok((State::Done(reason), None)),
@@ -492,8 +618,10 @@ impl StreamMachine {
         if let Some(ahead) = self.take_ahead(max_tokens) {
             return Ok(self.take_draft(ahead.draft, max_tokens, ahead.elapsed));
         }
+        check_continues(upstream)?;
         let t = Instant::now();
-        let draft = upstream.draft(&self.question, &self.accepted, max_tokens)?;
+        let draft =
+            upstream.draft_conversation(&self.conversation, &self.accepted, max_tokens, None)?;
         Ok(self.take_draft(draft, max_tokens, t.elapsed()))
     }
 
@@ -618,7 +746,7 @@ impl StreamMachine {
 
     /// Runs to the end, calling `on_event` after every transition that produced an event
     /// (the last one is always [`Event::Done`]), and returns the record.
-    pub fn run<U: Upstream, C: Corrector>(
+    pub fn run<U: Upstream + ?Sized, C: Corrector>(
         &mut self,
         upstream: &mut U,
         corrector: &mut C,
@@ -655,7 +783,7 @@ impl StreamMachine {
     /// A panic in the upstream or the corrector is passed on to the caller. Local models on
     /// both threads share LibTorch's thread settings, which may leave one of them
     /// single-threaded for a round; that costs speed, not correctness.
-    pub fn run_overlapped<U: Upstream + Send, C: Corrector + Send>(
+    pub fn run_overlapped<U: Upstream + Send + ?Sized, C: Corrector + Send>(
         &mut self,
         upstream: &mut U,
         corrector: &mut C,
@@ -701,7 +829,7 @@ impl StreamMachine {
     }
 
     /// The Drafting transition with the corrector's [`Corrector::prepare`] on a second thread.
-    fn draft_preparing<U: Upstream + Send, C: Corrector + Send>(
+    fn draft_preparing<U: Upstream + Send + ?Sized, C: Corrector + Send>(
         &mut self,
         upstream: &mut U,
         corrector: &mut C,
@@ -711,11 +839,13 @@ impl StreamMachine {
             Ok(max_tokens) => max_tokens,
             Err(reason) => return Ok(self.enter(State::Done(reason), None, started)),
         };
+        check_continues(upstream)?;
         let (question, accepted) = (self.question.as_str(), self.accepted.as_str());
+        let conversation = &self.conversation;
         let (draft, elapsed) = std::thread::scope(|s| {
             let preparing = s.spawn(|| corrector.prepare(question, accepted));
             let t = Instant::now();
-            let draft = upstream.draft(question, accepted, max_tokens);
+            let draft = upstream.draft_conversation(conversation, accepted, max_tokens, None);
             let elapsed = t.elapsed();
             // Preparing is only a head start: its failure changes nothing.
             let _ = joined(preparing);
@@ -728,7 +858,7 @@ impl StreamMachine {
     /// The Correcting and Committed transitions, with the next round's draft written on a
     /// second thread meanwhile. Events go to `emit` as they happen; returns whether one was
     /// [`Event::Done`]. On an error the machine is still in Correcting.
-    fn correct_ahead<U: Upstream + Send, C: Corrector>(
+    fn correct_ahead<U: Upstream + Send + ?Sized, C: Corrector>(
         &mut self,
         upstream: &mut U,
         corrector: &mut C,
@@ -753,14 +883,15 @@ impl StreamMachine {
             .then(|| self.draft_budget_or_reason().ok())
             .flatten();
         let question = self.question.clone();
+        let conversation = self.conversation.clone();
         let assumed = format!("{}{}", self.accepted, draft.text);
         let cancel = AtomicBool::new(false);
         std::thread::scope(|s| {
-            let (q, text, stop) = (&question, &assumed, &cancel);
+            let (c, text, stop) = (&conversation, &assumed, &cancel);
             let ahead = next_budget.map(|max_tokens| {
                 s.spawn(move || {
                     let t = Instant::now();
-                    let draft = upstream.draft_cancellable(q, text, max_tokens, stop);
+                    let draft = upstream.draft_conversation(c, text, max_tokens, Some(stop));
                     (draft, t.elapsed(), max_tokens)
                 })
             });
@@ -821,7 +952,7 @@ impl StreamMachine {
     }
 
     /// The run as an iterator of events; it ends after [`Event::Done`] or after an error.
-    pub fn events<'a, U: Upstream, C: Corrector>(
+    pub fn events<'a, U: Upstream + ?Sized, C: Corrector>(
         &'a mut self,
         upstream: &'a mut U,
         corrector: &'a mut C,
@@ -856,14 +987,14 @@ impl StreamMachine {
 
 /// Iterator over the events of a run; see [`StreamMachine::events`].
 #[derive(Debug)]
-pub struct Events<'a, U, C> {
+pub struct Events<'a, U: ?Sized, C> {
     machine: &'a mut StreamMachine,
     upstream: &'a mut U,
     corrector: &'a mut C,
     finished: bool,
 }
 
-impl<U: Upstream, C: Corrector> Iterator for Events<'_, U, C> {
+impl<U: Upstream + ?Sized, C: Corrector> Iterator for Events<'_, U, C> {
     type Item = Result<Event>;
 
     fn next(&mut self) -> Option<Result<Event>> {
@@ -888,6 +1019,20 @@ impl<U: Upstream, C: Corrector> Iterator for Events<'_, U, C> {
                 Ok(None) => {}
             }
         }
+    }
+}
+
+/// Stream mode needs an upstream that continues corrected text.
+fn check_continues<U: Upstream + ?Sized>(upstream: &U) -> Result<()> {
+    if upstream.continues_answers() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(
+            "stream mode needs an upstream that continues a partial answer; this one cannot \
+             (a chat API without prefix continuation): choose the server's prefill style, use \
+             its completions API, or align whole answers"
+                .into(),
+        ))
     }
 }
 

@@ -1,0 +1,356 @@
+//! An OpenAI-compatible HTTP server whose answers are aligned: an upstream model writes them and
+//! an aligner corrects them, sentence by sentence (Stream Aligner), as a whole (Aligner), or not
+//! at all, chosen per request.
+//!
+//! - `POST /v1/chat/completions`, streamed (server-sent events in OpenAI's chunk format: each
+//!   sentence is sent as soon as the aligner has accepted it, then a chunk with the finish
+//!   reason and the usage, then `[DONE]`) or not. The mode comes from the model name
+//!   (`aligner-stream`, `aligner-whole`, `upstream`) or the extra field `aligner_mode`
+//!   (`stream`, `whole`, `off`); the extension field `aligner` holds the upstream's drafts.
+//! - `GET /v1/models`, `GET /health`.
+//!
+//! The models run on one worker thread of their own (see [`worker`]), never on the async
+//! runtime; requests in flight share the upstream's decoding steps. The queue in front of it is
+//! bounded (a full queue answers `429` with `Retry-After`), requests have a deadline, a client
+//! that disconnects stops the work on its request, every bad request gets an OpenAI-style JSON
+//! error with a 4xx status, and [`Server::serve`] finishes (or, after a grace period, cancels)
+//! the requests in flight when its shutdown signal fires. An optional bearer token guards the
+//! `/v1` routes.
+//!
+//! ```no_run
+//! use aligner_model::{InferenceModel, ModelTokenizer, WeightFormat, hub};
+//! use aligner_serve::{Engine, ServeConfig, Server};
+//! use aligner_stream::{CorrectorConfig, MachineConfig, UpstreamConfig};
+//! use tch::{Device, Kind};
+//!
+//! // The models are loaded on the worker thread.
+//! let server = Server::start(ServeConfig::default(), || {
+//!     let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
+//!     let load = |dir: &std::path::Path, format| InferenceModel::load(dir, Kind::Float, Device::Cpu, Some(format));
+//!     let (upstream, up_tok) = load(&dir, WeightFormat::Int4)?;
+//!     let (aligner, al_tok) = load("assets/stream-aligner".as_ref(), WeightFormat::Int8)?;
+//!     Ok(Engine {
+//!         upstream,
+//!         upstream_tokenizer: ModelTokenizer::from_dir(&up_tok)?,
+//!         upstream_config: UpstreamConfig::default(),
+//!         aligner,
+//!         aligner_tokenizer: ModelTokenizer::from_dir(&al_tok)?,
+//!         corrector_config: CorrectorConfig::default(),
+//!         machine: MachineConfig::default(),
+//!     })
+//! })?;
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! runtime.block_on(async {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//!     server.serve(listener, aligner_serve::shutdown_signal()).await
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod api;
+mod http;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use aligner_model::CausalLm;
+use aligner_model::ModelTokenizer;
+use aligner_model::chat::ChatTemplate;
+
+pub use api::{ApiError, ChatRequest, MODELS};
+pub use http::shutdown_signal;
+pub use worker::Engine;
+
+/// How a request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlignMode {
+    /// Stream Aligner: sentence by sentence, the upstream continuing from each corrected one.
+    Stream,
+    /// Aligner: the upstream's whole answer, rewritten once by the aligner.
+    Whole,
+    /// The upstream alone.
+    Off,
+}
+
+impl AlignMode {
+    /// `stream`, `whole` or `off`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Whole => "whole",
+            Self::Off => "off",
+        }
+    }
+
+    /// The mode named `name` (`stream`, `whole` or `off`).
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Stream, Self::Whole, Self::Off]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+}
+
+/// The server's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Requests answered at once (slots of the worker, each with its own KV caches).
+    pub slots: usize,
+    /// Requests that may wait for a slot; one more is answered `429`.
+    pub queue_capacity: usize,
+    /// Time limit of a request, waiting included.
+    pub request_timeout: Duration,
+    /// The `Retry-After` of a `429`, seconds.
+    pub retry_after_secs: u64,
+    /// Most characters over all messages of a request.
+    pub max_input_chars: usize,
+    /// Most tokens of the upstream's prompt (the rendered conversation).
+    pub max_prompt_tokens: usize,
+    /// Largest `max_tokens` a request may ask for.
+    pub max_tokens_limit: usize,
+    /// `max_tokens` of requests that set none.
+    pub default_max_tokens: usize,
+    /// Bearer token required on the `/v1` routes; `None`: no authentication.
+    pub api_key: Option<String>,
+    /// After the shutdown signal, how long requests in flight may run before they are
+    /// cancelled.
+    pub shutdown_grace: Duration,
+    /// Most bytes of a request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            slots: 4,
+            queue_capacity: 64,
+            request_timeout: Duration::from_secs(300),
+            retry_after_secs: 1,
+            max_input_chars: 16_000,
+            max_prompt_tokens: 4096,
+            max_tokens_limit: 2048,
+            default_max_tokens: 512,
+            api_key: None,
+            shutdown_grace: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The loader failed, or the engine's settings are unusable.
+    #[error("loading the models: {0}")]
+    Load(String),
+    /// A setting is unusable.
+    #[error("invalid config: `{field}` {reason}")]
+    InvalidConfig {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Binding or serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+    /// The worker thread panicked.
+    #[error("the model worker panicked")]
+    WorkerPanicked,
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the HTTP side needs to count a conversation's prompt tokens (on a blocking thread).
+pub(crate) struct PromptCounter {
+    tokenizer: ModelTokenizer,
+    template: Option<ChatTemplate>,
+    system: Option<String>,
+}
+
+impl PromptCounter {
+    /// Tokens of the upstream's prompt for `conversation`.
+    pub(crate) fn count(
+        &self,
+        conversation: &aligner_stream::Conversation,
+    ) -> Result<usize, String> {
+        let prompt = aligner_stream::render_conversation(
+            self.template.as_ref(),
+            self.system.as_deref(),
+            conversation,
+        )
+        .map_err(|e| e.to_string())?;
+        self.tokenizer
+            .encode(&prompt, true)
+            .map(|ids| ids.len())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A started server: the worker thread with its models, ready to serve HTTP.
+pub struct Server {
+    state: http::AppState,
+    worker: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts the worker thread, which runs `load` to build the [`Engine`] (so the models are
+    /// created, used and dropped on that thread only), and waits until it has. Errors if
+    /// `config` or the engine's settings are unusable or `load` fails.
+    pub fn start<U, A, F>(config: ServeConfig, load: F) -> Result<Self>
+    where
+        U: CausalLm + 'static,
+        A: CausalLm + 'static,
+        F: FnOnce() -> std::result::Result<Engine<U, A>, Box<dyn std::error::Error + Send + Sync>>
+            + Send
+            + 'static,
+    {
+        for (field, value) in [
+            ("slots", config.slots),
+            ("max_tokens_limit", config.max_tokens_limit),
+            ("default_max_tokens", config.default_max_tokens),
+            ("max_input_chars", config.max_input_chars),
+            ("max_prompt_tokens", config.max_prompt_tokens),
+        ] {
+            if value == 0 {
+                return Err(Error::InvalidConfig {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        if config.default_max_tokens > config.max_tokens_limit {
+            return Err(Error::InvalidConfig {
+                field: "default_max_tokens",
+                reason: format!("exceeds max_tokens_limit ({})", config.max_tokens_limit),
+            });
+        }
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<PromptCounter, String>>();
+        let stats = Arc::new(worker::Stats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (worker_stats, worker_stop, slots) =
+            (Arc::clone(&stats), Arc::clone(&stop), config.slots);
+        let worker = std::thread::Builder::new()
+            .name("aligner-worker".into())
+            .spawn(move || {
+                let engine = match load() {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let checked = check_engine(&engine).map(|template| PromptCounter {
+                    tokenizer: engine.upstream_tokenizer.clone(),
+                    template,
+                    system: engine.upstream_config.system.clone(),
+                });
+                let ok = checked.is_ok();
+                let _ = ready_tx.send(checked);
+                if ok {
+                    worker::run(&engine, slots, &jobs_rx, &worker_stats, &worker_stop);
+                }
+            })?;
+        let counter = match ready_rx.recv() {
+            Ok(Ok(counter)) => counter,
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                return Err(Error::Load(e));
+            }
+            Err(_) => {
+                let _ = worker.join();
+                return Err(Error::WorkerPanicked);
+            }
+        };
+        let state = http::AppState::new(config, jobs_tx, stats, counter);
+        Ok(Self {
+            state,
+            worker,
+            stop,
+        })
+    }
+
+    /// The routes, for embedding in another axum application (the caller then owns shutdown;
+    /// [`serve`](Self::serve) is the complete server).
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes; then stops accepting connections,
+    /// lets requests in flight finish for [`ServeConfig::shutdown_grace`], cancels the rest,
+    /// and stops the worker thread.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let Self {
+            state,
+            worker,
+            stop,
+        } = self;
+        let grace = state.config().shutdown_grace;
+        let app = http::router(state);
+        let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopper = Arc::clone(&stop);
+        tokio::spawn(async move {
+            if fired_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+                stopper.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = fired_tx.send(());
+            })
+            .await?;
+        // The routes (and the queue's sender) are gone: the worker ends once it is idle.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || worker.join())
+            .await
+            .map_err(|_| Error::WorkerPanicked)?
+            .map_err(|_| Error::WorkerPanicked)
+    }
+}
+
+/// Checks that slots can be built from the engine's settings (so the worker's own construction
+/// cannot fail) and returns the upstream's chat template.
+fn check_engine<U: CausalLm, A: CausalLm>(
+    engine: &Engine<U, A>,
+) -> Result<Option<ChatTemplate>, String> {
+    aligner_stream::LocalUpstream::new(
+        &engine.upstream,
+        engine.upstream_tokenizer.clone(),
+        engine.upstream_config.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    aligner_stream::LocalCorrector::new(
+        &engine.aligner,
+        engine.aligner_tokenizer.clone(),
+        engine.corrector_config.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    engine.machine.validate().map_err(|e| e.to_string())?;
+    if engine.upstream_config.chat_template {
+        engine
+            .upstream_tokenizer
+            .chat_template()
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(None)
+    }
+}

@@ -1,0 +1,154 @@
+//! An OpenAI-compatible server whose answers are aligned: the embedded SmolLM2-135M-Instruct
+//! writes them and the shipped Stream Aligner (`assets/stream-aligner`) corrects them sentence
+//! by sentence. Works offline; binds 127.0.0.1.
+//!
+//! Run: `cargo run --release --example serve -- --math`
+//!
+//! Then `curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{"model": "aligner-stream", "messages": [{"role": "user", "content": "What is 17 + 25?"}], "stream": true}'`.
+//! The model name picks the mode (`aligner-stream`, `aligner-whole`, `upstream`), as does the
+//! extra field `aligner_mode` (`stream`, `whole`, `off`). The server logic is the library's
+//! (`aligner::serve`); this file only reads options and loads the models.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aligner::data::template::MATH_SYSTEM_PROMPT;
+use aligner::model::generate::SamplingConfig;
+use aligner::model::{DType, ModelTokenizer, WeightFormat};
+use aligner::serve::{Engine, ServeConfig, Server};
+use aligner::stream::{CorrectorConfig, MachineConfig, UpstreamConfig};
+use clap::Parser;
+
+/// The shipped Stream Aligner, relative to the repository root.
+const SHIPPED_ALIGNER: &str = "assets/stream-aligner";
+
+#[derive(Parser)]
+#[command(about = "An OpenAI-compatible server whose answers are corrected by an aligner")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    bind: SocketAddr,
+    /// Requests answered at once (they share the upstream's decoding steps).
+    #[arg(long, default_value_t = 4)]
+    slots: usize,
+    /// Requests that may wait for a slot; more are answered 429.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// Time limit of a request, seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// `max_tokens` of requests that set none.
+    #[arg(long, default_value_t = 384)]
+    max_tokens: usize,
+    /// Require `Authorization: Bearer <value of this environment variable>` when it is set.
+    #[arg(long, default_value = "ALIGNER_API_KEY")]
+    api_key_env: String,
+    /// Give the upstream the math system prompt, and end answers after `The answer is`.
+    #[arg(long)]
+    math: bool,
+    /// Upstream system prompt (default: the chat template's own).
+    #[arg(long, conflicts_with = "math")]
+    system: Option<String>,
+    /// Upstream model folder (default: the embedded SmolLM2-135M-Instruct).
+    #[arg(long)]
+    upstream_dir: Option<PathBuf>,
+    /// Aligner: a model folder or a PEFT LoRA adapter folder (default: the shipped
+    /// assets/stream-aligner).
+    #[arg(long)]
+    aligner_dir: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_parser = common::device)]
+    device: tch::Device,
+    /// Activations: f32, bf16 or f16 (default: f32 on the CPU, bf16 on a GPU).
+    #[arg(long, value_parser = common::dtype)]
+    dtype: Option<DType>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let upstream_dir = common::model_dir(args.upstream_dir.as_deref())?;
+    let aligner_dir = args
+        .aligner_dir
+        .clone()
+        .unwrap_or_else(|| common::repo_path(SHIPPED_ALIGNER));
+    anyhow::ensure!(
+        aligner_dir.is_dir(),
+        "no aligner at {}",
+        aligner_dir.display()
+    );
+    let api_key = std::env::var(&args.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty());
+    let config = ServeConfig {
+        slots: args.slots,
+        queue_capacity: args.queue,
+        request_timeout: Duration::from_secs(args.timeout),
+        default_max_tokens: args.max_tokens,
+        api_key,
+        ..ServeConfig::default()
+    };
+    let system = if args.math {
+        Some(MATH_SYSTEM_PROMPT.to_owned())
+    } else {
+        args.system.clone()
+    };
+    let stop_after = if args.math {
+        vec!["The answer is".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let (device, dtype) = (args.device, args.dtype);
+    eprintln!(
+        "loading {} (upstream) and {} (aligner)",
+        upstream_dir.display(),
+        aligner_dir.display()
+    );
+    // The models are loaded, used and dropped on the server's worker thread.
+    let server = Server::start(config.clone(), move || {
+        let auto = common::Weights(None);
+        let (upstream, up_tok) =
+            common::load_for_inference(&upstream_dir, device, dtype, auto, WeightFormat::Int4)?;
+        let (aligner, al_tok) =
+            common::load_for_inference(&aligner_dir, device, dtype, auto, WeightFormat::Int8)?;
+        Ok(Engine {
+            upstream,
+            upstream_tokenizer: ModelTokenizer::from_dir(&up_tok)?,
+            upstream_config: UpstreamConfig {
+                sampling: SamplingConfig::greedy(),
+                system,
+                ..UpstreamConfig::default()
+            },
+            aligner,
+            aligner_tokenizer: ModelTokenizer::from_dir(&al_tok)?,
+            corrector_config: CorrectorConfig::default(),
+            machine: MachineConfig {
+                stop_after,
+                ..MachineConfig::default()
+            },
+        })
+    })?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.bind).await?;
+        eprintln!(
+            "serving on http://{}/v1 ({} slots, queue {}{}); Ctrl-C or SIGTERM stops",
+            listener.local_addr()?,
+            config.slots,
+            config.queue_capacity,
+            if config.api_key.is_some() {
+                ", bearer token required"
+            } else {
+                ""
+            }
+        );
+        server
+            .serve(listener, aligner::serve::shutdown_signal())
+            .await?;
+        eprintln!("stopped");
+        anyhow::Ok(())
+    })
+}
