@@ -7,7 +7,8 @@
 //! several `--answers` files are compared pairwise against the first).
 //!
 //! `cargo run --release --example evaluate -- judge --original A.jsonl --aligned B.jsonl`
-//! judges with the embedded model; `--endpoint http://127.0.0.1:8000/v1 --model NAME` uses a
+//! (or `judge --records R.jsonl`, the records of `stream_align --records`: each draft against
+//! its aligned answer) judges with the embedded model; `--endpoint http://127.0.0.1:8000/v1 --model NAME` uses a
 //! server (API key from `$OPENAI_API_KEY`).
 
 #[path = "common/mod.rs"]
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use aligner::eval::judge::{
     AnswerPair, Dimension, HttpJudge, Judge, LocalJudge, ResponseCache, judge_all,
-    judge_all_parallel,
+    judge_all_parallel, load_record_pairs,
 };
 use aligner::eval::math::{Answer, load_answers, load_problems};
 use aligner::eval::report::{BarChart, judge_report, math_report, write_bar_chart};
@@ -55,11 +56,15 @@ enum Command {
     /// Win rates of aligned over original answers on helpfulness and harmlessness.
     Judge {
         /// JSONL with `question` and `output`: the original answers.
-        #[arg(long)]
-        original: PathBuf,
+        #[arg(long, required_unless_present = "records", requires = "aligned")]
+        original: Option<PathBuf>,
         /// JSONL with `question` and `output`: the aligned answers to the same questions.
-        #[arg(long)]
-        aligned: PathBuf,
+        #[arg(long, requires = "original")]
+        aligned: Option<PathBuf>,
+        /// Run records as `stream_align --records` writes them: each record's `draft` is judged
+        /// against its `answer` (instead of `--original` and `--aligned`).
+        #[arg(long, conflicts_with_all = ["original", "aligned"])]
+        records: Option<PathBuf>,
         /// OpenAI-compatible endpoint; without it the local `--judge-dir` model judges.
         #[arg(long)]
         endpoint: Option<String>,
@@ -137,13 +142,18 @@ fn main() -> anyhow::Result<()> {
         Command::Judge {
             original,
             aligned,
+            records,
             endpoint,
             model,
             concurrency,
             judge_dir,
             only,
         } => {
-            let pairs = pair_answers(&original, &aligned)?;
+            let pairs = match (records, original, aligned) {
+                (Some(records), _, _) => load_record_pairs(&records)?,
+                (None, Some(original), Some(aligned)) => pair_answers(&original, &aligned)?,
+                _ => bail!("give --records, or --original and --aligned"),
+            };
             let dimensions: Vec<Dimension> = match only.as_deref() {
                 None => Dimension::ALL.to_vec(),
                 Some("helpfulness") => vec![Dimension::Helpfulness],

@@ -221,6 +221,25 @@ pub struct AnswerPair {
     pub aligned: String,
 }
 
+/// The (original, aligned) pairs of a run-record file, as `stream_align --records` (or any
+/// `aligner_stream::Record` writer) writes it: each line's `question`, its `draft` (the
+/// upstream's text before correction) as the original, and its `answer` as the aligned one.
+///
+/// # Errors
+/// A line that is not a JSON object, or lacks one of the three string fields, is an error
+/// naming the file, line and field; nothing is skipped.
+pub fn load_record_pairs(path: impl AsRef<std::path::Path>) -> crate::Result<Vec<AnswerPair>> {
+    use crate::math::problems::{read_jsonl, string_field};
+    let path = path.as_ref();
+    read_jsonl(path, |line, row| {
+        Ok(AnswerPair {
+            question: string_field(row, "question", path, line)?,
+            original: string_field(row, "draft", path, line)?,
+            aligned: string_field(row, "answer", path, line)?,
+        })
+    })
+}
+
 /// Judges one pair in both orders.
 pub fn judge_pair(
     judge: &dyn Judge,
@@ -333,6 +352,29 @@ impl Tally {
 
 #[cfg(test)]
 mod tests {
+    /// A record line as `aligner_stream::Record` writes it (extra fields are ignored); a line
+    /// without its draft is an error naming the line and field.
+    #[test]
+    fn run_records_are_read_as_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let record = r#"{"mode":"stream","question":"Q?","draft":"Wrong. Rest.","answer":"Right. Rest.","rounds":[],"summary":{}}"#;
+        std::fs::write(&path, format!("{record}\n\n{record}\n")).unwrap();
+        let pairs = load_record_pairs(&path).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(
+            (
+                pairs[0].question.as_str(),
+                pairs[0].original.as_str(),
+                pairs[0].aligned.as_str()
+            ),
+            ("Q?", "Wrong. Rest.", "Right. Rest.")
+        );
+        std::fs::write(&path, r#"{"question":"Q?","answer":"A"}"#).unwrap();
+        let err = load_record_pairs(&path).unwrap_err().to_string();
+        assert!(err.contains("draft") && err.contains(":1"), "{err}");
+    }
+
     use super::*;
 
     #[test]

@@ -22,7 +22,7 @@
 mod extract;
 mod latex;
 mod normalize;
-mod problems;
+pub(crate) mod problems;
 
 use serde::Serialize;
 

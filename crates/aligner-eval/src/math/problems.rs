@@ -98,7 +98,8 @@ pub fn load_answers(path: impl AsRef<Path>) -> Result<Vec<Answer>> {
     })
 }
 
-fn read_jsonl<T>(
+/// Reads a JSON Lines file of objects with `parse(line, object)`; blank lines are skipped.
+pub(crate) fn read_jsonl<T>(
     path: &Path,
     mut parse: impl FnMut(usize, &Map<String, Value>) -> Result<T>,
 ) -> Result<Vec<T>> {
@@ -132,7 +133,8 @@ fn read_jsonl<T>(
     Ok(rows)
 }
 
-fn string_field(
+/// The string field `field` of a row, or an error naming the file, line and field.
+pub(crate) fn string_field(
     row: &Map<String, Value>,
     field: &'static str,
     path: &Path,
