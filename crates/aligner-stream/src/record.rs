@@ -5,8 +5,36 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{DoneReason, DraftStop};
 use crate::{Error, Result};
+
+/// Why the upstream stopped writing a draft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftStop {
+    /// A sentence ended (the upstream has more to say).
+    Sentence,
+    /// The upstream wrote its end-of-sequence token: the answer is complete.
+    Eos,
+    /// The token cap of the call was reached mid-sentence.
+    TokenCap,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneReason {
+    /// The upstream ended its answer.
+    #[default]
+    Eos,
+    /// [`MachineConfig::max_rounds`](crate::MachineConfig::max_rounds) rounds ran.
+    MaxRounds,
+    /// The upstream used [`MachineConfig::max_total_tokens`](crate::MachineConfig::max_total_tokens).
+    MaxTotalTokens,
+    /// The upstream returned no text, no tokens and no EOS: it cannot go on.
+    Stalled,
+    /// A committed sentence held one of [`MachineConfig::stop_after`](crate::MachineConfig::stop_after).
+    StopText,
+}
 
 /// How an answer was produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

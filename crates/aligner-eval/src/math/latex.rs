@@ -115,6 +115,45 @@ pub(crate) fn remove_command(s: &str, name: &str) -> String {
     out
 }
 
+/// The trimmed content of the last well-formed `\boxed{..}` or `\fbox{..}`
+/// (braces matched, nested groups allowed), or of `\boxed 5` written without
+/// braces. Empty boxes are skipped; only the last 16 boxes are tried, which
+/// keeps a flood of unclosed `\boxed{` linear.
+pub(crate) fn last_boxed(s: &str) -> Option<&str> {
+    const MAX_TRIED: usize = 16;
+    let mut hits: Vec<(usize, usize)> = ["boxed", "fbox"]
+        .iter()
+        .flat_map(|name| {
+            find_command(s, name)
+                .into_iter()
+                .map(|i| (i, i + 1 + name.len()))
+        })
+        .collect();
+    hits.sort_unstable();
+    hits.into_iter()
+        .rev()
+        .take(MAX_TRIED)
+        .find_map(|(_, after)| {
+            let rest = s.get(after..)?;
+            let body = rest.trim_start();
+            let start = after + (rest.len() - body.len());
+            let content = if body.starts_with('{') {
+                let close = matching_brace(s, start)?;
+                s.get(start + 1..close)?
+            } else if start > after {
+                // `\boxed 5$`: a space, then everything up to whitespace or `$`.
+                let end = body
+                    .find(|c: char| c.is_whitespace() || c == '$')
+                    .unwrap_or(body.len());
+                body.get(..end)?
+            } else {
+                return None;
+            };
+            let content = content.trim();
+            (!content.is_empty()).then_some(content)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Serialize;
 
-use super::extract::last_boxed;
-use super::latex::{find_command, read_argument, remove_command};
+use super::latex::{find_command, last_boxed, read_argument, remove_command};
 
 /// Relative tolerance of numeric equality.
 pub const RELATIVE_TOLERANCE: f64 = 1e-6;

@@ -64,20 +64,9 @@ use serde::{Deserialize, Serialize};
 pub use join::join_correction;
 
 use crate::conversation::Conversation;
+pub use crate::record::{DoneReason, DraftStop};
 use crate::record::{Mode, Record, RoundRecord, Summary};
 use crate::{Error, Result};
-
-/// Why the upstream stopped writing a draft.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DraftStop {
-    /// A sentence ended (the upstream has more to say).
-    Sentence,
-    /// The upstream wrote its end-of-sequence token: the answer is complete.
-    Eos,
-    /// The token cap of the call was reached mid-sentence.
-    TokenCap,
-}
 
 /// One sentence written by the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,23 +326,6 @@ impl MachineConfig {
         }
         Ok(())
     }
-}
-
-/// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DoneReason {
-    /// The upstream ended its answer.
-    #[default]
-    Eos,
-    /// [`MachineConfig::max_rounds`] rounds ran.
-    MaxRounds,
-    /// The upstream used [`MachineConfig::max_total_tokens`].
-    MaxTotalTokens,
-    /// The upstream returned no text, no tokens and no EOS: it cannot go on.
-    Stalled,
-    /// A committed sentence held one of [`MachineConfig::stop_after`].
-    StopText,
 }
 
 /// Where the machine is. Each [`StreamMachine::step`] makes one transition.
