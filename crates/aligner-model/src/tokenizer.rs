@@ -58,6 +58,54 @@ pub struct TokenizerConfig {
     pub clean_up_tokenization_spaces: bool,
 }
 
+impl TokenizerConfig {
+    /// Reads a `tokenizer_config.json` with the workspace's one reader,
+    /// [`aligner_data::template::TokenizerConfig::from_file`]: special tokens given as strings or
+    /// as AddedToken objects, a single chat template or a named list (the `default` one is
+    /// taken), and a `chat_template.jinja` beside the file. The fields that only matter when
+    /// the file is written again (`unk_token`, `model_max_length`, ...) are carried over.
+    pub fn read(path: &Path) -> Result<Self> {
+        let data = aligner_data::template::TokenizerConfig::from_file(path).map_err(|e| {
+            Error::Tokenizer {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+        let token_text = |key: &str| match raw.get(key) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Object(o)) => o
+                .get("content")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            _ => None,
+        };
+        let special = data.special.clone();
+        Ok(Self {
+            add_bos_token: special.add_bos_token,
+            add_eos_token: special.add_eos_token,
+            bos_token: special.bos_token,
+            eos_token: special.eos_token,
+            pad_token: special.pad_token,
+            unk_token: token_text("unk_token"),
+            chat_template: data.template("default").map(str::to_owned),
+            model_max_length: raw
+                .get("model_max_length")
+                .and_then(serde_json::Value::as_u64),
+            tokenizer_class: raw
+                .get("tokenizer_class")
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(default_tokenizer_class, str::to_owned),
+            clean_up_tokenization_spaces: raw
+                .get("clean_up_tokenization_spaces")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
 fn default_tokenizer_class() -> String {
     "PreTrainedTokenizerFast".to_owned()
 }
@@ -297,10 +345,8 @@ impl ModelTokenizer {
             reason: e.to_string(),
         })?;
         let config_path = dir.join("tokenizer_config.json");
-        let config: TokenizerConfig = if config_path.is_file() {
-            let text =
-                std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-            serde_json::from_str(&text).map_err(|e| Error::json(&config_path, e))?
+        let config = if config_path.is_file() {
+            TokenizerConfig::read(&config_path)?
         } else {
             TokenizerConfig {
                 add_bos_token: false,
