@@ -8,6 +8,10 @@
 //! The model name picks the mode (`aligner-stream`, `aligner-whole`, `upstream`), as does the
 //! extra field `aligner_mode` (`stream`, `whole`, `off`). The server logic is the library's
 //! (`aligner::serve`); this file only reads options and loads the models.
+//!
+//! With `--upstream-url` (and the other `--upstream-*` options of `stream_align`) a model served
+//! elsewhere writes the answers and only the aligner runs here, e.g. llama.cpp's server:
+//! `cargo run --release --example serve -- --upstream-url http://127.0.0.1:8080/v1`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,8 +22,9 @@ use std::time::Duration;
 
 use aligner::data::template::MATH_SYSTEM_PROMPT;
 use aligner::model::generate::SamplingConfig;
+use aligner::model::remote::CompletionParams;
 use aligner::model::{DType, ModelTokenizer, WeightFormat};
-use aligner::serve::{Engine, ServeConfig, Server};
+use aligner::serve::{Engine, RemoteEngine, ServeConfig, Server};
 use aligner::stream::{CorrectorConfig, MachineConfig, UpstreamConfig};
 use clap::Parser;
 
@@ -46,16 +51,19 @@ struct Args {
     max_tokens: usize,
     /// Require `Authorization: Bearer <value of this environment variable>` when it is set.
     #[arg(long, default_value = "ALIGNER_API_KEY")]
-    api_key_env: String,
+    server_key_env: String,
     /// Give the upstream the math system prompt, and end answers after `The answer is`.
     #[arg(long)]
     math: bool,
     /// Upstream system prompt (default: the chat template's own).
     #[arg(long, conflicts_with = "math")]
     system: Option<String>,
-    /// Upstream model folder (default: the embedded SmolLM2-135M-Instruct).
+    /// Upstream model folder (default: the embedded SmolLM2-135M-Instruct). With
+    /// `--upstream-url`: the tokenizer that counts tokens, and the default chat template.
     #[arg(long)]
     upstream_dir: Option<PathBuf>,
+    #[command(flatten)]
+    remote: common::upstream::RemoteArgs,
     /// Aligner: a model folder or a PEFT LoRA adapter folder (default: the shipped
     /// assets/stream-aligner).
     #[arg(long)]
@@ -80,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         "no aligner at {}",
         aligner_dir.display()
     );
-    let api_key = std::env::var(&args.api_key_env)
+    let api_key = std::env::var(&args.server_key_env)
         .ok()
         .filter(|k| !k.is_empty());
     let config = ServeConfig {
@@ -102,35 +110,63 @@ fn main() -> anyhow::Result<()> {
         Vec::new()
     };
     let (device, dtype) = (args.device, args.dtype);
-    eprintln!(
-        "loading {} (upstream) and {} (aligner)",
-        upstream_dir.display(),
-        aligner_dir.display()
-    );
-    // The models are loaded, used and dropped on the server's worker thread.
-    let server = Server::start(config.clone(), move || {
+    let factory = args.remote.factory(&upstream_dir, system.clone())?;
+    let machine = MachineConfig {
+        stop_after,
+        ..MachineConfig::default()
+    };
+    let aligner_dir_shown = aligner_dir.display().to_string();
+    let load_aligner = move || {
         let auto = common::Weights(None);
-        let (upstream, up_tok) =
-            common::load_for_inference(&upstream_dir, device, dtype, auto, WeightFormat::Int4)?;
-        let (aligner, al_tok) =
-            common::load_for_inference(&aligner_dir, device, dtype, auto, WeightFormat::Int8)?;
-        Ok(Engine {
-            upstream,
-            upstream_tokenizer: ModelTokenizer::from_dir(&up_tok)?,
-            upstream_config: UpstreamConfig {
-                sampling: SamplingConfig::greedy(),
+        common::load_for_inference(&aligner_dir, device, dtype, auto, WeightFormat::Int8)
+    };
+    // The models are loaded, used and dropped on the server's worker thread.
+    let server = if let Some(new_upstream) = factory {
+        eprintln!(
+            "upstream at {}; loading {aligner_dir_shown} (aligner)",
+            args.remote.upstream_url.as_deref().unwrap_or_default()
+        );
+        Server::start_remote(config.clone(), move || {
+            let (aligner, al_tok) = load_aligner()?;
+            Ok(RemoteEngine {
+                new_upstream,
+                params: CompletionParams {
+                    temperature: Some(0.0),
+                    ..CompletionParams::default()
+                },
+                tokenizer: ModelTokenizer::from_dir(&upstream_dir)?,
                 system,
-                ..UpstreamConfig::default()
-            },
-            aligner,
-            aligner_tokenizer: ModelTokenizer::from_dir(&al_tok)?,
-            corrector_config: CorrectorConfig::default(),
-            machine: MachineConfig {
-                stop_after,
-                ..MachineConfig::default()
-            },
-        })
-    })?;
+                aligner,
+                aligner_tokenizer: ModelTokenizer::from_dir(&al_tok)?,
+                corrector_config: CorrectorConfig::default(),
+                machine,
+            })
+        })?
+    } else {
+        eprintln!(
+            "loading {} (upstream) and {aligner_dir_shown} (aligner)",
+            upstream_dir.display()
+        );
+        Server::start(config.clone(), move || {
+            let auto = common::Weights(None);
+            let (upstream, up_tok) =
+                common::load_for_inference(&upstream_dir, device, dtype, auto, WeightFormat::Int4)?;
+            let (aligner, al_tok) = load_aligner()?;
+            Ok(Engine {
+                upstream,
+                upstream_tokenizer: ModelTokenizer::from_dir(&up_tok)?,
+                upstream_config: UpstreamConfig {
+                    sampling: SamplingConfig::greedy(),
+                    system,
+                    ..UpstreamConfig::default()
+                },
+                aligner,
+                aligner_tokenizer: ModelTokenizer::from_dir(&al_tok)?,
+                corrector_config: CorrectorConfig::default(),
+                machine,
+            })
+        })?
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.bind).await?;

@@ -127,6 +127,70 @@ impl RemoteArgs {
     }
 }
 
+/// Makes a new upstream for each call, with the sampling parameters given (what a server with
+/// requests in flight at once needs: one upstream per request).
+pub type UpstreamFactory = Box<
+    dyn Fn(
+            CompletionParams,
+        ) -> Result<Box<dyn Upstream + Send>, Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync,
+>;
+
+impl RemoteArgs {
+    /// As [`build`](Self::build), but a factory of upstreams (the client is set up and the
+    /// chat template read once); `None` without `--upstream-url`.
+    pub fn factory(
+        &self,
+        default_template: &Path,
+        system: Option<String>,
+    ) -> anyhow::Result<Option<UpstreamFactory>> {
+        let Some(base_url) = &self.upstream_url else {
+            return Ok(None);
+        };
+        let timeout = Duration::try_from_secs_f64(self.upstream_timeout)
+            .context("--upstream-timeout must be a positive number of seconds")?;
+        let client = Client::new(EndpointConfig {
+            base_url: base_url.clone(),
+            model: self.upstream_model.clone(),
+            api_key_env: Some(self.api_key_env.clone()),
+            timeout,
+            ..EndpointConfig::default()
+        })?;
+        Ok(Some(match self.upstream_api {
+            Api::Chat => {
+                let prefill = ChatPrefill::from(self.prefill);
+                Box::new(move |params| {
+                    Ok(Box::new(ChatUpstream::new(
+                        client.clone(),
+                        params,
+                        prefill,
+                        system.clone(),
+                    )))
+                })
+            }
+            Api::Completions => {
+                let path = self
+                    .upstream_template
+                    .as_deref()
+                    .unwrap_or(default_template);
+                let template = std::sync::Arc::new(chat_template(path)?);
+                Box::new(move |params| {
+                    let (template, system) = (std::sync::Arc::clone(&template), system.clone());
+                    let render: aligner::stream::remote::RenderPrompt = Box::new(move |c| {
+                        aligner::stream::render_conversation(Some(&template), system.as_deref(), c)
+                    });
+                    Ok(Box::new(RemoteUpstream::new(
+                        client.clone(),
+                        params,
+                        render,
+                    )))
+                })
+            }
+        }))
+    }
+}
+
 /// The chat template of a model folder or of a `tokenizer_config.json`.
 pub fn chat_template(path: &Path) -> anyhow::Result<ChatTemplate> {
     let template = if path.is_dir() {

@@ -19,16 +19,25 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::{self, ApiError, ChatRequest, MODELS};
+use crate::remote::{Refused, RemoteBackend};
 use crate::worker::{Job, JobError, JobEvent, Outcome, Stats};
-use crate::{PromptCounter, ServeConfig};
+use crate::{AlignMode, PromptCounter, ServeConfig};
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Shared>);
 
+/// Where requests go.
+pub(crate) enum Backend {
+    /// The worker's queue (a local upstream).
+    Local(SyncSender<Job>),
+    /// A thread per request, drafting from a remote upstream.
+    Remote(Arc<RemoteBackend>),
+}
+
 struct Shared {
     config: ServeConfig,
-    jobs: SyncSender<Job>,
+    backend: Backend,
     stats: Arc<Stats>,
     counter: Arc<PromptCounter>,
     next_id: AtomicU64,
@@ -37,13 +46,13 @@ struct Shared {
 impl AppState {
     pub(crate) fn new(
         config: ServeConfig,
-        jobs: SyncSender<Job>,
+        backend: Backend,
         stats: Arc<Stats>,
         counter: PromptCounter,
     ) -> Self {
         Self(Arc::new(Shared {
             config,
-            jobs,
+            backend,
             stats,
             counter: Arc::new(counter),
             next_id: AtomicU64::new(1),
@@ -177,6 +186,19 @@ async fn chat(
             .with(e.status(), "invalid_body")
     })?;
     let request = api::parse_request(&body, state.config())?;
+    if let Backend::Remote(remote) = &state.0.backend
+        && request.mode == AlignMode::Stream
+        && !remote.continues_answers
+    {
+        return Err(ApiError::invalid(
+            Some("model"),
+            "stream mode needs an upstream that continues a corrected answer, and this \
+             server's upstream is a chat API without prefix continuation; ask for whole-answer \
+             mode (model `aligner-whole` or `aligner_mode: whole`) or the upstream alone \
+             (`upstream` or `aligner_mode: off`)",
+        )
+        .with(StatusCode::BAD_REQUEST, "mode_unsupported"));
+    }
     // Tokenising is model work: off the async runtime.
     let counter = Arc::clone(&state.0.counter);
     let conversation = request.conversation.clone();
@@ -212,19 +234,29 @@ async fn chat(
         events: events_tx,
     };
     let guard = CancelOnDrop(cancel);
+    let backend = match &state.0.backend {
+        Backend::Local(jobs) => jobs,
+        Backend::Remote(remote) => {
+            match remote.submit(job, tokens) {
+                Ok(()) => {}
+                Err(Refused::Full) => return Ok(busy(&state)),
+                Err(Refused::Spawn(e)) => {
+                    return Err(ApiError::server(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        format!("the request could not be started: {e}"),
+                    ));
+                }
+            }
+            return Ok(respond(&state, request, events, guard).await);
+        }
+    };
     state.0.stats.queued.fetch_add(1, Ordering::Relaxed);
-    match state.0.jobs.try_send(job) {
+    match backend.try_send(job) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             state.0.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            let mut err = ApiError::server(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "the server is busy: too many requests are waiting; retry later",
-            );
-            err.code = Some("queue_full");
-            let retry_after = HeaderValue::from(state.config().retry_after_secs);
-            return Ok(([(header::RETRY_AFTER, retry_after)], err).into_response());
+            return Ok(busy(&state));
         }
         Err(TrySendError::Disconnected(_)) => {
             state.0.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -235,14 +267,38 @@ async fn chat(
             ));
         }
     }
+    Ok(respond(&state, request, events, guard).await)
+}
+
+/// The `429` of a full queue, with `Retry-After`.
+fn busy(state: &AppState) -> Response {
+    let mut err = ApiError::server(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "the server is busy: too many requests are waiting; retry later",
+    );
+    err.code = Some("queue_full");
+    let retry_after = HeaderValue::from(state.config().retry_after_secs);
+    ([(header::RETRY_AFTER, retry_after)], err).into_response()
+}
+
+/// The answer of an admitted request, streamed or not.
+async fn respond(
+    state: &AppState,
+    request: ChatRequest,
+    events: UnboundedReceiver<JobEvent>,
+    guard: CancelOnDrop,
+) -> Response {
     let id = format!(
         "chatcmpl-{}",
         state.0.next_id.fetch_add(1, Ordering::Relaxed)
     );
     if request.stream {
-        Ok(streamed(id, request, events, guard).into_response())
+        streamed(id, request, events, guard).into_response()
     } else {
-        collected(id, &request, events, guard).await
+        collected(id, &request, events, guard)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
     }
 }
 

@@ -17,6 +17,10 @@
 //! the requests in flight when its shutdown signal fires. An optional bearer token guards the
 //! `/v1` routes.
 //!
+//! [`Server::start_remote`] puts the aligner in front of a model served elsewhere (an
+//! OpenAI-compatible completions or chat API, see [`remote`]): each request drafts through its
+//! own remote upstream, and the aligner runs on the worker thread.
+//!
 //! ```no_run
 //! use aligner_model::{InferenceModel, ModelTokenizer, WeightFormat, hub};
 //! use aligner_serve::{Engine, ServeConfig, Server};
@@ -49,6 +53,7 @@
 
 pub mod api;
 mod http;
+pub mod remote;
 pub mod worker;
 
 use std::sync::Arc;
@@ -61,6 +66,7 @@ use aligner_model::chat::ChatTemplate;
 
 pub use api::{ApiError, ChatRequest, MODELS};
 pub use http::shutdown_signal;
+pub use remote::{RemoteEngine, UpstreamFactory};
 pub use worker::Engine;
 
 /// How a request is answered.
@@ -217,26 +223,7 @@ impl Server {
             + Send
             + 'static,
     {
-        for (field, value) in [
-            ("slots", config.slots),
-            ("max_tokens_limit", config.max_tokens_limit),
-            ("default_max_tokens", config.default_max_tokens),
-            ("max_input_chars", config.max_input_chars),
-            ("max_prompt_tokens", config.max_prompt_tokens),
-        ] {
-            if value == 0 {
-                return Err(Error::InvalidConfig {
-                    field,
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
-        if config.default_max_tokens > config.max_tokens_limit {
-            return Err(Error::InvalidConfig {
-                field: "default_max_tokens",
-                reason: format!("exceeds max_tokens_limit ({})", config.max_tokens_limit),
-            });
-        }
+        check_config(&config)?;
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<PromptCounter, String>>();
         let stats = Arc::new(worker::Stats::default());
@@ -275,7 +262,115 @@ impl Server {
                 return Err(Error::WorkerPanicked);
             }
         };
-        let state = http::AppState::new(config, jobs_tx, stats, counter);
+        let state = http::AppState::new(config, http::Backend::Local(jobs_tx), stats, counter);
+        Ok(Self {
+            state,
+            worker,
+            stop,
+        })
+    }
+
+    /// Starts the server with a remote upstream (see [`remote`]): the worker thread runs `load`
+    /// to build the [`RemoteEngine`] and then answers the aligner's work, while each request
+    /// drafts through its own upstream on a thread of its own. Errors if `config` or the
+    /// engine's settings are unusable or `load` fails.
+    pub fn start_remote<A, F>(config: ServeConfig, load: F) -> Result<Self>
+    where
+        A: CausalLm + 'static,
+        F: FnOnce()
+                -> std::result::Result<RemoteEngine<A>, Box<dyn std::error::Error + Send + Sync>>
+            + Send
+            + 'static,
+    {
+        check_config(&config)?;
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<remote::AlignJob>();
+        type Ready = Result<(PromptCounter, remote::RemoteParts), String>;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
+        let stats = Arc::new(worker::Stats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker_stop = Arc::clone(&stop);
+        let worker = std::thread::Builder::new()
+            .name("aligner-worker".into())
+            .spawn(move || {
+                let engine = match load() {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let RemoteEngine {
+                    new_upstream,
+                    params,
+                    tokenizer,
+                    system,
+                    aligner,
+                    aligner_tokenizer,
+                    corrector_config,
+                    machine,
+                } = engine;
+                let checked = (|| {
+                    machine.validate().map_err(|e| e.to_string())?;
+                    let corrector = aligner_stream::LocalCorrector::new(
+                        &aligner,
+                        aligner_tokenizer,
+                        corrector_config,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let continues_answers = new_upstream(params.clone())
+                        .map_err(|e| format!("building the upstream: {e}"))?
+                        .continues_answers();
+                    let template = tokenizer.chat_template().map_err(|e| e.to_string())?;
+                    let counter = PromptCounter {
+                        tokenizer: tokenizer.clone(),
+                        template,
+                        system,
+                    };
+                    let parts = remote::RemoteParts {
+                        new_upstream,
+                        params,
+                        continues_answers,
+                        tokenizer,
+                        machine,
+                    };
+                    Ok::<_, String>((corrector, counter, parts))
+                })();
+                match checked {
+                    Ok((mut corrector, counter, parts)) => {
+                        if ready_tx.send(Ok((counter, parts))).is_ok() {
+                            remote::run_aligner(&mut corrector, &jobs_rx, &worker_stop);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?;
+        let (counter, parts) = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                return Err(Error::Load(e));
+            }
+            Err(_) => {
+                let _ = worker.join();
+                return Err(Error::WorkerPanicked);
+            }
+        };
+        let backend = remote::RemoteBackend::new(
+            parts,
+            jobs_tx,
+            config.slots,
+            config.queue_capacity,
+            Arc::clone(&stats),
+            Arc::clone(&stop),
+        );
+        let state = http::AppState::new(
+            config,
+            http::Backend::Remote(Arc::new(backend)),
+            stats,
+            counter,
+        );
         Ok(Self {
             state,
             worker,
@@ -325,6 +420,31 @@ impl Server {
             .map_err(|_| Error::WorkerPanicked)?
             .map_err(|_| Error::WorkerPanicked)
     }
+}
+
+/// Checks the settings that must be at least 1, and the default `max_tokens` against its limit.
+fn check_config(config: &ServeConfig) -> Result<()> {
+    for (field, value) in [
+        ("slots", config.slots),
+        ("max_tokens_limit", config.max_tokens_limit),
+        ("default_max_tokens", config.default_max_tokens),
+        ("max_input_chars", config.max_input_chars),
+        ("max_prompt_tokens", config.max_prompt_tokens),
+    ] {
+        if value == 0 {
+            return Err(Error::InvalidConfig {
+                field,
+                reason: "must be at least 1".into(),
+            });
+        }
+    }
+    if config.default_max_tokens > config.max_tokens_limit {
+        return Err(Error::InvalidConfig {
+            field: "default_max_tokens",
+            reason: format!("exceeds max_tokens_limit ({})", config.max_tokens_limit),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that slots can be built from the engine's settings (so the worker's own construction

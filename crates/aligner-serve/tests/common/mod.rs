@@ -60,6 +60,11 @@ impl Running {
             })
         })
         .unwrap();
+        Self::serve(server)
+    }
+
+    /// Serves a started server on a free port, from its own thread and runtime.
+    pub fn serve(server: Server) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

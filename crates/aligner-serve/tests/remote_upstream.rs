@@ -1,0 +1,508 @@
+//! The server with a remote upstream on 127.0.0.1, and the shipped Stream Aligner here.
+//!
+//! - A real upstream nobody here wrote: llama.cpp's OpenAI-compatible server (the pip package
+//!   `llama-cpp-python[server]`, installed into the cached environment by `cargo xtask setup`)
+//!   serving the embedded GGUF. A streamed chat request in stream mode, drafted through its
+//!   `/v1/completions`, arrives sentence by sentence (with our client and with the official
+//!   `openai` client) and equals the library's answer for that request alone.
+//! - A scripted chat server without prefix continuation: stream mode is refused per request with
+//!   an OpenAI-style `400` before any upstream request; whole-answer and off modes answer.
+//! - A scripted completions server that streams slowly: a client that disconnects closes the
+//!   upstream's stream.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aligner_model::chat::ChatTemplate;
+use aligner_model::remote::{ChatPrefill, Client, CompletionParams, EndpointConfig, SseReader};
+use aligner_model::{ModelTokenizer, hub};
+use aligner_serve::{RemoteEngine, ServeConfig, Server, UpstreamFactory};
+use aligner_stream::remote::{ChatUpstream, RemoteUpstream, RenderPrompt};
+use aligner_stream::{
+    Conversation, CorrectorConfig, LocalCorrector, MachineConfig, StreamMachine, Upstream,
+};
+use common::{Running, agent, dirs, load};
+use serde_json::{Value, json};
+
+/// llama.cpp's server, stopped when dropped.
+struct LlamaServer {
+    child: Child,
+    url: String,
+}
+
+impl LlamaServer {
+    fn start() -> Self {
+        let python = hub::venv_python().expect("no Python environment: run `cargo xtask setup`");
+        let import = Command::new(&python)
+            .args(["-c", "import llama_cpp.server"])
+            .status()
+            .unwrap();
+        assert!(
+            import.success(),
+            "llama-cpp-python[server] is missing from {}: run `cargo xtask setup`",
+            python.display()
+        );
+        let gguf = hub::fetch_gguf(&hub::SMOLLM2_135M_INSTRUCT, &mut |_, _, _| {}).unwrap();
+        let port = free_port();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "llama_cpp.server",
+                "--host",
+                "127.0.0.1",
+                "--n_ctx",
+                "2048",
+            ])
+            .args(["--port", &port.to_string(), "--model"])
+            .arg(&gguf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/v1"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let agent = ureq::agent();
+        while agent.get(format!("{}/models", server.url)).call().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "llama.cpp's server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        server
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn client(url: &str) -> Client {
+    Client::new(EndpointConfig {
+        base_url: url.to_owned(),
+        model: "smollm2".into(),
+        api_key_env: None,
+        max_retries: 0,
+        ..EndpointConfig::default()
+    })
+    .unwrap()
+}
+
+fn greedy() -> CompletionParams {
+    CompletionParams {
+        temperature: Some(0.0),
+        seed: Some(0),
+        ..CompletionParams::default()
+    }
+}
+
+fn template() -> ChatTemplate {
+    ModelTokenizer::from_dir(&dirs().0)
+        .unwrap()
+        .chat_template()
+        .unwrap()
+        .unwrap()
+}
+
+/// A completions upstream at `url` whose prompts are rendered with the embedded model's chat
+/// template.
+fn completions_upstream(
+    client: Client,
+    params: CompletionParams,
+    template: Arc<ChatTemplate>,
+) -> RemoteUpstream {
+    let render: RenderPrompt =
+        Box::new(move |c| aligner_stream::render_conversation(Some(&template), None, c));
+    RemoteUpstream::new(client, params, render)
+}
+
+/// Our server with the upstreams `new_upstream` makes and the shipped aligner.
+fn remote_server(new_upstream: UpstreamFactory) -> Running {
+    let config = ServeConfig {
+        slots: 2,
+        ..ServeConfig::default()
+    };
+    let server = Server::start_remote(config, move || {
+        let (upstream_dir, aligner_dir) = dirs();
+        let (aligner, aligner_tokenizer) = load(&aligner_dir);
+        Ok(RemoteEngine {
+            new_upstream,
+            params: greedy(),
+            tokenizer: ModelTokenizer::from_dir(&upstream_dir)?,
+            system: None,
+            aligner,
+            aligner_tokenizer,
+            corrector_config: CorrectorConfig::default(),
+            machine: MachineConfig::default(),
+        })
+    })
+    .unwrap();
+    Running::serve(server)
+}
+
+/// A streamed request's SSE payloads (`[DONE]` included).
+fn post_stream(base: &str, body: &Value) -> Vec<String> {
+    let response = agent()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut events = SseReader::new(response.into_body().into_reader());
+    let mut out = Vec::new();
+    while let Some(data) = events.next_data().unwrap() {
+        out.push(data);
+    }
+    out
+}
+
+fn post(base: &str, body: &Value) -> (u16, Value) {
+    let mut response = agent()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The content pieces of a streamed answer, checking that it ends with a finish reason and
+/// `[DONE]`.
+fn pieces(events: &[String]) -> Vec<String> {
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "{chunks:?}"
+    );
+    let last = chunks.last().unwrap();
+    assert!(last["choices"][0]["finish_reason"].is_string(), "{last}");
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+const OPENAI_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key="unused")
+stream = client.chat.completions.create(
+    model="aligner-stream",
+    messages=[{"role": "user", "content": sys.argv[2]}],
+    max_tokens=int(sys.argv[3]),
+    stream=True,
+)
+print(json.dumps([c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]))
+"#;
+
+#[test]
+fn llama_cpp_upstream_streams_sentence_by_sentence_through_the_server() {
+    let llama = LlamaServer::start();
+    let template = Arc::new(template());
+    let (url, shared) = (llama.url.clone(), Arc::clone(&template));
+    let factory: UpstreamFactory = Box::new(move |params| {
+        let upstream = completions_upstream(client(&url), params, Arc::clone(&shared));
+        Ok(Box::new(upstream) as Box<dyn Upstream + Send>)
+    });
+    let server = remote_server(factory);
+    let question = "Why is the sky blue?";
+    let max_tokens = 48;
+
+    // The library's answer for this request alone: the same upstream, the same aligner.
+    let expected = {
+        let (aligner, tokenizer) = load(&dirs().1);
+        let mut corrector =
+            LocalCorrector::new(&aligner, tokenizer, CorrectorConfig::default()).unwrap();
+        let mut upstream = completions_upstream(client(&llama.url), greedy(), template);
+        let config = MachineConfig {
+            max_total_tokens: max_tokens,
+            ..MachineConfig::default()
+        };
+        StreamMachine::with_conversation(Conversation::single(question), config)
+            .unwrap()
+            .run(&mut upstream, &mut corrector, |_| {})
+            .unwrap()
+    };
+    assert!(expected.rounds.len() >= 2, "{expected:?}");
+
+    // Our client: one chunk per committed sentence, together the library's answer.
+    let events = post_stream(
+        &server.base,
+        &json!({"model": "aligner-stream", "stream": true, "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": question}]}),
+    );
+    let got = pieces(&events);
+    let committed: Vec<&str> = expected
+        .rounds
+        .iter()
+        .map(|r| r.committed.as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(got, committed);
+    assert_eq!(got.concat(), expected.answer);
+
+    // The official `openai` client gets the same sentences.
+    let python = hub::venv_python().unwrap();
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            OPENAI_SCRIPT,
+            &server.base,
+            question,
+            &max_tokens.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_openai: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_openai, got);
+}
+
+/// A chat server without prefix continuation (as OpenAI's) that answers [`ANSWER`] to every
+/// request, streamed; counts the requests.
+const ANSWER: &str = "The sky looks blue. Air scatters blue light the most.";
+
+fn chat_mock() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut reply = String::from(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+            );
+            for word in ANSWER.split_inclusive(' ') {
+                let chunk = json!({"id": "x", "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]});
+                reply.push_str(&format!("data: {chunk}\n\n"));
+            }
+            let last = json!({"id": "x", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            reply.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn a_chat_upstream_without_prefix_continuation_refuses_stream_mode_per_request() {
+    let (url, seen) = chat_mock();
+    let factory: UpstreamFactory = Box::new(move |params| {
+        let upstream = ChatUpstream::new(client(&url), params, ChatPrefill::None, None);
+        Ok(Box::new(upstream) as Box<dyn Upstream + Send>)
+    });
+    let server = remote_server(factory);
+    let messages = json!([{"role": "user", "content": "Why is the sky blue?"}]);
+
+    // Stream mode, streamed or not, by model name or by the extra field: a 400 with an
+    // OpenAI-style error, and no upstream request.
+    for body in [
+        json!({"model": "aligner-stream", "stream": true, "messages": messages}),
+        json!({"model": "aligner-stream", "messages": messages}),
+        json!({"model": "upstream", "aligner_mode": "stream", "messages": messages}),
+    ] {
+        let (status, error) = post(&server.base, &body);
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["code"], "mode_unsupported", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("prefix continuation"),
+            "{error}"
+        );
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+
+    // The upstream alone, streamed: its answer sentence by sentence.
+    let events = post_stream(
+        &server.base,
+        &json!({"model": "upstream", "stream": true, "max_tokens": 32, "messages": messages}),
+    );
+    let got = pieces(&events);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.concat(), ANSWER);
+    // Whole-answer mode: one request upstream, the aligner's rewrite of the whole answer.
+    let (status, answer) = post(
+        &server.base,
+        &json!({"model": "aligner-whole", "max_tokens": 32, "messages": messages}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["aligner"]["mode"], "whole", "{answer}");
+    assert!(
+        !answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .is_empty(),
+        "{answer}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+/// A completions server that streams a word every 50 ms (no sentence ever ends) for 10 s; counts
+/// the words sent and notes when the client closed the stream.
+fn slow_completions_mock() -> (
+    String,
+    Arc<AtomicUsize>,
+    Arc<std::sync::Mutex<Option<Instant>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(std::sync::Mutex::new(None));
+    let (count, closed_at) = (Arc::clone(&sent), Arc::clone(&closed));
+    std::thread::spawn(move || {
+        let Some(Ok(mut stream)) = listener.incoming().next() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+        let _ = stream.write_all(head.as_bytes());
+        for _ in 0..200 {
+            let chunk = json!({"id": "x", "object": "text_completion",
+                "choices": [{"index": 0, "text": "and ", "finish_reason": null}]});
+            if stream
+                .write_all(format!("data: {chunk}\n\n").as_bytes())
+                .and_then(|()| stream.flush())
+                .is_err()
+            {
+                *closed_at.lock().unwrap() = Some(Instant::now());
+                return;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    (url, sent, closed)
+}
+
+#[test]
+fn a_client_that_disconnects_closes_the_remote_stream() {
+    let (url, sent, closed) = slow_completions_mock();
+    let template = Arc::new(template());
+    let factory: UpstreamFactory = Box::new(move |params| {
+        let upstream = completions_upstream(client(&url), params, Arc::clone(&template));
+        Ok(Box::new(upstream) as Box<dyn Upstream + Send>)
+    });
+    let server = remote_server(factory);
+    let response = agent()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .header("Content-Type", "application/json")
+        .send(
+            json!({"model": "aligner-stream", "stream": true, "max_tokens": 512,
+                   "messages": [{"role": "user", "content": "Say and forever."}]})
+            .to_string(),
+        )
+        .unwrap();
+    let mut events = SseReader::new(response.into_body().into_reader());
+    assert!(events.next_data().unwrap().is_some());
+    // The upstream is streaming the first sentence; the client goes away.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sent.load(Ordering::SeqCst) < 5 {
+        assert!(Instant::now() < deadline, "the upstream was not called");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(events);
+    let gone = Instant::now();
+    let deadline = gone + Duration::from_secs(5);
+    loop {
+        if let Some(at) = *closed.lock().unwrap() {
+            assert!(at.duration_since(gone) < Duration::from_secs(3));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the remote stream is still read after the client left ({} words)",
+            sent.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sent.load(Ordering::SeqCst) < 128);
+    let health = || -> Value {
+        agent()
+            .get(format!("{}/health", server.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while health()["active"] != 0 {
+        assert!(Instant::now() < deadline, "{}", health());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
