@@ -92,38 +92,9 @@ impl RemoteArgs {
         system: Option<String>,
         params: CompletionParams,
     ) -> anyhow::Result<Option<Box<dyn Upstream + Send>>> {
-        let Some(base_url) = &self.upstream_url else {
-            return Ok(None);
-        };
-        let timeout = Duration::try_from_secs_f64(self.upstream_timeout)
-            .context("--upstream-timeout must be a positive number of seconds")?;
-        let client = Client::new(EndpointConfig {
-            base_url: base_url.clone(),
-            model: self.upstream_model.clone(),
-            api_key_env: Some(self.api_key_env.clone()),
-            timeout,
-            ..EndpointConfig::default()
-        })?;
-        Ok(Some(match self.upstream_api {
-            Api::Chat => Box::new(ChatUpstream::new(
-                client,
-                params,
-                self.prefill.into(),
-                system,
-            )),
-            Api::Completions => {
-                let path = self
-                    .upstream_template
-                    .as_deref()
-                    .unwrap_or(default_template);
-                Box::new(RemoteUpstream::with_template(
-                    client,
-                    params,
-                    chat_template(path)?,
-                    system,
-                ))
-            }
-        }))
+        self.factory(default_template, system)?
+            .map(|make| make(params).map_err(anyhow::Error::from_boxed))
+            .transpose()
     }
 }
 

@@ -13,10 +13,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../aligner-stream/tests/support/llama_server.rs"]
+mod llama_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -29,75 +31,9 @@ use aligner_stream::remote::{ChatUpstream, RemoteUpstream, RenderPrompt};
 use aligner_stream::{
     Conversation, CorrectorConfig, LocalCorrector, MachineConfig, StreamMachine, Upstream,
 };
-use common::{Running, agent, dirs, load};
+use common::{Running, agent, dirs, load, post, post_stream};
+use llama_server::LlamaServer;
 use serde_json::{Value, json};
-
-/// llama.cpp's server, stopped when dropped.
-struct LlamaServer {
-    child: Child,
-    url: String,
-}
-
-impl LlamaServer {
-    fn start() -> Self {
-        let python = hub::venv_python().expect("no Python environment: run `cargo xtask setup`");
-        let import = Command::new(&python)
-            .args(["-c", "import llama_cpp.server"])
-            .status()
-            .unwrap();
-        assert!(
-            import.success(),
-            "llama-cpp-python[server] is missing from {}: run `cargo xtask setup`",
-            python.display()
-        );
-        let gguf = hub::fetch_gguf(&hub::SMOLLM2_135M_INSTRUCT, &mut |_, _, _| {}).unwrap();
-        let port = free_port();
-        let child = Command::new(&python)
-            .args([
-                "-m",
-                "llama_cpp.server",
-                "--host",
-                "127.0.0.1",
-                "--n_ctx",
-                "2048",
-            ])
-            .args(["--port", &port.to_string(), "--model"])
-            .arg(&gguf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}/v1"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let agent = ureq::agent();
-        while agent.get(format!("{}/models", server.url)).call().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "llama.cpp's server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        server
-    }
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn client(url: &str) -> Client {
     Client::new(EndpointConfig {
@@ -160,33 +96,6 @@ fn remote_server(new_upstream: UpstreamFactory) -> Running {
     })
     .unwrap();
     Running::serve(server)
-}
-
-/// A streamed request's SSE payloads (`[DONE]` included).
-fn post_stream(base: &str, body: &Value) -> Vec<String> {
-    let response = agent()
-        .post(format!("{base}/v1/chat/completions"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let mut events = SseReader::new(response.into_body().into_reader());
-    let mut out = Vec::new();
-    while let Some(data) = events.next_data().unwrap() {
-        out.push(data);
-    }
-    out
-}
-
-fn post(base: &str, body: &Value) -> (u16, Value) {
-    let mut response = agent()
-        .post(format!("{base}/v1/chat/completions"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// The content pieces of a streamed answer, checking that it ends with a finish reason and

@@ -19,35 +19,8 @@ use aligner_stream::modes;
 use aligner_stream::{
     Conversation, CorrectorConfig, LocalCorrector, LocalUpstream, MachineConfig, StreamMachine,
 };
-use common::{Running, agent, dirs, load, upstream_config};
+use common::{Running, agent, dirs, load, post, post_stream, upstream_config};
 use serde_json::{Value, json};
-
-fn post(base: &str, body: &Value) -> (u16, Value) {
-    let mut response = agent()
-        .post(format!("{base}/v1/chat/completions"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// A streamed request's SSE payloads (`[DONE]` included).
-fn post_stream(base: &str, body: &Value) -> Vec<String> {
-    let response = agent()
-        .post(format!("{base}/v1/chat/completions"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let mut events = SseReader::new(response.into_body().into_reader());
-    let mut out = Vec::new();
-    while let Some(data) = events.next_data().unwrap() {
-        out.push(data);
-    }
-    out
-}
 
 fn request(model: &str, messages: Value, max_tokens: usize, stream: bool) -> Value {
     json!({"model": model, "messages": messages, "max_tokens": max_tokens, "stream": stream})

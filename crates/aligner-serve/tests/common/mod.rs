@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aligner_model::remote::SseReader;
+use serde_json::Value;
+
 use aligner_model::generate::SamplingConfig;
 use aligner_model::{InferenceModel, ModelTokenizer, hub};
 use aligner_serve::{Engine, ServeConfig, Server};
@@ -107,4 +110,32 @@ pub fn agent() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(600)))
         .build()
         .new_agent()
+}
+
+/// A chat-completions request's status and JSON body (`Null` when the body is not JSON).
+pub fn post(base: &str, body: &Value) -> (u16, Value) {
+    let mut response = agent()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A streamed request's SSE payloads (`[DONE]` included).
+pub fn post_stream(base: &str, body: &Value) -> Vec<String> {
+    let response = agent()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut events = SseReader::new(response.into_body().into_reader());
+    let mut out = Vec::new();
+    while let Some(data) = events.next_data().unwrap() {
+        out.push(data);
+    }
+    out
 }
