@@ -1,0 +1,267 @@
+//! The packed weights: the weight format, fused projections with their dense and block copies,
+//! norms and layers.
+
+use std::str::FromStr;
+
+use tch::{Device, Kind, Tensor};
+
+use super::QUANT_MAX_ROWS;
+use crate::llama::{Linear, RmsNorm, dense_product};
+use crate::qmatmul::{Activations, Q4Matrix, Q8Matrix, QuantError};
+use crate::{Error, Result};
+
+/// How a [`PackedLlama`](super::PackedLlama) stores its projection and LM-head weights for decoding.
+///
+/// The quantised formats run decoding steps of at most [`QUANT_MAX_ROWS`] rows and short passes
+/// (a few new tokens of a prompt or a draft) through the block kernels of [`crate::qmatmul`],
+/// and longer passes (prompts, long verifications) through a dense copy of the same weights in
+/// the activation dtype, where a dense matrix product is faster than re-reading quantised blocks
+/// once per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// The activation dtype only (projections fused, nothing quantised).
+    #[default]
+    Dense,
+    /// Q8_0 blocks (8-bit codes, one scale per 32 inputs) everywhere.
+    Int8,
+    /// Q4_1 blocks (4-bit codes, a scale and a minimum per 32 inputs) for the decoder layers and
+    /// Q8_0 for the LM head: the layout of the embedded default model's GGUF file, which this
+    /// reproduces code for code.
+    Int4,
+}
+impl FromStr for WeightFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "dense" | "none" => Ok(Self::Dense),
+            "int8" | "q8" | "q8_0" => Ok(Self::Int8),
+            "int4" | "q4" | "q4_1" => Ok(Self::Int4),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown weight format `{other}` (dense, int8, int4)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Dense => "dense",
+            Self::Int8 => "int8",
+            Self::Int4 => "int4",
+        })
+    }
+}
+
+/// Block-quantised weights of one matrix.
+#[derive(Debug)]
+pub(super) enum Blocks {
+    Q4(Q4Matrix),
+    Q8(Q8Matrix),
+}
+
+/// One packed weight matrix `(out, in)` and its bias; `forward` maps `(.., in)` to `(.., out)`.
+#[derive(Debug)]
+pub(super) struct Proj {
+    /// In the activation dtype; used for passes longer than [`QUANT_MAX_ROWS`] (and all of them
+    /// when `blocks` is `None`).
+    pub(super) dense: Tensor,
+    pub(super) bias: Option<Tensor>,
+    /// The bias in f32 on the host, for the block kernels.
+    pub(super) bias_host: Option<Vec<f32>>,
+    pub(super) blocks: Option<Blocks>,
+    /// Longest pass on `blocks`; longer ones use `dense`.
+    pub(super) max_quant_rows: i64,
+}
+
+impl Proj {
+    /// Packs `weight` `(out, in)` as `blocks` (`None`, Q4 or Q8) for activations of `kind`.
+    /// Quantisation is computed from the weights in f32. `name` goes into errors.
+    pub(super) fn pack(
+        name: &str,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        blocks: WeightFormat,
+        kind: Kind,
+    ) -> Result<Self> {
+        let (rows, cols) = weight.size2()?;
+        let bias = bias.map(|b| b.to_kind(kind));
+        let w32 = weight.detach().to_kind(Kind::Float).contiguous();
+        let quantised = match blocks {
+            WeightFormat::Dense => None,
+            format => {
+                if weight.device() != Device::Cpu {
+                    return Err(Error::InvalidArgument(format!(
+                        "{name}: quantised weights run on the CPU only, the model is on {:?}",
+                        weight.device()
+                    )));
+                }
+                let values = Vec::<f32>::try_from(w32.view([-1]))?;
+                let (rows, cols) = (rows as usize, cols as usize);
+                let err = |e: QuantError| {
+                    Error::InvalidArgument(format!("{name}: cannot quantise as {format}: {e}"))
+                };
+                Some(if format == WeightFormat::Int4 {
+                    Blocks::Q4(Q4Matrix::from_f32(&values, rows, cols).map_err(err)?)
+                } else {
+                    Blocks::Q8(Q8Matrix::from_f32(&values, rows, cols).map_err(err)?)
+                })
+            }
+        };
+        let bias_host = match &bias {
+            Some(b) => Some(Vec::<f32>::try_from(
+                b.to_kind(Kind::Float).to_device(Device::Cpu),
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            dense: w32.to_kind(kind),
+            bias,
+            bias_host,
+            blocks: quantised,
+            max_quant_rows: QUANT_MAX_ROWS,
+        })
+    }
+
+    /// Output width.
+    pub(super) fn out_dim(&self) -> usize {
+        self.dense.size()[0] as usize
+    }
+
+    /// `x` (`rows` rows, row-major, f32) times the block matrix, plus the bias: `(rows, out)`
+    /// row-major. Only for packs with blocks.
+    pub(super) fn matmul_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let err = |e: QuantError| Error::InvalidArgument(e.to_string());
+        let n = self.out_dim();
+        let xq = Activations::quantize(x, x.len() / rows.max(1)).map_err(err)?;
+        let mut t = vec![0f32; n * rows];
+        match &self.blocks {
+            Some(Blocks::Q4(m)) => m.matmul_t(&xq, &mut t),
+            Some(Blocks::Q8(m)) => m.matmul_t(&xq, &mut t),
+            None => {
+                return Err(Error::InvalidArgument(
+                    "a dense projection has no block kernel".into(),
+                ));
+            }
+        }
+        .map_err(err)?;
+        // `(out, rows)` to `(rows, out)`.
+        let mut out = if rows == 1 {
+            t
+        } else {
+            let mut out = vec![0f32; n * rows];
+            for (j, col) in t.chunks_exact(rows).enumerate() {
+                for (i, &v) in col.iter().enumerate() {
+                    out[i * n + j] = v;
+                }
+            }
+            out
+        };
+        if let Some(b) = &self.bias_host {
+            for row in out.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a pass of `rows` rows runs on the block kernels.
+    pub(super) fn uses_blocks(&self, rows: i64) -> bool {
+        self.blocks.is_some() && rows <= self.max_quant_rows
+    }
+
+    /// `blocks`: whether the pass may run on the block kernels (it does if it is short enough
+    /// for this matrix too).
+    pub(super) fn forward(&self, xs: &Tensor, blocks: bool) -> Result<Tensor> {
+        let in_dim = self.dense.size()[1];
+        let rows = xs.numel() as i64 / in_dim.max(1);
+        if !(blocks && self.uses_blocks(rows)) {
+            return Ok(dense_product(xs, &self.dense, self.bias.as_ref()));
+        }
+        let mut shape = xs.size();
+        shape.pop();
+        shape.push(self.out_dim() as i64);
+        let x = Vec::<f32>::try_from(xs.to_kind(Kind::Float).reshape([-1]))?;
+        let ys = self.matmul_rows(&x, rows as usize)?;
+        Ok(Tensor::from_slice(&ys)
+            .view(shape.as_slice())
+            .to_kind(xs.kind()))
+    }
+
+    /// Bytes of weight data a quantised-kernel pass reads (the dense copy where there are no
+    /// blocks).
+    pub(super) fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        self.bias.as_ref().map_or(0, size)
+            + match &self.blocks {
+                None => size(&self.dense),
+                Some(Blocks::Q4(m)) => m.bytes(),
+                Some(Blocks::Q8(m)) => m.bytes(),
+            }
+    }
+}
+
+/// Concatenates the weights (and biases) of `linears` along the output dimension and packs them.
+pub(super) fn pack_fused(
+    name: &str,
+    linears: &[&Linear],
+    format: WeightFormat,
+    kind: Kind,
+) -> Result<Proj> {
+    if linears.iter().any(|l| l.lora.is_some()) {
+        return Err(Error::InvalidArgument(format!(
+            "{name}: has a LoRA adapter; merge it (adapter::load_adapted) before packing"
+        )));
+    }
+    let weights: Vec<&Tensor> = linears.iter().map(|l| &l.weight).collect();
+    let weight = Tensor::f_cat(&weights, 0)?;
+    // A part without bias gets zeros where another part has one.
+    let bias = if linears.iter().any(|l| l.bias.is_some()) {
+        let biases = linears
+            .iter()
+            .map(|l| match &l.bias {
+                Some(b) => b.to_kind(Kind::Float),
+                None => Tensor::zeros([l.weight.size()[0]], (Kind::Float, l.weight.device())),
+            })
+            .collect::<Vec<_>>();
+        Some(Tensor::f_cat(&biases, 0)?)
+    } else {
+        None
+    };
+    Proj::pack(name, &weight, bias.as_ref(), format, kind)
+}
+
+#[derive(Debug)]
+pub(super) struct Norm {
+    pub(super) weight: Tensor,
+    /// The weight in f32 on the host, for the host decoding step.
+    pub(super) host: Vec<f32>,
+    pub(super) eps: f64,
+}
+
+impl Norm {
+    pub(super) fn from(norm: &RmsNorm, kind: Kind) -> Result<Self> {
+        let weight = norm.weight.detach();
+        Ok(Self {
+            host: Vec::<f32>::try_from(weight.to_kind(Kind::Float).to_device(Device::Cpu))?,
+            weight: weight.to_kind(kind),
+            eps: norm.eps,
+        })
+    }
+
+    pub(super) fn forward(&self, xs: &Tensor) -> Tensor {
+        let width = self.weight.size()[0];
+        xs.rms_norm([width], Some(&self.weight), Some(self.eps))
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Layer {
+    pub(super) input_norm: Norm,
+    pub(super) qkv: Proj,
+    pub(super) o: Proj,
+    pub(super) post_norm: Norm,
+    pub(super) gate_up: Proj,
+    pub(super) down: Proj,
+}

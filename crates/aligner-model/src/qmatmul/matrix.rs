@@ -1,0 +1,284 @@
+//! Matrices of Q4_1 and Q8_0 blocks: quantisation, storage, and the kernel each row product
+//! runs on (chosen by [`crate::cpu`]).
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::activations::{ActRow, Activations};
+#[cfg(target_arch = "x86_64")]
+use super::avx2;
+use super::blocks::{BLOCK, BlockQ4, BlockQ8, QuantError, check_finite, check_shape};
+use super::{RowDot, TILE, matmul_t, portable};
+
+/// An `(rows, cols)` matrix of Q4_1 blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Q4Matrix {
+    rows: usize,
+    cols: usize,
+    d: Vec<f16>,
+    m: Vec<f16>,
+    qs: Vec<[u8; BLOCK / 2]>,
+}
+
+impl Q4Matrix {
+    /// Quantises row-major `w` `(rows, cols)`: each block's minimum becomes `m` and its range / 15
+    /// becomes `d`, so weights that were Q4_1-dequantised get their codes back.
+    pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        check_shape(w.len(), rows, cols)?;
+        check_finite(w, cols)?;
+        let blocks: Vec<BlockQ4> = w
+            .par_chunks(BLOCK)
+            .map(|x| {
+                let (min, max) = x
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                        (lo.min(v), hi.max(v))
+                    });
+                let d = f16::from_f32((max - min) / 15.0);
+                let m = f16::from_f32(min);
+                let (df, mf) = (d.to_f32(), m.to_f32());
+                let inv = if df > 0.0 { 1.0 / df } else { 0.0 };
+                let code = |v: f32| ((v - mf) * inv).round().clamp(0.0, 15.0) as u8;
+                let mut qs = [0u8; BLOCK / 2];
+                for (j, q) in qs.iter_mut().enumerate() {
+                    *q = code(x[j]) | (code(x[j + BLOCK / 2]) << 4);
+                }
+                BlockQ4 { d, m, qs }
+            })
+            .collect();
+        Self::from_blocks(&blocks, rows, cols)
+    }
+
+    /// A matrix from its blocks, row-major (e.g. a GGUF Q4_1 tensor's data).
+    pub fn from_blocks(blocks: &[BlockQ4], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        check_shape(blocks.len() * BLOCK, rows, cols)?;
+        Ok(Self {
+            rows,
+            cols,
+            d: blocks.iter().map(|b| b.d).collect(),
+            m: blocks.iter().map(|b| b.m).collect(),
+            qs: blocks.iter().map(|b| b.qs).collect(),
+        })
+    }
+
+    /// The blocks, row-major.
+    pub fn blocks(&self) -> Vec<BlockQ4> {
+        (0..self.qs.len())
+            .map(|k| BlockQ4 {
+                d: self.d[k],
+                m: self.m[k],
+                qs: self.qs[k],
+            })
+            .collect()
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weight data.
+    pub fn bytes(&self) -> usize {
+        self.qs.len() * size_of::<BlockQ4>()
+    }
+
+    /// The weights back in f32, row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for b in self.blocks() {
+            let (d, m) = (b.d.to_f32(), b.m.to_f32());
+            out.extend(b.qs.iter().map(|&q| d * f32::from(q & 0x0F) + m));
+            out.extend(b.qs.iter().map(|&q| d * f32::from(q >> 4) + m));
+        }
+        out
+    }
+
+    /// The product with activation rows `x`, in `(rows, x.rows())` layout.
+    pub fn matmul_t(&self, x: &Activations, out: &mut [f32]) -> Result<(), QuantError> {
+        matmul_t(self, x, out)
+    }
+
+    /// Row `r` times `x` on the portable kernel.
+    pub(super) fn dot_scalar(&self, r: usize, x: ActRow<'_>) -> f32 {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
+        portable::dot_q4(&self.d[w.clone()], &self.m[w.clone()], &self.qs[w], x)
+    }
+}
+
+impl RowDot for Q4Matrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::avx2_kernels() {
+            let (d, m, qs) = (&self.d[w.clone()], &self.m[w.clone()], &self.qs[w]);
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); every slice
+            // holds one entry per block of the row.
+            unsafe {
+                match xs {
+                    // One row: scales first, then one pass over the codes (fastest alone).
+                    [a] => out[0] = avx2::dot_q4_row(d, m, qs, *a, &mut scratch[..nb]),
+                    [a, b] => avx2::dot_q4::<2>(d, m, qs, [*a, *b], out),
+                    [a, b, c] => avx2::dot_q4::<3>(d, m, qs, [*a, *b, *c], out),
+                    [a, b, c, e] => avx2::dot_q4::<4>(d, m, qs, [*a, *b, *c, *e], out),
+                    [] => {}
+                    // More than a tile: a tile at a time (the caller passes at most one).
+                    _ => {
+                        for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                            self.dot_rows(r, xs, out, scratch);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let _ = scratch;
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = self.dot_scalar(r, *x);
+        }
+    }
+}
+
+/// An `(rows, cols)` matrix of Q8_0 blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Q8Matrix {
+    rows: usize,
+    cols: usize,
+    d: Vec<f16>,
+    qs: Vec<[i8; BLOCK]>,
+}
+
+impl Q8Matrix {
+    /// Quantises row-major `w` `(rows, cols)` with `d = max |w| / 127` per block, so weights that
+    /// were Q8_0-dequantised get their codes back.
+    pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        check_shape(w.len(), rows, cols)?;
+        check_finite(w, cols)?;
+        let blocks: Vec<BlockQ8> = w
+            .par_chunks(BLOCK)
+            .map(|x| {
+                let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = f16::from_f32(amax / 127.0);
+                let df = d.to_f32();
+                let inv = if df > 0.0 { 1.0 / df } else { 0.0 };
+                let mut qs = [0i8; BLOCK];
+                for (q, &v) in qs.iter_mut().zip(x) {
+                    *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                }
+                BlockQ8 { d, qs }
+            })
+            .collect();
+        Self::from_blocks(&blocks, rows, cols)
+    }
+
+    /// A matrix from its blocks, row-major (e.g. a GGUF Q8_0 tensor's data).
+    pub fn from_blocks(blocks: &[BlockQ8], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        check_shape(blocks.len() * BLOCK, rows, cols)?;
+        Ok(Self {
+            rows,
+            cols,
+            d: blocks.iter().map(|b| b.d).collect(),
+            qs: blocks.iter().map(|b| b.qs).collect(),
+        })
+    }
+
+    /// The blocks, row-major.
+    pub fn blocks(&self) -> Vec<BlockQ8> {
+        self.d
+            .iter()
+            .zip(&self.qs)
+            .map(|(&d, &qs)| BlockQ8 { d, qs })
+            .collect()
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weight data.
+    pub fn bytes(&self) -> usize {
+        self.qs.len() * size_of::<BlockQ8>()
+    }
+
+    /// The weights back in f32, row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for (d, qs) in self.d.iter().zip(&self.qs) {
+            let d = d.to_f32();
+            out.extend(qs.iter().map(|&q| d * f32::from(q)));
+        }
+        out
+    }
+
+    /// The product with activation rows `x`, in `(rows, x.rows())` layout.
+    pub fn matmul_t(&self, x: &Activations, out: &mut [f32]) -> Result<(), QuantError> {
+        matmul_t(self, x, out)
+    }
+
+    /// Row `r` times `x` on the portable kernel.
+    pub(super) fn dot_scalar(&self, r: usize, x: ActRow<'_>) -> f32 {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
+        portable::dot_q8(&self.d[w.clone()], &self.qs[w], x)
+    }
+}
+
+impl RowDot for Q8Matrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::avx2_kernels() {
+            let (d, qs) = (&self.d[w.clone()], &self.qs[w]);
+            // SAFETY: as for Q4Matrix::dot_rows.
+            unsafe {
+                match xs {
+                    [a] => out[0] = avx2::dot_q8_row(d, qs, *a, &mut scratch[..nb]),
+                    [a, b] => avx2::dot_q8::<2>(d, qs, [*a, *b], out),
+                    [a, b, c] => avx2::dot_q8::<3>(d, qs, [*a, *b, *c], out),
+                    [a, b, c, e] => avx2::dot_q8::<4>(d, qs, [*a, *b, *c, *e], out),
+                    [] => {}
+                    // More than a tile: a tile at a time (the caller passes at most one).
+                    _ => {
+                        for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                            self.dot_rows(r, xs, out, scratch);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let _ = scratch;
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = self.dot_scalar(r, *x);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Block-quantised matrix-vector products for CPU decoding, in pure Rust.
+//!
+//! Weights come in blocks of [`BLOCK`] consecutive inputs of one output row, with GGUF's
+//! layouts: [`BlockQ4`] is Q4_1 (a scale `d`, a minimum `m` and 4-bit codes `q`, `w = d q + m`)
+//! and [`BlockQ8`] is Q8_0 (a scale and signed 8-bit codes, `w = d q`). A model imported from a
+//! GGUF file in those types is re-blocked here with its original codes: the per-block minimum and
+//! maximum of the dequantised weights give back `d` and `m`.
+//!
+//! A matrix keeps its codes, scales and minima in three separate arrays, so that a row's scales
+//! are converted and multiplied eight at a time before its codes are read, and each block's
+//! codes are unpacked once for up to four activation rows (a batch, or a short prompt). Activations are
+//! quantised on the fly to 8 bits per block ([`Activations`]), so that a block's dot product is
+//! an integer one: on x86-64 with AVX2 it runs as `maddubs` over 32 lanes, with a portable
+//! scalar loop elsewhere (the two agree up to the order of f32 additions). Rows of the output are
+//! split across rayon's threads.
+//!
+//! | module | holds |
+//! |---|---|
+//! | `blocks` | the block formats ([`BlockQ4`], [`BlockQ8`]) and their layout assertions, [`QuantError`] |
+//! | `activations` | activations quantised per block ([`Activations`]) |
+//! | `matrix` | [`Q4Matrix`] and [`Q8Matrix`]: quantisation, storage, and the choice of kernel |
+//! | `portable` | the scalar kernels (any CPU) |
+//! | `avx2` | the AVX2 + FMA + F16C kernels (x86-64) |
+//!
+//! There are no AVX-512 kernels: an AVX-512 CPU runs the AVX2 ones. Which kernels run is decided
+//! by [`crate::cpu`] alone.
+
+use rayon::prelude::*;
+
+mod activations;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod blocks;
+mod matrix;
+mod portable;
+#[cfg(test)]
+mod tests;
+
+use activations::ActRow;
+pub use activations::Activations;
+pub use blocks::{BLOCK, BlockQ4, BlockQ8, QuantError};
+pub use matrix::{Q4Matrix, Q8Matrix};
+
+/// Activation rows one weight row is dotted with at once: the weight codes of a block are
+/// unpacked once for all of them.
+const TILE: usize = 4;
+
+/// A matrix whose rows can be dotted with quantised activations.
+trait RowDot: Sync {
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+    /// `out[j] = ` row `r` times `xs[j]`, for `out.len() >= xs.len()`; the codes of a block are
+    /// unpacked once for up to [`TILE`] rows of `xs` (more are taken a tile at a time).
+    /// `scratch` holds at least one f32 per block.
+    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]);
+}
+
+/// Output rows computed per rayon task.
+const ROWS_PER_TASK: usize = 64;
+
+/// `out[r * m + i] = sum_c w[r, c] x[i, c]` for the `m` rows of `x`: the product in `(rows, m)`
+/// layout, i.e. transposed for `m > 1`.
+fn matmul_t(w: &impl RowDot, x: &Activations, out: &mut [f32]) -> Result<(), QuantError> {
+    let m = x.rows();
+    if x.width != w.cols() || m == 0 || out.len() != w.rows() * m {
+        return Err(QuantError::Mismatch {
+            width: x.width,
+            out: out.len(),
+            rows: w.rows(),
+            cols: w.cols(),
+        });
+    }
+    let rows: Vec<ActRow<'_>> = (0..m).map(|i| x.row(i)).collect();
+    out.par_chunks_mut(ROWS_PER_TASK * m)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let mut scratch = vec![0f32; w.cols() / BLOCK];
+            for (r, out) in out.chunks_mut(m).enumerate() {
+                for (out, xs) in out.chunks_mut(TILE).zip(rows.chunks(TILE)) {
+                    w.dot_rows(task * ROWS_PER_TASK + r, xs, out, &mut scratch);
+                }
+            }
+        });
+    Ok(())
+}
