@@ -17,7 +17,8 @@
 //! 6. [`prepare`](mod@prepare): all of the above to safetensors shards and a manifest.
 //!
 //! [`sentences`] builds sentence-level Stream Aligner rows from whole answers; [`math`] generates
-//! step-by-step arithmetic word problems and reads GSM8K-style problem sets.
+//! step-by-step arithmetic word problems and reads GSM8K-style problem sets; [`everyday`] holds the
+//! project's hand-written everyday questions (train and held out) for identity rows and harm checks.
 //!
 //! # Example
 //!
@@ -46,6 +47,7 @@ pub mod atomic;
 pub mod batch;
 pub mod chart;
 pub mod error;
+pub mod everyday;
 pub mod format;
 pub mod math;
 pub mod mix;

@@ -10,6 +10,9 @@
 //! - [`stats`]: win rate ω = (W − L) / (W + L + E) in percent, accuracy with a
 //!   Wilson interval, seeded percentile bootstrap intervals, and a paired
 //!   comparison of two runs with an exact McNemar test.
+//! - [`harm`]: what a sentence-level aligner does to answers it should leave
+//!   alone: the share of sentences it changed, and the final-answer phrases
+//!   and numbers it injected.
 //!
 //! Nothing here panics on its input; failures are an [`Error`].
 //!
@@ -39,6 +42,7 @@
 //! ```
 
 mod error;
+pub mod harm;
 pub mod judge;
 pub mod math;
 pub mod report;

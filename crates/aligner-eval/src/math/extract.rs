@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::latex::last_boxed;
+use super::latex::{find_command, last_boxed};
 use super::normalize::{normalize_math, parse_number};
 
 fn regex(pattern: &str) -> Regex {
@@ -118,6 +118,30 @@ pub(crate) fn extract_with(output: &str, strategy: Strategy) -> Option<(Strategy
         }
     };
     found.filter(|s| !s.is_empty()).map(|s| (strategy, s))
+}
+
+/// The final-answer markers that [`extract_prediction`] and [`extract_reference`] read, as
+/// found in `s`: `The (final) answer is`, `\boxed` / `\fbox`, and GSM8K's `####`.
+/// [`crate::harm`] uses them to tell when an aligner added a final answer to a sentence.
+pub(crate) fn answer_markers(s: &str) -> AnswerMarkers {
+    AnswerMarkers {
+        answer_is: ANSWER_IS.is_match(s),
+        boxed: ["boxed", "fbox"]
+            .iter()
+            .any(|name| !find_command(s, name).is_empty()),
+        hashes: s.contains("####"),
+    }
+}
+
+/// Which final-answer markers a text holds; see [`answer_markers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct AnswerMarkers {
+    /// `The answer is` or `the final answer is` (any case, optional colon).
+    pub(crate) answer_is: bool,
+    /// `\boxed` or `\fbox` as a command (not `\boxedfoo`).
+    pub(crate) boxed: bool,
+    /// `####`.
+    pub(crate) hashes: bool,
 }
 
 /// The answer phrase after the last `The (final) answer is`.

@@ -26,6 +26,7 @@ pub(crate) mod problems;
 
 use serde::Serialize;
 
+pub(crate) use extract::{AnswerMarkers, answer_markers};
 pub use extract::{Strategy, extract_prediction, extract_reference};
 pub use normalize::{
     Comparison, RELATIVE_TOLERANCE, answers_equal, compare_answers, normalize_gsm8k,
