@@ -209,6 +209,25 @@ pub enum Error {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// A row to batch does not have one label per token.
+    #[error("row {row} of the batch has {input_ids} input ids but {labels} labels")]
+    RowLengths {
+        /// Index of the row in the batch.
+        row: usize,
+        /// Its input ids.
+        input_ids: usize,
+        /// Its labels.
+        labels: usize,
+    },
+    /// A manifest that [`crate::prepare()`] would not write: another layout version, a shard
+    /// name outside its folder, counts that do not add up.
+    #[error("{path}: {reason}")]
+    InvalidManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A shard holds something other than what [`crate::prepare()`] writes.
     #[error("{path}: not an aligner-data shard: {reason}")]
     InvalidShard {

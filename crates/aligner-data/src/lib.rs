@@ -13,8 +13,10 @@
 //!    reference code, or a model's own Jinja [`template::ChatTemplate`].
 //! 4. [`tokenize`]: ids and loss masks ([`Encoder`]): `[BOS] prompt target EOS`,
 //!    labels -100 on the prompt, truncation counted.
-//! 5. [`batch`]: right-padded batches, length buckets, packing.
-//! 6. [`prepare`](mod@prepare): all of the above to safetensors shards and a manifest.
+//! 5. [`batch`]: the training row, right-padded batches, the epoch order with a warm-up phase
+//!    first, packing.
+//! 6. [`prepare`](mod@prepare): all of the above to safetensors shards and a manifest, and
+//!    back ([`prepare::read_prepared`]).
 //!
 //! [`sentences`] builds sentence-level Stream Aligner rows from whole answers; [`math`] generates
 //! step-by-step arithmetic word problems and reads GSM8K-style problem sets; [`everyday`] holds the

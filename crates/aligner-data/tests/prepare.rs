@@ -6,7 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aligner_data::prepare::{Stage, read_shard};
+use aligner_data::batch::TokenizedRow;
+use aligner_data::prepare::{Stage, read_prepared, read_shard};
+use aligner_data::warmup::IdentityPlacement;
 use aligner_data::{
     DatasetInput, DatasetSpec, Encoder, Error, IGNORE_INDEX, Manifest, MixOptions, PrepareOptions,
     Progress, ReadOptions, Record, Registry, prepare, read_rows,
@@ -281,4 +283,123 @@ fn mixing_sampling_identity_and_progress() {
         ),
         Err(Error::MissingPath { .. })
     ));
+}
+
+#[test]
+fn a_prepared_folder_reads_back_row_for_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PrepareOptions {
+        rows_per_shard: 3,
+        mix: MixOptions {
+            identity_share: Some(0.5),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let m = run(&fixture("correction.jsonl"), dir.path(), &opts);
+    assert_eq!((m.rows, m.identity_rows, m.shards.len()), (8, 4, 3));
+    let prepared = read_prepared(dir.path()).unwrap();
+    assert_eq!(prepared.manifest, m);
+    assert_eq!(prepared.rows.len(), 8);
+    assert_eq!(prepared.warmup_rows(), 4, "identity rows come first");
+    assert_eq!(prepared.pad_id(), i64::from(m.pad_id));
+    let mut from_shards = Vec::new();
+    for s in &m.shards {
+        let (ids, labels, offsets) = read_shard(&dir.path().join(&s.file)).unwrap();
+        for w in offsets.windows(2) {
+            let span = w[0] as usize..w[1] as usize;
+            from_shards.push(TokenizedRow {
+                input_ids: ids[span.clone()].to_vec(),
+                labels: labels[span].to_vec(),
+            });
+        }
+    }
+    assert_eq!(prepared.rows, from_shards);
+    // An identity row is trained to repeat its answer: its target is in its prompt.
+    let id = &prepared.rows[0];
+    assert!(id.labels.iter().any(|&l| l != IGNORE_INDEX));
+
+    // Mixed placement: no warm-up phase.
+    let mixed = dir.path().join("mixed");
+    let mixed_opts = PrepareOptions {
+        mix: MixOptions {
+            identity_placement: IdentityPlacement::Mixed,
+            ..opts.mix.clone()
+        },
+        ..opts.clone()
+    };
+    run(&fixture("correction.jsonl"), &mixed, &mixed_opts);
+    assert_eq!(read_prepared(&mixed).unwrap().warmup_rows(), 0);
+}
+
+#[test]
+fn a_broken_prepared_folder_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PrepareOptions {
+        rows_per_shard: 3,
+        ..Default::default()
+    };
+    // No manifest.
+    let err = read_prepared(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path.ends_with("manifest.json")),
+        "{err}"
+    );
+    let m = run(&fixture("correction.jsonl"), dir.path(), &opts);
+    let manifest = dir.path().join("manifest.json");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+
+    // A shard gone.
+    let shard = dir.path().join(&m.shards[1].file);
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::remove_file(&shard).unwrap();
+    let err = read_prepared(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if *path == shard),
+        "{err}"
+    );
+    assert!(err.to_string().contains("shard-00001.safetensors"), "{err}");
+
+    // A shard that is not one.
+    std::fs::write(&shard, b"not a shard").unwrap();
+    let err = read_prepared(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Safetensors { path, .. } if *path == shard),
+        "{err}"
+    );
+
+    // A shard holding other rows than the manifest says.
+    std::fs::write(&shard, &bytes).unwrap();
+    let mut other = m.clone();
+    other.shards[1].rows += 1;
+    other.write(dir.path()).unwrap();
+    let err = read_prepared(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidShard { path, .. } if *path == shard),
+        "{err}"
+    );
+
+    // A manifest of another version, or naming a file outside the folder.
+    for change in [
+        Box::new(|m: &mut Manifest| m.version = 2) as Box<dyn Fn(&mut Manifest)>,
+        Box::new(|m: &mut Manifest| m.shards[0].file = "../shard-00000.safetensors".into()),
+        Box::new(|m: &mut Manifest| m.rows += 1),
+    ] {
+        let mut other = m.clone();
+        change(&mut other);
+        other.write(dir.path()).unwrap();
+        let err = read_prepared(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidManifest { path, .. } if *path == manifest),
+            "{err}"
+        );
+    }
+    std::fs::write(&manifest, &original).unwrap();
+    assert_eq!(read_prepared(dir.path()).unwrap().rows.len(), m.rows);
+    std::fs::write(&manifest, "{").unwrap();
+    let err = read_prepared(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Json { path, .. } if *path == manifest),
+        "{err}"
+    );
 }

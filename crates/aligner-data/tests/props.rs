@@ -4,7 +4,7 @@
 
 mod common;
 
-use aligner_data::batch::{bucketed_batches, collate, collate_packed, pack, shuffled_indices};
+use aligner_data::batch::{collate, collate_packed, pack, shuffled_in_phases, shuffled_indices};
 use aligner_data::{
     CorrectionRow, DatasetSpec, Encoded, Encoder, Example, IGNORE_INDEX, Proportion,
     split_sentences, stream_rows,
@@ -60,13 +60,13 @@ proptest! {
     }
 
     #[test]
-    fn bucketed_batches_are_a_partition(lengths in prop::collection::vec(1usize..100, 0..200), bs in 1usize..9, k in 1usize..5, seed in any::<u64>()) {
-        let batches = bucketed_batches(&lengths, bs, k, seed);
-        let mut all: Vec<usize> = batches.iter().flatten().copied().collect();
-        all.sort_unstable();
-        prop_assert_eq!(all, (0..lengths.len()).collect::<Vec<_>>());
-        prop_assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= bs));
-        prop_assert!(batches.iter().filter(|b| b.len() < bs).count() <= 1);
+    fn a_warm_up_phase_is_a_permutation_of_its_rows(n in 0usize..300, warmup in 0usize..320, seed in any::<u64>()) {
+        let p = shuffled_in_phases(n, warmup, seed);
+        let w = warmup.min(n);
+        prop_assert!(p[..w].iter().all(|&i| i < w));
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        prop_assert_eq!(sorted, (0..n).collect::<Vec<_>>());
     }
 
     #[test]
@@ -115,7 +115,7 @@ proptest! {
     #[test]
     fn collate_keeps_rows_and_pads_right(rows in prop::collection::vec(encoded(), 1..6), pad in 0u32..5) {
         let refs: Vec<&Encoded> = rows.iter().collect();
-        let b = collate(&refs, pad, None);
+        let b = collate(&refs, i64::from(pad), None, None).unwrap();
         let t = b.seq_len();
         for (i, r) in rows.iter().enumerate() {
             prop_assert_eq!(&b.input_ids[i * t..i * t + r.len()], r.input_ids.as_slice());
@@ -134,7 +134,7 @@ proptest! {
         prop_assert_eq!(all, (0..rows.len()).collect::<Vec<_>>());
         prop_assert!(packs.iter().all(|p| p.iter().map(|&i| lengths[i]).sum::<usize>() <= max));
         let seqs: Vec<Vec<&Encoded>> = packs.iter().map(|p| p.iter().map(|&i| &rows[i]).collect()).collect();
-        let b = collate_packed(&seqs, 0, None);
+        let b = collate_packed(&seqs, 0, None, None).unwrap();
         let (pos, seq) = (b.position_ids.clone().unwrap(), b.sequence_ids.clone().unwrap());
         let t = b.seq_len();
         for (s, p) in packs.iter().enumerate() {

@@ -153,6 +153,24 @@ pub trait LayeredLm: CausalLm {
     /// The context for a causal pass over positions `0..seq_len`; `train` turns dropout on.
     fn layer_context(&self, seq_len: usize, train: bool) -> Result<Self::Context>;
 
+    /// The context for a pass over packed rows: several sequences one after the other in each
+    /// row. `position_ids` `(batch, t)` holds each token's position in its own sequence and
+    /// `sequence_ids` `(batch, t)` which sequence of the row it belongs to (-1 on padding); a
+    /// token attends to the tokens of its own sequence up to itself only (a block-diagonal
+    /// causal mask), so each sequence's logits are those of a pass over it alone. The default
+    /// refuses: a model that cannot mask so must not be given packed rows.
+    fn packed_layer_context(
+        &self,
+        position_ids: &Tensor,
+        sequence_ids: &Tensor,
+        train: bool,
+    ) -> Result<Self::Context> {
+        let _ = (position_ids, sequence_ids, train);
+        Err(crate::Error::InvalidArgument(
+            "this model does not take packed rows".into(),
+        ))
+    }
+
     /// Decoder layer `layer` on hidden states `(batch, t, hidden)`.
     fn layer_forward(&self, layer: usize, xs: &Tensor, ctx: &Self::Context) -> Tensor;
 

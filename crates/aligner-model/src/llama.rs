@@ -904,6 +904,63 @@ impl LayeredLm for Llama {
         }))
     }
 
+    fn packed_layer_context(
+        &self,
+        position_ids: &Tensor,
+        sequence_ids: &Tensor,
+        train: bool,
+    ) -> Result<LayerContext> {
+        let (b, t) = position_ids.size2()?;
+        if sequence_ids.size() != [b, t] || t == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "packed rows: position ids {:?} and sequence ids {:?} must both be (batch, t > 0)",
+                position_ids.size(),
+                sequence_ids.size()
+            )));
+        }
+        let positions = position_ids.to_kind(Kind::Int64).to_device(self.device);
+        let (lowest, highest) = (
+            positions.min().int64_value(&[]),
+            positions.max().int64_value(&[]),
+        );
+        if lowest < 0 || highest >= self.config.max_position_embeddings as i64 {
+            return Err(Error::InvalidArgument(format!(
+                "packed rows: positions {lowest}..={highest} are outside 0..{}",
+                self.config.max_position_embeddings
+            )));
+        }
+        let (cos, sin) = self.rotary.at(&positions, self.embed_tokens.kind());
+        let seq = sequence_ids.to_kind(Kind::Int64).to_device(self.device);
+        let index = Tensor::arange(t, (Kind::Int64, self.device));
+        let (q, k) = (index.view([t, 1]), index.view([1, t]));
+        // `[row, query, key]`: same sequence, a real key, not after the query; a padding query
+        // sees itself only, so that no row of the mask is empty.
+        let allowed = seq
+            .unsqueeze(2)
+            .eq_tensor(&seq.unsqueeze(1))
+            .logical_and(&seq.ge(0).unsqueeze(1))
+            .logical_and(&k.le_tensor(&q).unsqueeze(0))
+            .logical_or(&k.eq_tensor(&q).unsqueeze(0));
+        // Within a sequence index distance is position distance, so a window counts alike.
+        let sliding_mask = self
+            .config
+            .sliding_window
+            .filter(|&w| t as usize > w)
+            .map(|w| {
+                allowed
+                    .logical_and(&(&q - &k).lt(w as i64).unsqueeze(0))
+                    .unsqueeze(1)
+            });
+        Ok(LayerContext(AttentionContext {
+            cos,
+            sin,
+            mask: Some(allowed.unsqueeze(1)),
+            causal: false,
+            sliding_mask,
+            train,
+        }))
+    }
+
     fn layer_forward(&self, layer: usize, xs: &Tensor, ctx: &LayerContext) -> Tensor {
         self.layers[layer].forward(xs, layer, None, &ctx.0)
     }

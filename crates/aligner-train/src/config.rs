@@ -199,6 +199,18 @@ pub struct DataConfig {
     pub max_length: usize,
     /// Shuffle the rows every epoch (seeded by `seed` and the epoch).
     pub shuffle: bool,
+    /// The first this many training rows are a warm-up phase that the first epoch visits
+    /// before all the others (each phase shuffled on its own when shuffling); later epochs
+    /// shuffle all rows together. This is where `aligner-data` puts identity rows with
+    /// `IdentityPlacement::First` ([`crate::data::load_prepared`] reads the count from a
+    /// prepared folder). 0: no warm-up phase.
+    pub warmup_rows: usize,
+    /// Pack several rows into each row of a micro-batch, up to `max_length` tokens, with a
+    /// block-diagonal causal mask and positions restarting at each row: the same loss and
+    /// gradients with less padding. Rows are packed first-fit in the data's order (the warm-up
+    /// rows among themselves) once per run; the epochs shuffle the packs, and
+    /// `micro_batch_size` counts packs.
+    pub pack: bool,
     /// Stop after this many optimizer steps (the schedule is laid out over them).
     pub max_steps: Option<usize>,
 }
@@ -211,6 +223,8 @@ impl Default for DataConfig {
             grad_accum_steps: 8,
             max_length: 2048,
             shuffle: true,
+            warmup_rows: 0,
+            pack: false,
             max_steps: None,
         }
     }

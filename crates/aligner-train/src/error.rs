@@ -9,6 +9,10 @@ pub enum Error {
     /// The model crate failed (loading, a bad argument to the model).
     #[error(transparent)]
     Model(#[from] aligner_model::Error),
+    /// The data crate failed: a prepared folder (manifest or shard) that is missing or broken
+    /// (the error names the file), or a row without one label per token.
+    #[error(transparent)]
+    Dataset(#[from] aligner_data::Error),
     /// Drawing a chart failed (e.g. no font for its labels).
     #[error(transparent)]
     Chart(#[from] aligner_data::chart::ChartError),

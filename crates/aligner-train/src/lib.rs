@@ -7,7 +7,9 @@
 //! The [`Trainer`] is generic over [`aligner_model::LayeredLm`] (a [`aligner_model::CausalLm`]
 //! that can run one decoder layer at a time). Data comes in as [`TokenizedRow`]s (input ids and
 //! labels, `-100` where no loss applies; `aligner-data`'s tokenised examples convert with
-//! [`TokenizedRow::from_encoded`]) and is batched with right padding by [`collate`].
+//! [`TokenizedRow::from_encoded`]) and is batched with right padding by `aligner-data`'s
+//! [`collate`], in a seeded order that keeps a warm-up phase first ([`data::epoch_order`]); a
+//! folder written by `cargo xtask prepare` loads with [`data::load_prepared`].
 //!
 //! ```
 //! use aligner_model::{Config, Llama};
@@ -50,7 +52,7 @@ pub use config::{
     CheckpointConfig, DataConfig, EvalConfig, ModelConfig, OptimConfig, Precision, ScheduleConfig,
     ScheduleKind, TrainConfig,
 };
-pub use data::{Batch, IGNORE_INDEX, TokenizedRow, collate};
+pub use data::{Batch, IGNORE_INDEX, LabelledTokens, TokenizedRow, collate};
 pub use error::{Error, Result};
 pub use schedule::LrSchedule;
 #[doc(hidden)]

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor, nn};
 
 use crate::config::{Precision, TrainConfig};
-use crate::data::{Batch, IGNORE_INDEX, TokenizedRow, collate, derive_seed, epoch_order};
+use crate::data::{
+    Batch, IGNORE_INDEX, TokenizedRow, collate, collate_packed, derive_seed, epoch_order, pack,
+};
 use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
 use crate::{Error, Result};
@@ -130,6 +132,11 @@ pub struct Trainer<M: LayeredLm> {
     total_steps: usize,
     steps_per_epoch: usize,
     micro_per_epoch: usize,
+    /// With [`DataConfig::pack`](crate::DataConfig::pack): the rows packed into each row of a
+    /// micro-batch, the warm-up rows' packs first; the epochs visit these packs.
+    packs: Option<Vec<Vec<usize>>>,
+    /// Units (rows, or packs) at the start that form the warm-up phase.
+    warmup_units: usize,
     lora_modules: Vec<String>,
     fail_point: Option<FailPoint>,
     last_eval: Option<EvalMetrics>,
@@ -146,6 +153,26 @@ impl<M: LayeredLm> std::fmt::Debug for Trainer<M> {
             .field("total_steps", &self.total_steps)
             .finish_non_exhaustive()
     }
+}
+
+/// Packs `rows` (each cut to `max_length` tokens) into sequences of at most `max_length`
+/// tokens, first-fit in the data's order: the first `warmup` rows among themselves, then the
+/// rest. Returns the packs (row indices) and how many of them hold the warm-up rows.
+fn pack_rows(
+    rows: &[TokenizedRow],
+    warmup: usize,
+    max_length: usize,
+) -> Result<(Vec<Vec<usize>>, usize)> {
+    let lengths: Vec<usize> = rows.iter().map(|r| r.len().min(max_length)).collect();
+    let warmup = warmup.min(rows.len());
+    let mut packs = pack(&lengths[..warmup], max_length)?;
+    let warmup_packs = packs.len();
+    packs.extend(
+        pack(&lengths[warmup..], max_length)?
+            .into_iter()
+            .map(|p| p.into_iter().map(|i| i + warmup).collect::<Vec<_>>()),
+    );
+    Ok((packs, warmup_packs))
 }
 
 fn check_rows(rows: &[TokenizedRow], vocab: i64, what: &str) -> Result<()> {
@@ -195,6 +222,13 @@ impl<M: LayeredLm> Trainer<M> {
         }
         check_rows(&data.train, vocab, "train")?;
         check_rows(&data.eval, vocab, "eval")?;
+        if config.data.warmup_rows > data.train.len() {
+            return Err(Error::Data(format!(
+                "{} warm-up rows, but {} training rows",
+                config.data.warmup_rows,
+                data.train.len()
+            )));
+        }
         if !(0..vocab).contains(&data.pad_id) {
             return Err(Error::Data(format!(
                 "pad id {} is not a token id",
@@ -237,7 +271,14 @@ impl<M: LayeredLm> Trainer<M> {
             .collect();
         let optim = AdamW::new(params, &config.optim);
 
-        let n = data.train.len();
+        let (packs, warmup_units) = if config.data.pack {
+            let (packs, warmup) =
+                pack_rows(&data.train, config.data.warmup_rows, config.data.max_length)?;
+            (Some(packs), warmup)
+        } else {
+            (None, config.data.warmup_rows)
+        };
+        let n = packs.as_ref().map_or(data.train.len(), Vec::len);
         let micro_per_epoch = n.div_ceil(config.data.micro_batch_size);
         let steps_per_epoch = micro_per_epoch.div_ceil(config.data.grad_accum_steps);
         let mut total_steps = steps_per_epoch * config.data.epochs;
@@ -269,6 +310,8 @@ impl<M: LayeredLm> Trainer<M> {
             total_steps,
             steps_per_epoch,
             micro_per_epoch,
+            packs,
+            warmup_units,
             lora_modules,
             fail_point: None,
             last_eval: None,
@@ -344,20 +387,45 @@ impl<M: LayeredLm> Trainer<M> {
         let d = &self.config.data;
         let epoch = step / self.steps_per_epoch;
         let within = step % self.steps_per_epoch;
-        let order = epoch_order(self.data.train.len(), self.config.seed, epoch, d.shuffle);
+        let units = self.packs.as_ref().map_or(self.data.train.len(), Vec::len);
+        let order = epoch_order(units, self.warmup_units, self.config.seed, epoch, d.shuffle);
         let first = within * d.grad_accum_steps;
         let last = ((within + 1) * d.grad_accum_steps).min(self.micro_per_epoch);
         (first..last)
             .map(|k| {
                 let start = k * d.micro_batch_size;
                 let end = (start + d.micro_batch_size).min(order.len());
-                let rows: Vec<&TokenizedRow> = order[start..end]
-                    .iter()
-                    .map(|&i| &self.data.train[i])
-                    .collect();
-                collate(&rows, self.data.pad_id, d.max_length)
+                let units = &order[start..end];
+                let row = |i: &usize| &self.data.train[*i];
+                let batch = match &self.packs {
+                    None => {
+                        let rows: Vec<&TokenizedRow> = units.iter().map(row).collect();
+                        collate(&rows, self.data.pad_id, Some(d.max_length), None)
+                    }
+                    Some(packs) => {
+                        let seqs: Vec<Vec<&TokenizedRow>> = units
+                            .iter()
+                            .map(|&u| packs[u].iter().map(row).collect())
+                            .collect();
+                        collate_packed(&seqs, self.data.pad_id, Some(d.max_length), None)
+                    }
+                };
+                Ok(batch?)
             })
             .collect()
+    }
+
+    /// The layers' context for `batch`: block-diagonal over its sequences when it is packed.
+    fn layer_context(&self, batch: &Batch, train: bool) -> Result<M::Context> {
+        let shape = [batch.batch_size() as i64, batch.seq_len() as i64];
+        Ok(match (&batch.position_ids, &batch.sequence_ids) {
+            (Some(positions), Some(sequences)) => self.model.packed_layer_context(
+                &Tensor::f_from_slice(positions)?.f_view(shape)?,
+                &Tensor::f_from_slice(sequences)?.f_view(shape)?,
+                train,
+            )?,
+            _ => self.model.layer_context(batch.seq_len(), train)?,
+        })
     }
 
     /// The final-normed hidden states `(targets, hidden)` that predict the targets: rows
@@ -408,11 +476,11 @@ impl<M: LayeredLm> Trainer<M> {
         }
         let device = self.model.device();
         let ids = Tensor::f_from_slice(&batch.input_ids)?
-            .f_view([batch.batch as i64, batch.seq as i64])?
+            .f_view([batch.batch_size() as i64, batch.seq_len() as i64])?
             .to_device(device);
         let index = Tensor::from_slice(&index).to_device(device);
         let target = Tensor::from_slice(&target).to_device(device);
-        let ctx = self.model.layer_context(batch.seq, true)?;
+        let ctx = self.layer_context(batch, true)?;
         let dropout = self
             .config
             .model
@@ -599,15 +667,20 @@ impl<M: LayeredLm> Trainer<M> {
         let (mut loss, mut correct, mut tokens) = (0.0, 0i64, 0usize);
         for chunk in self.data.eval.chunks(self.config.data.micro_batch_size) {
             let rows: Vec<&TokenizedRow> = chunk.iter().collect();
-            let batch = collate(&rows, self.data.pad_id, self.config.data.max_length)?;
+            let batch = collate(
+                &rows,
+                self.data.pad_id,
+                Some(self.config.data.max_length),
+                None,
+            )?;
             let (index, target) = batch.targets();
             if index.is_empty() {
                 continue;
             }
             let ids = Tensor::f_from_slice(&batch.input_ids)?
-                .f_view([batch.batch as i64, batch.seq as i64])?
+                .f_view([batch.batch_size() as i64, batch.seq_len() as i64])?
                 .to_device(device);
-            let ctx = self.model.layer_context(batch.seq, false)?;
+            let ctx = self.layer_context(&batch, false)?;
             let mut xs = self.model.embed(&ids);
             for i in 0..self.model.num_layers() {
                 xs = self.model.layer_forward(i, &xs, &ctx);

@@ -1,5 +1,6 @@
 //! Exports load in Hugging Face transformers (run from the cached reference environment) and
-//! give the same logits as the trained model here, for full fine-tuning and merged LoRA.
+//! give the same logits as the trained model here, for full fine-tuning and merged LoRA; loss
+//! and gradients match transformers' on padded and on packed batches.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -7,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use aligner_model::{CausalLm, Config, LoraSpec};
+use aligner_model::{CausalLm, Config, LayeredLm, LoraSpec};
 use aligner_train::Trainer;
 use common::*;
 use tch::Tensor;
@@ -172,12 +173,16 @@ fn loss_and_gradients_match_transformers_with(tied: bool) {
     let out = tmp.path().join("export");
     trainer.export_hf(&out, None).unwrap();
     let refs: Vec<_> = d.train.iter().collect();
-    let batch = aligner_train::collate(&refs, 0, 64).unwrap();
+    let batch = aligner_train::collate(&refs, 0, Some(64), None).unwrap();
     assert!(
         batch.attention_mask.contains(&0),
         "the batch must contain padding"
     );
-    let rows = |v: &[i64]| v.chunks(batch.seq).map(<[i64]>::to_vec).collect::<Vec<_>>();
+    let rows = |v: &[i64]| {
+        v.chunks(batch.seq_len())
+            .map(<[i64]>::to_vec)
+            .collect::<Vec<_>>()
+    };
     let batch_json = tmp.path().join("batch.json");
     let payload = serde_json::json!({
         "input_ids": rows(&batch.input_ids),
@@ -191,11 +196,20 @@ fn loss_and_gradients_match_transformers_with(tied: bool) {
         &batch_json,
         &tmp.path().join("grads.json"),
     );
+    assert_loss_and_gradients(&mut trainer, &batch, &theirs);
+}
+
+/// `batch`'s loss and gradients in `trainer` are `theirs` (`{"loss", "grads"}`), twice: the
+/// first pass finds no gradients yet, the second adds into zeroed ones.
+fn assert_loss_and_gradients(
+    trainer: &mut Trainer<aligner_model::Llama>,
+    batch: &aligner_train::Batch,
+    theirs: &serde_json::Value,
+) {
     let their_loss = theirs["loss"].as_f64().unwrap();
-    // Twice: the first pass finds no gradients yet, the second adds into zeroed ones.
     for _ in 0..2 {
         let ours_loss = trainer
-            .compute_gradients(std::slice::from_ref(&batch))
+            .compute_gradients(std::slice::from_ref(batch))
             .unwrap();
         assert!(
             (ours_loss - their_loss).abs() < 1e-5,
@@ -204,6 +218,98 @@ fn loss_and_gradients_match_transformers_with(tied: bool) {
         let largest = largest_gradient_difference(&trainer.gradients(), &theirs["grads"]);
         eprintln!("loss {ours_loss} vs {their_loss}; largest relative |Δgrad| {largest:.2e}");
     }
+}
+
+/// Rows packed several to a batch row (a block-diagonal causal mask, positions restarting at
+/// each row) give transformers' logits, loss and gradients for the same packed batch
+/// (`tests/reference/packed_grads.py`, which also checks that its packed pass equals each
+/// sequence alone), and the loss of the same rows unpacked.
+#[test]
+fn packed_rows_match_transformers() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, vs) = tiny_model(9);
+    let d = data(6, 0);
+    let mut config = quick_config();
+    config.data.pack = true;
+    config.data.max_length = 24;
+    config.data.micro_batch_size = 8;
+    let mut trainer = Trainer::new(model, vs, config, d.clone(), tmp.path()).unwrap();
+    let batches = trainer.step_batches(0).unwrap();
+    assert_eq!(batches.len(), 1, "one micro-batch holds every pack");
+    let batch = &batches[0];
+    let (positions, sequences) = (
+        batch.position_ids.clone().unwrap(),
+        batch.sequence_ids.clone().unwrap(),
+    );
+    assert!(
+        batch.batch_size() < d.train.len() && sequences.contains(&1),
+        "some batch row holds several sequences"
+    );
+    let out = tmp.path().join("export");
+    trainer.export_hf(&out, None).unwrap();
+    let t = batch.seq_len();
+    let rows = |v: &[i64]| v.chunks(t).map(<[i64]>::to_vec).collect::<Vec<_>>();
+    let batch_json = tmp.path().join("packed.json");
+    let payload = serde_json::json!({
+        "input_ids": rows(&batch.input_ids),
+        "labels": rows(&batch.labels),
+        "position_ids": rows(&positions),
+        "sequence_ids": rows(&sequences),
+    });
+    std::fs::write(&batch_json, payload.to_string()).unwrap();
+    let theirs = run_reference(
+        "packed_grads.py",
+        &out,
+        &batch_json,
+        &tmp.path().join("packed_grads.json"),
+    );
+
+    // Logits of every real position.
+    let ours = tch::no_grad(|| {
+        let model = trainer.model();
+        let shape = [batch.batch_size() as i64, t as i64];
+        let ctx = model
+            .packed_layer_context(
+                &Tensor::from_slice(&positions).view(shape),
+                &Tensor::from_slice(&sequences).view(shape),
+                false,
+            )
+            .unwrap();
+        let mut xs = model.embed(&Tensor::from_slice(&batch.input_ids).view(shape));
+        for i in 0..model.num_layers() {
+            xs = model.layer_forward(i, &xs, &ctx);
+        }
+        model.lm_head(&model.final_norm(&xs))
+    });
+    let ours: Vec<f32> = ours.flatten(0, -1).try_into().unwrap();
+    let reference: Vec<f64> = serde_json::from_value(theirs["logits"].clone()).unwrap();
+    assert_eq!(ours.len(), reference.len());
+    let vocab = ours.len() / batch.input_ids.len();
+    let scale = reference.iter().fold(1f64, |m, x| m.max(x.abs()));
+    for (p, &real) in batch.attention_mask.iter().enumerate() {
+        if real == 0 {
+            continue;
+        }
+        let span = p * vocab..(p + 1) * vocab;
+        let diff = ours[span.clone()]
+            .iter()
+            .zip(&reference[span])
+            .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+        assert!(diff <= 1e-4 * scale, "position {p}: |Δlogit| {diff:e}");
+    }
+
+    assert_loss_and_gradients(&mut trainer, batch, &theirs);
+    // The same rows unpacked: the same loss over the same targets.
+    let refs: Vec<_> = d.train.iter().collect();
+    let plain = aligner_train::collate(&refs, 0, Some(24), None).unwrap();
+    assert_eq!(plain.target_tokens(), batch.target_tokens());
+    let their_loss = theirs["loss"].as_f64().unwrap();
+    let plain_loss = trainer.compute_gradients(&[plain]).unwrap();
+    assert!(
+        (plain_loss - their_loss).abs() < 1e-5,
+        "unpacked loss {plain_loss} vs packed {their_loss}"
+    );
 }
 
 /// The largest difference of `grads` from `theirs` (name -> flat list), relative to the largest
@@ -261,7 +367,11 @@ fn adamw_steps_match_torch() {
             let batches = batches
                 .iter()
                 .map(|b| {
-                    let rows = |v: &[i64]| v.chunks(b.seq).map(<[i64]>::to_vec).collect::<Vec<_>>();
+                    let rows = |v: &[i64]| {
+                        v.chunks(b.seq_len())
+                            .map(<[i64]>::to_vec)
+                            .collect::<Vec<_>>()
+                    };
                     serde_json::json!({
                         "input_ids": rows(&b.input_ids),
                         "labels": rows(&b.labels),

@@ -23,10 +23,10 @@ fn accumulation_of_4x1_equals_one_batch_of_4() {
     let _g = lock();
     let data = data(4, 0);
     let refs: Vec<_> = data.train.iter().collect();
-    let one = collate(&refs, 0, 64).unwrap();
+    let one = collate(&refs, 0, Some(64), None).unwrap();
     let singles: Vec<_> = refs
         .iter()
-        .map(|r| collate(&[*r], 0, 64).unwrap())
+        .map(|r| collate(&[*r], 0, Some(64), None).unwrap())
         .collect();
     assert!(
         singles
@@ -87,7 +87,7 @@ fn gradient_checkpointing_leaves_gradients_unchanged() {
     let _g = lock();
     let data = data(4, 0);
     let refs: Vec<_> = data.train.iter().collect();
-    let batch = vec![collate(&refs, 0, 64).unwrap()];
+    let batch = vec![collate(&refs, 0, Some(64), None).unwrap()];
     for lora in [
         None,
         Some(LoraSpec {

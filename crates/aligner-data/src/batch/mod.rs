@@ -1,15 +1,18 @@
-//! Batching: right-padding collation, length-bucketed shuffling, packing.
+//! Batching for training: the row type, right-padding collation, the seeded visiting order
+//! (with a warm-up phase first), and packing several rows into one sequence.
 //!
 //! Batches are plain row-major `Vec<i64>` with a `[batch, seq]` shape; the
-//! model crate turns them into tensors.
+//! trainer turns them into tensors.
 
-mod bucket;
 mod collate;
+mod order;
 mod pack;
+mod row;
 
-pub use bucket::{bucketed_batches, shuffled_indices};
 pub use collate::{Batch, collate};
+pub use order::{shuffled_in_phases, shuffled_indices};
 pub use pack::{collate_packed, pack};
+pub use row::{LabelledTokens, TokenizedRow};
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,9 @@
 //! Packing several rows into one sequence.
 
-use crate::error::{Error, Result};
-use crate::tokenize::{Encoded, IGNORE_INDEX};
-
 use super::collate::{Batch, round_up};
+use super::row::{LabelledTokens, check_lengths};
+use crate::error::{Error, Result};
+use crate::tokenize::IGNORE_INDEX;
 
 /// Groups row indices into sequences of at most `max_length` tokens,
 /// first-fit in the given order (shuffle first for random packs). Fails if a
@@ -31,41 +31,50 @@ pub fn pack(lengths: &[usize], max_length: usize) -> Result<Vec<Vec<usize>>> {
 }
 
 /// Collates packed sequences: each entry of `sequences` is the rows packed
-/// into one sequence. Adds `position_ids` (restarting at 0 per row) and
+/// into one sequence, each row cut to its first `max_length` tokens when given
+/// (as [`collate`](super::collate) does). Adds `position_ids` (restarting at 0 per row) and
 /// `sequence_ids` (0, 1, ... per row; -1 on padding). The first label of
 /// every packed row is set to [`IGNORE_INDEX`] so no row is trained to
 /// predict its first token from the previous row (with a shifted loss that
 /// label is never used in an unpacked batch either).
-pub fn collate_packed(
-    sequences: &[Vec<&Encoded>],
-    pad_id: u32,
+///
+/// # Errors
+/// [`Error::RowLengths`] when a row has not one label per token (`row` counts the rows of all
+/// sequences in order).
+pub fn collate_packed<R: LabelledTokens>(
+    sequences: &[Vec<&R>],
+    pad_id: i64,
+    max_length: Option<usize>,
     pad_to_multiple_of: Option<usize>,
-) -> Batch {
+) -> Result<Batch> {
+    check_lengths(sequences.iter().flatten().copied())?;
+    let len = |r: &R| r.input_ids().len().min(max_length.unwrap_or(usize::MAX));
     let longest = sequences
         .iter()
-        .map(|s| s.iter().map(|r| r.len()).sum::<usize>())
+        .map(|s| s.iter().map(|r| len(r)).sum::<usize>())
         .max()
         .unwrap_or(0);
     let t = round_up(longest, pad_to_multiple_of);
     let b = sequences.len();
     let mut batch = Batch {
         shape: [b, t],
-        input_ids: vec![i64::from(pad_id); b * t],
+        input_ids: vec![pad_id; b * t],
         attention_mask: vec![0; b * t],
         labels: vec![IGNORE_INDEX; b * t],
         position_ids: Some(vec![0; b * t]),
         sequence_ids: Some(vec![-1; b * t]),
     };
     let (Some(pos), Some(seq)) = (batch.position_ids.as_mut(), batch.sequence_ids.as_mut()) else {
-        return batch;
+        return Ok(batch);
     };
     for (i, rows) in sequences.iter().enumerate() {
         let mut at = i * t;
         for (k, r) in rows.iter().enumerate() {
-            let span = at..at + r.len();
-            batch.input_ids[span.clone()].copy_from_slice(&r.input_ids);
-            batch.labels[span.clone()].copy_from_slice(&r.labels);
-            if !r.is_empty() {
+            let len = len(r);
+            let span = at..at + len;
+            batch.input_ids[span.clone()].copy_from_slice(&r.input_ids()[..len]);
+            batch.labels[span.clone()].copy_from_slice(&r.labels()[..len]);
+            if len > 0 {
                 batch.labels[at] = IGNORE_INDEX;
             }
             batch.attention_mask[span.clone()].fill(1);
@@ -73,8 +82,8 @@ pub fn collate_packed(
             for (p, slot) in pos[span].iter_mut().enumerate() {
                 *slot = p as i64;
             }
-            at += r.len();
+            at += len;
         }
     }
-    batch
+    Ok(batch)
 }

@@ -117,7 +117,7 @@ impl Manifest {
             .filter(|d| mix.examples[d.index].identity)
             .count();
         Self {
-            version: 1,
+            version: super::MANIFEST_VERSION,
             created_by: concat!("aligner-data ", env!("CARGO_PKG_VERSION")).to_owned(),
             options: options.clone(),
             max_length: encoder.max_length(),

@@ -5,8 +5,10 @@
 //! `input_ids` and `labels` (all rows concatenated) and `offsets`
 //! (`rows + 1` entries; row `i` is `offsets[i]..offsets[i+1]`). Every file is
 //! written to a temporary name and renamed into place; `manifest.json` is
-//! written last, so a directory with a manifest is complete.
+//! written last, so a directory with a manifest is complete. [`read_prepared`] reads such a
+//! directory back, checked against its manifest.
 
+mod load;
 mod manifest;
 mod shard;
 
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use load::{MANIFEST_VERSION, Prepared, read_prepared};
 pub use manifest::{DroppedRow, HistogramBin, MANIFEST_FILE, Manifest, ShardInfo};
 
 use crate::error::{Error, Result};
