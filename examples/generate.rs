@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => args.prompt.clone(),
     };
-    let prompt = tokenizer.encode(&text, true)?;
+    let prompt = tokenizer.encode_prompt(&text)?;
     let sampling = if args.greedy {
         SamplingConfig {
             repetition_penalty: args.repetition_penalty,

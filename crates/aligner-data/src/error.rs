@@ -209,6 +209,36 @@ pub enum Error {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// An aligner's prompt record (`aligner_config.json`) is malformed or cannot be used.
+    #[error("{path}: {reason}")]
+    AlignerConfig {
+        /// The record concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An explicit prompt option contradicts what the aligner's folder records it was trained
+    /// with.
+    #[error(
+        "{path}: the {option} given ({given}) contradicts the one this aligner was trained with \
+         ({recorded}); drop the option or train another aligner"
+    )]
+    PromptContradiction {
+        /// The record concerned.
+        path: PathBuf,
+        /// Which option.
+        option: &'static str,
+        /// The value given.
+        given: String,
+        /// The value recorded.
+        recorded: String,
+    },
+    /// An aligner is asked for a task it was not trained for.
+    #[error("this aligner was not trained to rewrite {task} (see its aligner_config.json)")]
+    AlignerTask {
+        /// The task asked for.
+        task: &'static str,
+    },
     /// A row to batch does not have one label per token.
     #[error("row {row} of the batch has {input_ids} input ids but {labels} labels")]
     RowLengths {

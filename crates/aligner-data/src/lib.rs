@@ -45,6 +45,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod aligner_config;
 pub mod atomic;
 pub mod batch;
 pub mod chart;
@@ -64,6 +65,7 @@ pub mod template;
 pub mod tokenize;
 pub mod warmup;
 
+pub use aligner_config::{AlignerConfig, AlignerTask, PromptOverrides, Prompter};
 pub use error::{Error, FieldError, FieldIssue, Result};
 pub use format::{Example, Format, Registry};
 pub use mix::{Mix, MixOptions, MixedExample, load_mix};

@@ -315,6 +315,8 @@ pub struct ModelTokenizer {
     path: PathBuf,
     eos_ids: Vec<u32>,
     bos_id: Option<u32>,
+    /// The BOS a prompt starts with ([`aligner_data::tokenize::bos_to_add`]).
+    prompt_bos: Option<u32>,
     pad_id: Option<u32>,
 }
 
@@ -386,7 +388,13 @@ impl ModelTokenizer {
         let bos_id = id(&config.bos_token, "BOS")?;
         let eos_ids = id(&config.eos_token, "EOS")?.into_iter().collect();
         let pad_id = id(&config.pad_token, "padding")?;
+        let prompt_bos = aligner_data::tokenize::bos_to_add(&inner, bos_id, config.add_bos_token)
+            .map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
+            prompt_bos,
             inner,
             config,
             path,
@@ -439,6 +447,18 @@ impl ModelTokenizer {
                 path: self.path.clone(),
                 reason: format!("encode: {e}"),
             })
+    }
+
+    /// The ids of a prompt, exactly as training tokenises one
+    /// ([`aligner_data::tokenize::prompt_ids`]): BOS when the model expects it and the text
+    /// does not already start with it (a chat template may write it), then the text's tokens.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        aligner_data::tokenize::prompt_ids(&self.inner, self.prompt_bos, text).map_err(|e| {
+            Error::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("encode: {e}"),
+            }
+        })
     }
 
     /// Decodes ids to text. Special tokens are kept unless `skip_special_tokens`.

@@ -4,31 +4,17 @@
 //! and cached step-by-step decoding against the full pass well beyond the sliding windows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use aligner_model::config::Family;
-use aligner_model::{CausalLm, InferenceModel, Llama, PackedLlama, WeightFormat, hub};
+use aligner_model::{CausalLm, InferenceModel, Llama, PackedLlama, WeightFormat};
 use tch::{Device, Kind, Tensor};
 
 /// Builds the `arch` model with transformers into a fresh temporary folder.
 fn make(arch: &str) -> (tempfile::TempDir, PathBuf) {
-    let python = hub::venv_python()
-        .expect("the Python environment is missing: run `cargo xtask setup` first");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/architectures.py");
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(arch)
-        .arg(dir.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("run the reference script");
-    assert!(
-        out.status.success(),
-        "reference script failed for {arch}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = common::script_into_tempdir(&common::reference_script("architectures.py"), &[arch]);
     let path = dir.path().to_path_buf();
     (dir, path)
 }

@@ -120,6 +120,55 @@ impl TokenizeStats {
     }
 }
 
+/// The BOS id a model expects before a prompt: its BOS token when `add_bos_token` is set or
+/// when the tokenizer's own post-processor adds it (as Llama-3's does; checked by encoding an
+/// empty string with special tokens), else `None`.
+pub fn bos_to_add(
+    tokenizer: &Tokenizer,
+    bos_id: Option<u32>,
+    add_bos_token: bool,
+) -> Result<Option<u32>> {
+    let Some(bos) = bos_id else {
+        return Ok(None);
+    };
+    if add_bos_token {
+        return Ok(Some(bos));
+    }
+    let post_adds_bos = tokenizer
+        .encode("", true)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?
+        .get_ids()
+        .first()
+        .is_some_and(|&first| first == bos);
+    Ok(post_adds_bos.then_some(bos))
+}
+
+/// The ids of a prompt: `bos` first (from [`bos_to_add`]) unless the text already begins with
+/// the BOS token's text (a chat template that writes `{{ bos_token }}` itself), then the text's
+/// tokens with special-token text parsed and nothing else added. This is what transformers
+/// gives for a templated prompt (`apply_chat_template` adds no second BOS) and for a plain one
+/// (the tokenizer adds BOS). Training ([`Encoder::encode`]) and inference both use it.
+pub fn prompt_ids(tokenizer: &Tokenizer, bos: Option<u32>, text: &str) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    if let Some(bos) = bos {
+        let written = tokenizer
+            .id_to_token(bos)
+            .is_some_and(|token| !token.is_empty() && text.starts_with(token.as_str()));
+        if !written {
+            ids.push(bos);
+        }
+    }
+    if !text.is_empty() {
+        ids.extend_from_slice(
+            tokenizer
+                .encode(text, false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?
+                .get_ids(),
+        );
+    }
+    Ok(ids)
+}
+
 /// Turns examples into ids and labels.
 #[derive(Debug, Clone)]
 pub struct Encoder {
@@ -197,27 +246,13 @@ impl Encoder {
             .as_deref()
             .map(|b| resolve(&tokenizer, b, "bos"))
             .transpose()?;
-        let post_adds_bos = match bos_id {
-            Some(bos) => tokenizer
-                .encode("", true)
-                .map_err(|e| Error::Tokenizer(e.to_string()))?
-                .get_ids()
-                .first()
-                .is_some_and(|&first| first == bos),
-            None => false,
-        };
+        let prompt_bos = bos_to_add(&tokenizer, bos_id, special.add_bos_token)?;
         let pad_id = special
             .pad_token
             .as_deref()
             .map(|p| resolve(&tokenizer, p, "pad"))
             .transpose()?;
-        let mut enc = Self::new(
-            tokenizer,
-            bos_id,
-            eos_id,
-            bos_id.is_some() && (special.add_bos_token || post_adds_bos),
-            max_length,
-        )?;
+        let mut enc = Self::new(tokenizer, bos_id, eos_id, prompt_bos.is_some(), max_length)?;
         enc.pad_id = pad_id.unwrap_or(eos_id);
         Ok(enc)
     }
@@ -292,19 +327,25 @@ impl Encoder {
             .to_vec())
     }
 
+    /// The ids of a prompt as training sees it ([`prompt_ids`]): BOS when the model expects
+    /// one, then the prompt's tokens. Inference builds its prompts with the same function.
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        prompt_ids(
+            &self.tokenizer,
+            self.bos_id.filter(|_| self.add_bos),
+            prompt,
+        )
+    }
+
     /// Tokenises one example. A result with
     /// [`trained_tokens`](Encoded::trained_tokens) `== 0` must not be
     /// trained on ([`Encoder::encode_all`] drops and reports such rows).
     pub fn encode(&self, example: &Example) -> Result<Encoded> {
-        let prompt = self.ids(&example.prompt)?;
+        let prompt = self.prompt_ids(&example.prompt)?;
         let target = self.ids(&example.target)?;
-        let bos = usize::from(self.add_bos);
-        let full = bos + prompt.len() + target.len() + 1;
+        let full = prompt.len() + target.len() + 1;
         let len = full.min(self.max_length);
         let mut input_ids = Vec::with_capacity(len);
-        if let (true, Some(b)) = (self.add_bos, self.bos_id) {
-            input_ids.push(i64::from(b));
-        }
         input_ids.extend(prompt.iter().map(|&t| i64::from(t)));
         let prompt_len = input_ids.len().min(len);
         input_ids.extend(target.iter().map(|&t| i64::from(t)));

@@ -52,7 +52,7 @@ impl<M: CausalLm> Judge for LocalJudge<M> {
             .template
             .render(messages, true)
             .map_err(aligner_model::Error::from)?;
-        let ids = self.tokenizer.encode(&prompt, true)?;
+        let ids = self.tokenizer.encode_prompt(&prompt)?;
         let config = GenerationConfig {
             max_new_tokens: self.max_new_tokens,
             ..GenerationConfig::default()

@@ -33,11 +33,21 @@ pub fn gguf_path() -> PathBuf {
 
 /// Runs `tests/reference/hf_reference.py` with the cached environment's Python.
 pub fn reference(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/hf_reference.py");
+    run_python(&script, args.iter().map(std::ffi::OsStr::new));
+}
+
+/// Runs a Python script with the cached environment's Python (offline), failing the test with
+/// its stderr if it fails.
+pub fn run_python<I, S>(script: &Path, args: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let python = hub::venv_python()
         .expect("the Python environment is missing: run `cargo xtask setup` first");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/hf_reference.py");
     let out = Command::new(python)
-        .arg(&script)
+        .arg(script)
         .args(args)
         .env("TOKENIZERS_PARALLELISM", "false")
         .env("HF_HUB_OFFLINE", "1")
@@ -45,9 +55,27 @@ pub fn reference(args: &[&str]) {
         .expect("run the reference script");
     assert!(
         out.status.success(),
-        "reference script failed:\n{}",
+        "{} failed:\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs a reference script whose last argument is the folder it writes into, with a fresh
+/// temporary folder: `script ARGS... DIR`. Returns the folder.
+pub fn script_into_tempdir(script: &Path, args: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.push(dir.path().as_os_str());
+    run_python(script, all);
+    dir
+}
+
+/// `name` in aligner-model's `tests/reference` folder.
+pub fn reference_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(name)
 }
 
 /// Writes `value` as JSON into `dir/name` and returns the path as a string.

@@ -28,7 +28,7 @@ COMMON = dict(
     num_hidden_layers=3,
     num_attention_heads=4,
     num_key_value_heads=2,
-    max_position_embeddings=128,
+    max_position_embeddings=1024,
     rms_norm_eps=1e-6,
     initializer_range=0.1,
     tie_word_embeddings=False,
@@ -77,8 +77,8 @@ def config(arch):
     raise SystemExit(f"unknown architecture {arch}")
 
 
-def main():
-    arch, out = sys.argv[1], sys.argv[2]
+def build(arch):
+    """The random-weight `arch` model (f32, eval mode), the same for the same `arch`."""
     torch.manual_seed(0)
     cfg = config(arch)
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
@@ -91,6 +91,12 @@ def main():
                 p.copy_(torch.randn_like(p) * 0.2 + (0.0 if gemma else 1.0))
             if name.endswith("bias"):
                 p.copy_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def main():
+    arch, out = sys.argv[1], sys.argv[2]
+    model = build(arch)
     model.save_pretrained(out, safe_serialization=True)
 
     g = torch.Generator().manual_seed(1)
