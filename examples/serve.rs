@@ -65,9 +65,13 @@ struct Args {
     #[command(flatten)]
     remote: common::upstream::RemoteArgs,
     /// Aligner: a model folder or a PEFT LoRA adapter folder (default: the shipped
-    /// assets/stream-aligner).
+    /// assets/stream-aligner), prompted as its aligner_config.json records. The server offers
+    /// the modes it was trained for (stream mode for sentences, whole-answer mode for answers)
+    /// and the upstream alone.
     #[arg(long)]
     aligner_dir: Option<PathBuf>,
+    #[command(flatten)]
+    aligner_prompt: common::aligner_prompt::AlignerPromptArgs,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto", value_parser = common::device)]
     device: tch::Device,
@@ -91,7 +95,13 @@ fn main() -> anyhow::Result<()> {
     let api_key = std::env::var(&args.server_key_env)
         .ok()
         .filter(|k| !k.is_empty());
+    let prompt = args.aligner_prompt.resolve(&aligner_dir, false)?;
+    let corrector_config = CorrectorConfig {
+        prompt: prompt.clone(),
+        ..CorrectorConfig::default()
+    };
     let config = ServeConfig {
+        modes: aligner::serve::modes_of(&prompt),
         slots: args.slots,
         queue_capacity: args.queue,
         request_timeout: Duration::from_secs(args.timeout),
@@ -138,7 +148,7 @@ fn main() -> anyhow::Result<()> {
                 system,
                 aligner,
                 aligner_tokenizer: ModelTokenizer::from_dir(&al_tok)?,
-                corrector_config: CorrectorConfig::default(),
+                corrector_config,
                 machine,
             })
         })?
@@ -162,7 +172,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 aligner,
                 aligner_tokenizer: ModelTokenizer::from_dir(&al_tok)?,
-                corrector_config: CorrectorConfig::default(),
+                corrector_config,
                 machine,
             })
         })?
@@ -171,8 +181,14 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.bind).await?;
         eprintln!(
-            "serving on http://{}/v1 ({} slots, queue {}{}); Ctrl-C or SIGTERM stops",
+            "serving on http://{}/v1 (modes {}; {} slots, queue {}{}); Ctrl-C or SIGTERM stops",
             listener.local_addr()?,
+            config
+                .modes
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             config.slots,
             config.queue_capacity,
             if config.api_key.is_some() {

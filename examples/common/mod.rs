@@ -2,6 +2,8 @@
 //! with a progress bar while it is fetched, and command-line parsing of dtype and device.
 #![allow(dead_code)]
 
+pub mod aligner_prompt;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,31 +52,7 @@ pub fn device(s: &str) -> Result<tch::Device, String> {
 /// `rel` inside the repository (the examples' default data and model paths are relative to it,
 /// whatever the working directory).
 pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
-}
-
-/// Sentences of `text` by the Stream Aligner's segmenter, trimmed, empty ones dropped: how
-/// the steps of a GSM8K-style solution without `steps` are cut.
-pub fn sentence_steps(text: &str) -> Vec<String> {
-    aligner::stream::sentences(text)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A sampling configuration as JSON, for the settings files next to outputs.
-pub fn sampling_json(s: &aligner::model::generate::SamplingConfig) -> serde_json::Value {
-    serde_json::json!({
-        "temperature": s.temperature,
-        "top_k": s.top_k,
-        "top_p": s.top_p,
-        "repetition_penalty": s.repetition_penalty,
-        "frequency_penalty": s.frequency_penalty,
-        "seed": s.seed,
-    })
+    aligner::app::repo_path(rel)
 }
 
 /// `--weights`: a format, or `None` for `auto`.
@@ -91,9 +69,9 @@ pub fn weights(s: &str) -> Result<Weights, String> {
         .map_err(|e: aligner::model::Error| e.to_string())
 }
 
-/// Loads a model or adapter folder for inference. `auto` settings pick, on the CPU, f32
-/// activations with `cpu_format` blocks (the packed model's fast decoding) and elsewhere bf16
-/// dense weights. Returns the model and its tokenizer folder.
+/// Loads a model or adapter folder for inference ([`aligner::app::load_for_inference`]:
+/// `auto` settings pick f32 activations with `cpu_format` blocks on the CPU, bf16 dense weights
+/// elsewhere). Returns the model and its tokenizer folder.
 pub fn load_for_inference(
     dir: &Path,
     device: tch::Device,
@@ -101,21 +79,9 @@ pub fn load_for_inference(
     weights: Weights,
     cpu_format: WeightFormat,
 ) -> anyhow::Result<(InferenceModel, PathBuf)> {
-    let cpu = device == tch::Device::Cpu;
-    let format = weights
-        .0
-        .unwrap_or(if cpu { cpu_format } else { WeightFormat::Dense });
-    let kind = dtype.map_or(
-        if cpu {
-            tch::Kind::Float
-        } else {
-            tch::Kind::BFloat16
-        },
-        DType::kind,
-    );
-    let packed = (format != WeightFormat::Dense).then_some(format);
-    InferenceModel::load(dir, kind, device, packed)
-        .map_err(|e| anyhow::anyhow!("loading {}: {e}", dir.display()))
+    Ok(aligner::app::load_for_inference(
+        dir, device, dtype, weights.0, cpu_format,
+    )?)
 }
 
 pub mod upstream;

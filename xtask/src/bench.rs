@@ -139,7 +139,29 @@ pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
         &train_path,
         &reference_path,
         stream_paths,
-    )
+    )?;
+    println!("== aligner-rs server");
+    let serve_path = out_dir.join("aligner-rs-serve.json");
+    let mut serve_args = json(&serve_path);
+    serve_args.extend([
+        "--doc".to_owned(),
+        root.join("docs/benchmarks.md").display().to_string(),
+    ]);
+    crate::run_example::run("bench_serve", &serve_args)
+}
+
+/// The heading of the server benchmark's section (`aligner_serve::bench::HEADING`, which
+/// `bench_serve --doc` writes).
+const SERVER_HEADING: &str = "## Aligning server";
+
+/// The server benchmark's section of `doc`: from its heading to the next `## ` heading.
+fn server_section(doc: &str) -> Option<&str> {
+    let start = doc.find(SERVER_HEADING)?;
+    let body = &doc[start + SERVER_HEADING.len()..];
+    let end = body
+        .find("\n## ")
+        .map_or(doc.len(), |i| start + SERVER_HEADING.len() + i + 1);
+    Some(&doc[start..end])
 }
 
 fn write_doc(
@@ -209,7 +231,18 @@ fn write_doc(
     if overlap.is_file() {
         doc.push_str(&render_overlap(&read(overlap)?));
     }
-    std::fs::write(&doc_path, doc).with_context(|| format!("writing {}", doc_path.display()))?;
+    // The server's section is written by `bench_serve` (after this, in a full run): keep the
+    // one the document has.
+    if let Some(section) = std::fs::read_to_string(&doc_path)
+        .ok()
+        .and_then(|old| server_section(&old).map(str::to_owned))
+    {
+        doc.push('\n');
+        doc.push_str(section.trim_end());
+        doc.push('\n');
+    }
+    aligner_data::atomic::write(&doc_path, doc.as_bytes())
+        .with_context(|| format!("writing {}", doc_path.display()))?;
     println!("wrote {}", doc_path.display());
     Ok(())
 }
@@ -287,7 +320,7 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
          pass: `crates/aligner-train`). Compare ratios, not absolute \
          numbers: they drift between runs and machines (on a shared 2-core machine, repeated runs \
          of the same side differ by up to about 10%). The packed rows are `PackedLlama` \
-         (`crates/aligner-model/src/packed.rs`) with f32 activations: int4 keeps the embedded \
+         (`crates/aligner-model/src/packed/`) with f32 activations: int4 keeps the embedded \
          GGUF file's own Q4_1 blocks (Q8_0 for the LM head, as in the file), int8 is Q8_0 \
          throughout; steps of up to 16 rows run on our block kernels, longer passes on a dense f32 \
          copy of the same weights. They are set beside transformers' bf16 figures, its faster \
@@ -559,4 +592,18 @@ fn render_overlap(overlap: &Map<String, Value>) -> String {
         },
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_section_is_found_up_to_the_next_heading() {
+        let doc = "# B\n\n## Stream\nx\n\n## Aligning server\n\nrows\n\n## Later\ny\n";
+        assert_eq!(server_section(doc), Some("## Aligning server\n\nrows\n\n"));
+        let last = "# B\n\n## Aligning server\n\nrows\n";
+        assert_eq!(server_section(last), Some("## Aligning server\n\nrows\n"));
+        assert_eq!(server_section("# B\n\n## Stream\n"), None);
+    }
 }

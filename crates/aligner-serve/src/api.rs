@@ -93,6 +93,8 @@ pub struct ChatRequest {
     pub max_tokens: usize,
     /// The upstream's token choice, if the request sets any sampling parameter.
     pub sampling: Option<SamplingConfig>,
+    /// Stop sequences (OpenAI's `stop`, at most 4): the answer ends before the first of them.
+    pub stop: Vec<String>,
 }
 
 fn field_type(v: &Value) -> &'static str {
@@ -163,9 +165,103 @@ fn integer(body: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, 
     }
 }
 
+/// OpenAI's `stop`: `null`, a string, or an array of at most 4 strings, none empty.
+fn stop_sequences(body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let invalid = |message: String| ApiError::invalid(Some("stop"), message);
+    let stops = match body.get("stop") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(invalid(format!(
+                    "`stop` must hold strings, not {}",
+                    field_type(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(invalid(format!(
+                "`stop` must be a string or an array of strings, not {}",
+                field_type(other)
+            )));
+        }
+    };
+    if stops.len() > MAX_STOP {
+        return Err(invalid(format!(
+            "`stop` has {} sequences; at most {MAX_STOP} are allowed",
+            stops.len()
+        )));
+    }
+    if stops.iter().any(String::is_empty) {
+        return Err(invalid("`stop` sequences must not be empty".into()));
+    }
+    Ok(stops)
+}
+
+/// Most stop sequences of a request (OpenAI's limit).
+pub const MAX_STOP: usize = 4;
+
+/// Known OpenAI request fields that would change the answer or its format and that this server
+/// does not implement, each with the values that leave the answer unchanged (which are
+/// accepted). Setting one otherwise is a `400` naming the field, never silently ignored.
+const UNSUPPORTED: [(&str, Neutral); 11] = [
+    ("presence_penalty", is_zero),
+    ("frequency_penalty", is_zero),
+    ("logit_bias", is_empty),
+    ("logprobs", is_false),
+    ("top_logprobs", is_zero),
+    ("tools", is_empty),
+    ("functions", is_empty),
+    ("tool_choice", |v| {
+        matches!(v.as_str(), Some("none" | "auto"))
+    }),
+    ("function_call", |v| {
+        matches!(v.as_str(), Some("none" | "auto"))
+    }),
+    ("response_format", |v| v["type"] == "text"),
+    ("audio", |_| false),
+];
+
+/// Whether a field's value leaves the answer as it would be without the field.
+type Neutral = fn(&Value) -> bool;
+
+fn is_zero(v: &Value) -> bool {
+    v.as_f64() == Some(0.0)
+}
+
+fn is_empty(v: &Value) -> bool {
+    v.as_array().is_some_and(Vec::is_empty) || v.as_object().is_some_and(Map::is_empty)
+}
+
+fn is_false(v: &Value) -> bool {
+    v == &Value::Bool(false)
+}
+
+/// The first known field that is set to a value this server cannot honour.
+fn unsupported_field(body: &Map<String, Value>) -> Result<(), ApiError> {
+    for (field, harmless) in UNSUPPORTED {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) if harmless(v) => {}
+            Some(v) => {
+                return Err(ApiError::invalid(
+                    Some(field),
+                    format!("`{field}` is not supported by this server (got {v})"),
+                )
+                .with(StatusCode::BAD_REQUEST, "unsupported_parameter"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads and checks a request body. Unknown fields are ignored, as OpenAI-compatible servers
 /// do; known fields of the wrong type or out of range, a malformed body, an unknown model and
-/// unusable messages are errors.
+/// unusable messages are errors, and so are the known fields that would change the answer but
+/// are not implemented (`logprobs`, `tools`, penalties, ...: see `UNSUPPORTED`) when set to
+/// anything but their neutral value.
 pub fn parse_request(bytes: &[u8], config: &ServeConfig) -> Result<ChatRequest, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(None, format!("the body is not valid JSON: {e}")))?;
@@ -321,6 +417,8 @@ pub fn parse_request(bytes: &[u8], config: &ServeConfig) -> Result<ChatRequest, 
             format!("`top_p` is {p}; it must be in (0, 1]"),
         ));
     }
+    let stop = stop_sequences(&body)?;
+    unsupported_field(&body)?;
     let sampling = match (temperature, top_p, seed) {
         (None, None, None) => None,
         // Temperature 0 (or none) is greedy decoding, as on OpenAI's API.
@@ -339,6 +437,7 @@ pub fn parse_request(bytes: &[u8], config: &ServeConfig) -> Result<ChatRequest, 
         stream,
         max_tokens,
         sampling,
+        stop,
     })
 }
 
@@ -530,6 +629,51 @@ mod tests {
                 400,
                 Some("aligner_mode"),
             ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "stop": 3}"#,
+                400,
+                Some("stop"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "stop": ["a", 1]}"#,
+                400,
+                Some("stop"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}"#,
+                400,
+                Some("stop"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "stop": ""}"#,
+                400,
+                Some("stop"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "logprobs": true}"#,
+                400,
+                Some("logprobs"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "frequency_penalty": 0.5}"#,
+                400,
+                Some("frequency_penalty"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}"#,
+                400,
+                Some("tools"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}"#,
+                400,
+                Some("response_format"),
+            ),
+            (
+                r#"{"model": "upstream", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"42": 10}}"#,
+                400,
+                Some("logit_bias"),
+            ),
         ];
         for (body, status, param) in cases {
             let err = parse(body).expect_err(body);
@@ -559,5 +703,13 @@ mod tests {
         assert_eq!(r.mode, AlignMode::Off);
         assert_eq!(r.sampling, None);
         assert_eq!(r.max_tokens, ServeConfig::default().default_max_tokens);
+        assert!(r.stop.is_empty());
+        // `stop` as a string or an array; the unsupported fields at their neutral values.
+        let r = parse(r#"{"model": "upstream", "messages": [{"role": "user", "content": "hi"}], "stop": "\n\n", "logprobs": false, "frequency_penalty": 0, "presence_penalty": 0.0, "tools": [], "tool_choice": "none", "response_format": {"type": "text"}, "logit_bias": {}, "user": "u"}"#).unwrap();
+        assert_eq!(r.stop, ["\n\n"]);
+        let r = parse(r#"{"model": "upstream", "messages": [{"role": "user", "content": "hi"}], "stop": ["The answer", "!"]}"#).unwrap();
+        assert_eq!(r.stop, ["The answer", "!"]);
+        let err = parse(r#"{"model": "upstream", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}"#).unwrap_err();
+        assert_eq!(err.code, Some("unsupported_parameter"));
     }
 }

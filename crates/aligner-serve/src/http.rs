@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::api::{self, ApiError, ChatRequest, MODELS};
 use crate::remote::{Refused, RemoteBackend};
 use crate::worker::{Job, JobError, JobEvent, Outcome, Stats};
-use crate::{AlignMode, PromptCounter, ServeConfig};
+use crate::{AlignMode, PromptCounter, ServeConfig, stop};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -147,6 +147,7 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let created = api::now();
     let data: Vec<Value> = MODELS
         .iter()
+        .filter(|(_, mode)| state.config().modes.contains(mode))
         .map(|(name, mode)| {
             json!({"id": name, "object": "model", "created": created, "owned_by": "aligner-rs", "aligner_mode": mode.as_str()})
         })
@@ -186,6 +187,20 @@ async fn chat(
             .with(e.status(), "invalid_body")
     })?;
     let request = api::parse_request(&body, state.config())?;
+    let offered = &state.config().modes;
+    if !offered.contains(&request.mode) {
+        let names: Vec<&str> = offered.iter().map(|m| m.as_str()).collect();
+        return Err(ApiError::invalid(
+            Some("model"),
+            format!(
+                "this server does not offer {} mode: its aligner was not trained for it \
+                 (offered: {})",
+                request.mode.as_str(),
+                names.join(", ")
+            ),
+        )
+        .with(StatusCode::BAD_REQUEST, "mode_unsupported"));
+    }
     if let Backend::Remote(remote) = &state.0.backend
         && request.mode == AlignMode::Stream
         && !remote.continues_answers
@@ -229,6 +244,7 @@ async fn chat(
         mode: request.mode,
         max_tokens: request.max_tokens,
         sampling: request.sampling.clone(),
+        stop: request.stop.clone(),
         deadline: Instant::now() + state.config().request_timeout,
         cancel: Arc::clone(&cancel),
         events: events_tx,
@@ -369,7 +385,34 @@ struct Streaming {
     model: String,
     events: UnboundedReceiver<JobEvent>,
     phase: Phase,
+    /// The request's stop sequences.
+    stop: Vec<String>,
+    /// The answer's text received so far, and how many bytes of it were sent.
+    text: String,
+    sent: usize,
+    /// The outcome, sent after the rest of the text.
+    outcome: Option<Box<Outcome>>,
     _guard: CancelOnDrop,
+}
+
+impl Streaming {
+    /// The content chunk of `text[sent..upto]`, if it is not empty (or, without stop
+    /// sequences, for every sentence: one chunk per sentence).
+    fn content(&mut self, upto: usize, draft: &str, changed: bool) -> Option<SseEvent> {
+        if upto <= self.sent && !(self.stop.is_empty() && upto == self.sent) {
+            return None;
+        }
+        let content = &self.text[self.sent..upto];
+        self.sent = upto;
+        let draft = stop::cut(draft, &self.stop);
+        Some(data(&api::chunk(
+            &self.id,
+            &self.model,
+            json!({ "content": content }),
+            None,
+            Some(("aligner", json!({"draft": draft, "changed": changed}))),
+        )))
+    }
 }
 
 fn data(value: &Value) -> SseEvent {
@@ -391,6 +434,10 @@ fn streamed(
         model: request.model,
         events,
         phase: Phase::Start,
+        stop: request.stop,
+        text: String::new(),
+        sent: 0,
+        outcome: None,
         _guard: guard,
     };
     let stream = stream::unfold(state, |mut s| async move {
@@ -406,33 +453,51 @@ fn streamed(
                     None,
                 ))
             }
-            Phase::Finish => {
-                s.phase = Phase::End;
-                SseEvent::default().data("[DONE]")
-            }
-            Phase::Sentences => match s.events.recv().await {
-                Some(JobEvent::Sentence {
-                    text,
-                    draft,
-                    changed,
-                }) => data(&api::chunk(
-                    &s.id,
-                    &s.model,
-                    json!({"content": text}),
-                    None,
-                    Some(("aligner", json!({"draft": draft, "changed": changed}))),
-                )),
-                Some(JobEvent::Done(outcome)) => {
-                    s.phase = Phase::Finish;
-                    data(&api::final_chunk(&s.id, &s.model, &outcome))
-                }
-                Some(JobEvent::Failed(e)) => {
-                    s.phase = Phase::End;
-                    data(&job_error(e).body())
-                }
+            Phase::Finish => match s.outcome.take() {
+                Some(outcome) => data(&api::final_chunk(&s.id, &s.model, &outcome)),
                 None => {
                     s.phase = Phase::End;
-                    data(&worker_gone().body())
+                    SseEvent::default().data("[DONE]")
+                }
+            },
+            Phase::Sentences => loop {
+                match s.events.recv().await {
+                    Some(JobEvent::Sentence {
+                        text,
+                        draft,
+                        changed,
+                    }) => {
+                        // Text that could start a stop sequence waits for the next sentence.
+                        s.text.push_str(&text);
+                        let upto = stop::sendable(&s.text, &s.stop);
+                        if let Some(event) = s.content(upto, &draft, changed) {
+                            break event;
+                        }
+                    }
+                    Some(JobEvent::Done(outcome)) => {
+                        s.phase = Phase::Finish;
+                        let upto = stop::cut(&s.text, &s.stop).len();
+                        let rest = if upto > s.sent {
+                            s.content(upto, "", false)
+                        } else {
+                            None
+                        };
+                        match rest {
+                            Some(event) => {
+                                s.outcome = Some(outcome);
+                                break event;
+                            }
+                            None => break data(&api::final_chunk(&s.id, &s.model, &outcome)),
+                        }
+                    }
+                    Some(JobEvent::Failed(e)) => {
+                        s.phase = Phase::End;
+                        break data(&job_error(e).body());
+                    }
+                    None => {
+                        s.phase = Phase::End;
+                        break data(&worker_gone().body());
+                    }
                 }
             },
         };

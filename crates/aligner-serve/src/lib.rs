@@ -9,8 +9,19 @@
 //!   (`stream`, `whole`, `off`); the extension field `aligner` holds the upstream's drafts.
 //! - `GET /v1/models`, `GET /health`.
 //!
+//! `stop` (a string or up to 4) ends the answer before the first stop sequence, with
+//! `finish_reason: "stop"`, streamed or not: the loop stops after the sentence in which one
+//! appears, and a stream holds back any end of the text that could be the start of one, so
+//! streamed chunks never show text from a stop sequence on and add up to the non-streamed
+//! answer (see [`stop`]). Known OpenAI fields that would change the answer and are not
+//! implemented (`logprobs`, `top_logprobs`, `tools`, `functions`, `tool_choice`,
+//! `function_call`, `response_format` other than text, `logit_bias`, `presence_penalty`,
+//! `frequency_penalty`, `audio`) are a `400` naming the field (code `unsupported_parameter`)
+//! unless set to their neutral value; other unknown fields are ignored.
+//!
 //! The models run on one worker thread of their own (see [`worker`]), never on the async
-//! runtime; requests in flight share the upstream's decoding steps. The queue in front of it is
+//! runtime; requests in flight share the upstream's decoding steps, and the aligner's
+//! corrections that they wait for at the same time share the aligner's. The queue in front of it is
 //! bounded (a full queue answers `429` with `Retry-After`), requests have a deadline, a client
 //! that disconnects stops the work on its request, every bad request gets an OpenAI-style JSON
 //! error with a 4xx status, and [`Server::serve`] finishes (or, after a grace period, cancels)
@@ -52,8 +63,10 @@
 //! ```
 
 pub mod api;
+pub mod bench;
 mod http;
 pub mod remote;
+pub mod stop;
 pub mod worker;
 
 use std::sync::Arc;
@@ -126,6 +139,26 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Most bytes of a request body.
     pub max_body_bytes: usize,
+    /// The modes offered; a request for another one is a `400` (`mode_unsupported`), and
+    /// `/v1/models` lists only these. An aligner serves the modes it was trained for
+    /// ([`modes_of`]).
+    pub modes: Vec<AlignMode>,
+}
+
+/// The modes a server with an aligner prompted by `prompt` offers: stream mode when it was
+/// trained on single sentences, whole-answer mode when on whole answers, and the upstream
+/// alone always.
+pub fn modes_of(prompt: &aligner_data::aligner_config::AlignerConfig) -> Vec<AlignMode> {
+    use aligner_data::aligner_config::AlignerTask;
+    let mut modes = Vec::with_capacity(3);
+    if prompt.format_for(AlignerTask::Sentence).is_some() {
+        modes.push(AlignMode::Stream);
+    }
+    if prompt.format_for(AlignerTask::Answer).is_some() {
+        modes.push(AlignMode::Whole);
+    }
+    modes.push(AlignMode::Off);
+    modes
 }
 
 impl Default for ServeConfig {
@@ -142,6 +175,7 @@ impl Default for ServeConfig {
             api_key: None,
             shutdown_grace: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
+            modes: vec![AlignMode::Stream, AlignMode::Whole, AlignMode::Off],
         }
     }
 }
@@ -192,7 +226,7 @@ impl PromptCounter {
         )
         .map_err(|e| e.to_string())?;
         self.tokenizer
-            .encode(&prompt, true)
+            .encode_prompt(&prompt)
             .map(|ids| ids.len())
             .map_err(|e| e.to_string())
     }

@@ -29,12 +29,12 @@ use aligner_model::{CausalLm, ModelTokenizer};
 use aligner_stream::batch::NoUpstream;
 use aligner_stream::machine::join_correction;
 use aligner_stream::{
-    Correction, Corrector, CorrectorConfig, DoneReason, Event, Identity, LocalCorrector,
-    MachineConfig, Record, StreamMachine, Upstream, modes,
+    Correction, Corrector, CorrectorConfig, Event, Identity, LocalCorrector, MachineConfig, Record,
+    StreamMachine, Upstream, modes,
 };
 
-use crate::AlignMode;
-use crate::worker::{Job, JobError, JobEvent, Outcome, Stats};
+use crate::worker::{Job, JobError, JobEvent, Outcome, Stats, finish_reason};
+use crate::{AlignMode, stop};
 
 /// Builds a request's upstream from its sampling parameters (the engine's
 /// [`RemoteEngine::params`], with the request's own sampling fields put in). Called on the
@@ -370,6 +370,8 @@ impl RemoteBackend {
         stopped(job, &self.stop)?;
         if job.mode == AlignMode::Whole {
             let question = job.conversation.aligner_question();
+            let drafted = stop::cut(&record.draft, &job.stop).len();
+            record.draft.truncate(drafted);
             let correction = aligner
                 .ask(&question, "", &record.draft, true)
                 .map_err(internal)?;
@@ -383,10 +385,7 @@ impl RemoteBackend {
         } else if job.mode == AlignMode::Off {
             record.mode = aligner_stream::Mode::Upstream;
         }
-        let finish_reason = match record.summary.reason {
-            DoneReason::MaxRounds | DoneReason::MaxTotalTokens => "length",
-            DoneReason::Eos | DoneReason::Stalled | DoneReason::StopText => "stop",
-        };
+        let finish_reason = finish_reason(&mut record, &job.stop);
         let completion_tokens = self
             .tokenizer
             .encode(&record.answer, false)
@@ -419,7 +418,8 @@ impl RemoteBackend {
         };
         let mut machine = StreamMachine::with_conversation(job.conversation.clone(), config)
             .map_err(|e| Some(JobError::BadRequest(e.to_string())))?;
-        while !machine.is_done() {
+        // A stop sequence in the accepted answer ends it (cut before it by `finish_reason`).
+        while !machine.is_done() && stop::find(machine.accepted(), &job.stop).is_none() {
             stopped(job, &self.stop)?;
             if let Some(budget) = machine.draft_budget() {
                 let t = Instant::now();

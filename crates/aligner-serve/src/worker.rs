@@ -10,15 +10,19 @@
 //! 1. admits waiting requests into free slots;
 //! 2. drops requests whose client went away, and fails those past their deadline (or all of
 //!    them once the server is stopping);
-//! 3. advances every machine until it waits for a draft: corrections, commits (each committed
-//!    sentence goes to its client at once), finished answers;
+//! 3. advances every machine until it waits for a draft: commits (each committed sentence goes
+//!    to its client at once), finished answers, and the aligner's corrections — those of every
+//!    machine waiting for one (a sentence in stream mode, the whole answer in whole mode) made
+//!    together with [`correct_batch`]: prompts and draft verifications per request, then one
+//!    [`CausalLm::decode_step`] per token for all of them;
 //! 4. drafts the next sentence of every waiting machine together with
 //!    [`draft_batch`]: one [`CausalLm::decode_step`] per token for all of them. A request
 //!    abandoned meanwhile stops decoding at the next step.
 //!
 //! Every request gets the answer it would get alone (greedy decoding is deterministic, and a
 //! batched decoding step gives each row the logits it would get alone); only the wall time
-//! changes.
+//! changes. A request with `stop` sequences ends after the sentence in which one appears, and
+//! its answer is cut before it (see [`crate::stop`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,12 +34,13 @@ use aligner_model::{CausalLm, ModelTokenizer};
 use aligner_stream::batch::NoUpstream;
 use aligner_stream::machine::join_correction;
 use aligner_stream::{
-    Conversation, CorrectorConfig, DoneReason, DraftRequest, Event, Identity, LocalCorrector,
-    LocalUpstream, MachineConfig, Record, StreamMachine, UpstreamConfig, draft_batch,
+    Conversation, CorrectRequest, Correction, CorrectionTask, CorrectorConfig, DoneReason,
+    DraftRequest, Event, Identity, LocalCorrector, LocalUpstream, MachineConfig, Record,
+    StreamMachine, UpstreamConfig, correct_batch, draft_batch,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::AlignMode;
+use crate::{AlignMode, stop};
 
 /// What answers requests: the two models with their tokenizers and settings. Built by the
 /// loader given to [`Server::start`](crate::Server::start), on the worker thread.
@@ -65,6 +70,8 @@ pub(crate) struct Job {
     pub max_tokens: usize,
     /// `None`: the engine's default.
     pub sampling: Option<SamplingConfig>,
+    /// The answer ends before the first of these (OpenAI's `stop`); empty: no stop sequences.
+    pub stop: Vec<String>,
     pub deadline: Instant,
     /// Set when the client is gone: no more work for this request.
     pub cancel: Arc<AtomicBool>,
@@ -255,23 +262,41 @@ pub(crate) fn run<U: CausalLm, A: CausalLm>(
                 stats.active.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        // 3. Advance every machine until it waits for a draft.
-        for slot in 0..slots {
-            if live[slot].is_none() {
-                continue;
+        // 3. Advance every machine until it waits for a draft, correcting together.
+        loop {
+            let mut waiting = Vec::new();
+            for slot in 0..slots {
+                if live[slot].is_none() {
+                    continue;
+                }
+                match advance(
+                    &mut live[slot],
+                    &upstreams[slot],
+                    &engine.upstream_tokenizer,
+                ) {
+                    Ok(Wait::Correction) => waiting.push(slot),
+                    Ok(Wait::Draft | Wait::Nothing) => {}
+                    Err(error) => {
+                        if let Some(active) = live[slot].take() {
+                            let _ = active.job.events.send(JobEvent::Failed(error));
+                        }
+                    }
+                }
+                if live[slot].is_none() {
+                    stats.active.fetch_sub(1, Ordering::Relaxed);
+                }
             }
-            if let Err(error) = advance(
-                &mut live[slot],
-                &mut correctors[slot],
-                &upstreams[slot],
+            if waiting.is_empty() {
+                break;
+            }
+            correct_together(
+                &waiting,
+                &mut live,
+                &mut correctors,
+                &upstreams,
                 &engine.upstream_tokenizer,
-            ) && let Some(active) = live[slot].take()
-            {
-                let _ = active.job.events.send(JobEvent::Failed(error));
-            }
-            if live[slot].is_none() {
-                stats.active.fetch_sub(1, Ordering::Relaxed);
-            }
+                stats,
+            );
         }
         // 4. Draft together.
         let requests: Vec<DraftRequest<'_>> = live
@@ -311,57 +336,66 @@ pub(crate) fn run<U: CausalLm, A: CausalLm>(
                     }
                 }
             }
-            Err(e) => {
-                // One failure in a shared pass fails every request in it; the slots' upstreams
-                // start their next request afresh.
-                for slot in slots_drafted {
-                    if let Some(active) = live[slot].take() {
-                        let _ = active
-                            .job
-                            .events
-                            .send(JobEvent::Failed(JobError::Internal(e.to_string())));
-                        stats.active.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-            }
+            // The slots' upstreams start their next request afresh.
+            Err(e) => fail_all(&slots_drafted, &mut live, stats, &e),
         }
     }
 }
 
-/// Steps the machine in `entry` until it waits for a draft, sending its committed sentences;
-/// when it is done, finishes the answer (whole mode: the aligner's rewrite) and empties the
-/// slot. Stops early, emptying the slot, when the client is gone.
-fn advance<U: CausalLm, A: CausalLm>(
+/// What a slot's request waits for after [`advance`].
+enum Wait {
+    /// The slot is empty (the answer is finished or its client is gone).
+    Nothing,
+    /// The upstream's next sentence.
+    Draft,
+    /// The aligner: a sentence's correction in stream mode, the whole answer's in whole mode.
+    Correction,
+}
+
+/// Whether the machine's answer is complete: it is done, or a stop sequence has appeared.
+fn ended(active: &Active) -> bool {
+    active.machine.is_done() || stop::find(active.machine.accepted(), &active.job.stop).is_some()
+}
+
+/// Steps the machine in `entry` until it waits for a draft or a correction, sending its
+/// committed sentences; when the answer is complete (and, in whole mode, needs no more
+/// correction), finishes it and empties the slot. Stops early, emptying the slot, when the
+/// client is gone.
+fn advance<U: CausalLm>(
     entry: &mut Option<Active>,
-    corrector: &mut LocalCorrector<'_, A>,
     upstream: &LocalUpstream<'_, U>,
     tokenizer: &ModelTokenizer,
-) -> Result<(), JobError> {
+) -> Result<Wait, JobError> {
     let internal = |e: aligner_stream::Error| JobError::Internal(e.to_string());
     loop {
         let Some(active) = entry.as_mut() else {
-            return Ok(());
+            return Ok(Wait::Nothing);
         };
         if active.job.cancel.load(Ordering::Relaxed) {
             *entry = None;
-            return Ok(());
+            return Ok(Wait::Nothing);
         }
-        if active.machine.is_done() {
-            let outcome = finish(active, corrector, upstream, tokenizer)?;
+        if ended(active) {
+            if active.job.mode == AlignMode::Whole {
+                return Ok(Wait::Correction);
+            }
+            let outcome = finish(active, None, upstream, tokenizer)?;
             let _ = active.job.events.send(JobEvent::Done(Box::new(outcome)));
             *entry = None;
-            return Ok(());
+            return Ok(Wait::Nothing);
         }
         if active.machine.draft_budget().is_some() {
-            return Ok(());
+            return Ok(Wait::Draft);
         }
-        let event = match active.job.mode {
-            AlignMode::Stream => active.machine.step(&mut NoUpstream, corrector),
-            AlignMode::Whole | AlignMode::Off => {
-                active.machine.step(&mut NoUpstream, &mut Identity)
-            }
+        if active.job.mode == AlignMode::Stream && active.machine.sentence_to_correct().is_some() {
+            return Ok(Wait::Correction);
         }
-        .map_err(internal)?;
+        // No other transition asks the corrector: whole and off modes commit the drafts as
+        // they are, and stream mode's corrections are made by `correct_together`.
+        let event = active
+            .machine
+            .step(&mut NoUpstream, &mut Identity)
+            .map_err(internal)?;
         if let (Some(Event::Committed(round)), AlignMode::Stream | AlignMode::Off) =
             (&event, active.job.mode)
         {
@@ -374,20 +408,111 @@ fn advance<U: CausalLm, A: CausalLm>(
     }
 }
 
-/// The outcome of a finished machine; in whole mode, the aligner rewrites the answer first and
-/// its rewrite is sent as the one sentence.
-fn finish<U: CausalLm, A: CausalLm>(
+/// Makes the corrections that the requests in `waiting` wait for with one [`correct_batch`],
+/// and hands each to its machine (stream mode) or finishes its answer with it (whole mode).
+/// One failure in the shared pass fails every request in it.
+fn correct_together<U: CausalLm, A: CausalLm>(
+    waiting: &[usize],
+    live: &mut [Option<Active>],
+    correctors: &mut [LocalCorrector<'_, A>],
+    upstreams: &[LocalUpstream<'_, U>],
+    tokenizer: &ModelTokenizer,
+    stats: &Stats,
+) {
+    // The whole-mode drafts (up to a stop sequence), owned for the requests to borrow.
+    let drafts: Vec<String> = waiting
+        .iter()
+        .map(|&slot| match &live[slot] {
+            Some(active) if active.job.mode == AlignMode::Whole => {
+                stop::cut(&active.machine.record().draft, &active.job.stop).to_owned()
+            }
+            _ => String::new(),
+        })
+        .collect();
+    let requests: Vec<CorrectRequest<'_>> = waiting
+        .iter()
+        .zip(&drafts)
+        .filter_map(|(&slot, draft)| {
+            let active = live[slot].as_ref()?;
+            let machine = &active.machine;
+            let task = match active.job.mode {
+                AlignMode::Whole => CorrectionTask::Answer {
+                    question: machine.question(),
+                    answer: draft,
+                },
+                _ => CorrectionTask::Sentence {
+                    question: machine.question(),
+                    prefix: machine.accepted(),
+                    last: machine.sentence_to_correct()?,
+                },
+            };
+            Some(CorrectRequest {
+                corrector: slot,
+                task,
+                cancel: Some(&active.job.cancel),
+            })
+        })
+        .collect();
+    let result = correct_batch(correctors, &requests);
+    drop(requests);
+    let corrections = match result {
+        Ok(corrections) => corrections,
+        Err(e) => return fail_all(waiting, live, stats, &e),
+    };
+    for (&slot, (correction, elapsed)) in waiting.iter().zip(corrections) {
+        let Some(active) = live[slot].as_mut() else {
+            continue;
+        };
+        if active.job.cancel.load(Ordering::Relaxed) {
+            continue;
+        }
+        let done = if active.job.mode == AlignMode::Whole {
+            finish(active, Some(correction), &upstreams[slot], tokenizer).map(|outcome| {
+                let _ = active.job.events.send(JobEvent::Done(Box::new(outcome)));
+            })
+        } else {
+            match active.machine.supply_correction(correction, elapsed) {
+                Ok(_) => continue,
+                Err(e) => Err(JobError::Internal(e.to_string())),
+            }
+        };
+        if let Err(error) = done {
+            let _ = active.job.events.send(JobEvent::Failed(error));
+        }
+        live[slot] = None;
+        stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Fails the requests in `slots` with `error` of the shared pass they were in, emptying their
+/// slots.
+fn fail_all(
+    slots: &[usize],
+    live: &mut [Option<Active>],
+    stats: &Stats,
+    error: &aligner_stream::Error,
+) {
+    for &slot in slots {
+        if let Some(active) = live[slot].take() {
+            let error = JobError::Internal(error.to_string());
+            let _ = active.job.events.send(JobEvent::Failed(error));
+            stats.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The outcome of a finished machine; in whole mode, with the aligner's `rewrite` of the
+/// answer, which is sent as the one sentence. The answer is cut before a stop sequence.
+fn finish<U: CausalLm>(
     active: &mut Active,
-    corrector: &mut LocalCorrector<'_, A>,
+    rewrite: Option<Correction>,
     upstream: &LocalUpstream<'_, U>,
     tokenizer: &ModelTokenizer,
 ) -> Result<Outcome, JobError> {
-    let internal = |e: aligner_stream::Error| JobError::Internal(e.to_string());
     let mut record = active.machine.record();
-    if active.job.mode == AlignMode::Whole {
-        let correction = corrector
-            .rewrite_answer(active.machine.question(), &record.draft)
-            .map_err(internal)?;
+    if let Some(correction) = rewrite {
+        let drafted = stop::cut(&record.draft, &active.job.stop).len();
+        record.draft.truncate(drafted);
         let committed = join_correction(&record.draft, &correction.text);
         let changed = committed != record.draft;
         let _ = active.job.events.send(JobEvent::Sentence {
@@ -402,10 +527,7 @@ fn finish<U: CausalLm, A: CausalLm>(
     } else if active.job.mode == AlignMode::Off {
         record.mode = aligner_stream::Mode::Upstream;
     }
-    let finish_reason = match record.summary.reason {
-        DoneReason::MaxRounds | DoneReason::MaxTotalTokens => "length",
-        DoneReason::Eos | DoneReason::Stalled | DoneReason::StopText => "stop",
-    };
+    let finish_reason = finish_reason(&mut record, &active.job.stop);
     let completion_tokens = tokenizer
         .encode(&record.answer, false)
         .map_err(|e| JobError::Internal(e.to_string()))?
@@ -416,4 +538,17 @@ fn finish<U: CausalLm, A: CausalLm>(
         completion_tokens,
         record,
     })
+}
+
+/// OpenAI's finish reason of a finished `record`, after cutting its answer before the first
+/// of `stops`: `stop` for an answer that ended (EOS, a stop text or sequence), `length` for one
+/// cut by a limit.
+pub(crate) fn finish_reason(record: &mut Record, stops: &[String]) -> &'static str {
+    if stop::cut_record(record, stops) {
+        return "stop";
+    }
+    match record.summary.reason {
+        DoneReason::MaxRounds | DoneReason::MaxTotalTokens => "length",
+        DoneReason::Eos | DoneReason::Stalled | DoneReason::StopText => "stop",
+    }
 }

@@ -1,7 +1,8 @@
 //! The server on 127.0.0.1 with the real models (the embedded SmolLM2-135M-Instruct as upstream,
 //! the shipped Stream Aligner), called with a real HTTP client: the OpenAI contract streamed and
-//! not, bad requests, each greedy answer equal to the library's answer for that request alone
-//! (also with 64 clients at once), a full queue, a client that disconnects, and shutdown.
+//! not, `stop` sequences, bad requests, each greedy answer equal to the library's answer for
+//! that request alone (also with 64 clients at once, whose corrections the worker makes
+//! together), a full queue, a client that disconnects, and shutdown.
 
 #![allow(clippy::unwrap_used)]
 
@@ -193,6 +194,44 @@ fn the_openai_contract_streamed_and_not() {
         reference.off(&single, 48).answer
     );
 
+    // `stop`: the answer ends before the first stop sequence, streamed or not. The sequence
+    // spans two sentences when there are two, so the stream must hold back the first one's end.
+    let stop = match &expected.rounds[..] {
+        [first, second, ..] => {
+            let head: String = first.committed.chars().rev().take(2).collect();
+            let head: String = head.chars().rev().collect();
+            head + &second.committed.chars().take(3).collect::<String>()
+        }
+        _ => expected.answer.chars().skip(12).take(4).collect(),
+    };
+    let cut = &expected.answer[..expected.answer.find(&stop).unwrap()];
+    for stream in [false, true] {
+        let mut body = request("aligner-stream", messages_json(&single), 48, stream);
+        body["stop"] = json!(["never written", stop]);
+        let (content, finish) = if stream {
+            let events = post_stream(&base, &body);
+            let chunks: Vec<Value> = events[..events.len() - 1]
+                .iter()
+                .map(|e| serde_json::from_str(e).unwrap())
+                .collect();
+            let content: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            (
+                content,
+                chunks.last().unwrap()["choices"][0]["finish_reason"].clone(),
+            )
+        } else {
+            let (status, v) = post(&base, &body);
+            assert_eq!(status, 200, "{v}");
+            let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+            (content.to_owned(), v["choices"][0]["finish_reason"].clone())
+        };
+        assert_eq!(content, cut, "stop {stop:?}, stream {stream}");
+        assert_eq!(finish, "stop");
+    }
+
     // A conversation of several turns.
     let chat = Conversation::new(vec![
         ChatMessage::user("I have 3 boxes of 12 eggs."),
@@ -241,6 +280,14 @@ fn the_openai_contract_streamed_and_not() {
             r#"{"model": "aligner-stream", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}"#,
             400,
         ),
+        (
+            r#"{"model": "aligner-stream", "messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]}"#,
+            400,
+        ),
+        (
+            r#"{"model": "aligner-stream", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}"#,
+            400,
+        ),
     ] {
         let (got, error) = raw(body);
         assert_eq!(got, status, "{body}: {error}");
@@ -268,7 +315,8 @@ fn the_openai_contract_streamed_and_not() {
 }
 
 /// 64 clients at once, in 8 slots: each greedy answer equals the library's answer for that
-/// request alone.
+/// request alone (stream mode, whose sentence corrections the worker makes together, and one
+/// client in eight in whole-answer mode, whose rewrites it makes together too).
 #[test]
 fn sixty_four_clients_get_the_answers_they_would_get_alone() {
     let config = ServeConfig {
@@ -295,15 +343,29 @@ fn sixty_four_clients_get_the_answers_they_would_get_alone() {
                 .answer
         })
         .collect();
+    let expected_whole: Vec<String> = questions
+        .iter()
+        .map(|q| {
+            reference
+                .whole(&Conversation::single(*q), max_tokens)
+                .answer
+        })
+        .collect();
+    let whole = |i: usize| i % 8 == 7;
     let base = Arc::new(server.base.clone());
     let started = Instant::now();
     let clients: Vec<_> = (0..64)
         .map(|i| {
             let base = Arc::clone(&base);
             let q = questions[i % questions.len()];
+            let model = if whole(i) {
+                "aligner-whole"
+            } else {
+                "aligner-stream"
+            };
             std::thread::spawn(move || {
                 let body = request(
-                    "aligner-stream",
+                    model,
                     json!([{"role": "user", "content": q}]),
                     max_tokens,
                     i % 2 == 0,
@@ -333,6 +395,7 @@ fn sixty_four_clients_get_the_answers_they_would_get_alone() {
         })
         .collect();
     for (i, client) in clients.into_iter().enumerate() {
+        let expected = if whole(i) { &expected_whole } else { &expected };
         assert_eq!(
             client.join().unwrap(),
             expected[i % questions.len()],
@@ -490,4 +553,54 @@ fn bearer_auth_and_request_timeout() {
     let v: Value = late.body_mut().read_json().unwrap();
     assert_eq!(v["error"]["type"], "timeout");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+/// A server offers the modes its aligner was trained for: with the shipped Stream Aligner
+/// (trained on single sentences, as its aligner_config.json records), stream mode and the
+/// upstream alone; whole-answer mode is refused before any model work, and `/v1/models` does
+/// not list it.
+#[test]
+fn modes_follow_what_the_aligner_was_trained_for() {
+    let (_, aligner_dir) = dirs();
+    let (prompt, recorded) = aligner_data::aligner_config::AlignerConfig::resolve(
+        &aligner_dir,
+        &aligner_data::aligner_config::PromptOverrides::default(),
+    )
+    .unwrap();
+    assert!(recorded);
+    let config = ServeConfig {
+        modes: aligner_serve::modes_of(&prompt),
+        ..ServeConfig::default()
+    };
+    let server = Running::start(config);
+    let base = server.base.clone();
+    let models: Value = agent()
+        .get(format!("{base}/v1/models"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["aligner-stream", "upstream"]);
+    let messages = json!([{"role": "user", "content": "What is 2 + 2?"}]);
+    for body in [
+        json!({"model": "aligner-whole", "messages": messages}),
+        json!({"model": "upstream", "aligner_mode": "whole", "messages": messages}),
+    ] {
+        let (status, error) = post(&base, &body);
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["code"], "mode_unsupported", "{error}");
+        assert_eq!(error["error"]["param"], "model", "{error}");
+    }
+    let (status, answer) = post(
+        &base,
+        &json!({"model": "upstream", "max_tokens": 8, "messages": messages}),
+    );
+    assert_eq!(status, 200, "{answer}");
 }

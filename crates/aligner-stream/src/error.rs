@@ -9,6 +9,9 @@ pub enum Error {
     /// The model, its tokenizer or its chat template failed.
     #[error(transparent)]
     Model(#[from] aligner_model::Error),
+    /// The aligner's prompt record or its prompt formats failed (aligner-data).
+    #[error(transparent)]
+    Prompt(#[from] aligner_data::Error),
     /// A LibTorch operation failed.
     #[error(transparent)]
     Tch(#[from] tch::TchError),

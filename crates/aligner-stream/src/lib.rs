@@ -72,8 +72,8 @@ pub use batch::StreamBatch;
 pub use conversation::Conversation;
 pub use error::{Error, Result};
 pub use local::{
-    CorrectorConfig, DraftRequest, LocalCorrector, LocalUpstream, UpstreamConfig, draft_batch,
-    render_conversation,
+    CorrectRequest, CorrectionTask, CorrectorConfig, DraftRequest, LocalCorrector, LocalUpstream,
+    UpstreamConfig, correct_batch, draft_batch, render_conversation,
 };
 pub use machine::{
     Correction, Corrector, DoneReason, Draft, DraftStop, Event, Identity, MachineConfig, State,

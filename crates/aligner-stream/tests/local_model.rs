@@ -200,13 +200,9 @@ fn the_local_corrector_reuses_its_prompt_cache() {
         .unwrap();
     assert!(b.tokens <= 24);
     let prompt = aligner
-        .render_prompt(&aligner_stream::prompt::stream_instruction(
-            q,
-            "The capital of France is Paris.",
-            "It is big.",
-        ))
+        .sentence_prompt(q, "The capital of France is Paris.", "It is big.")
         .unwrap();
-    let full = tokenizer.encode(&prompt, true).unwrap().len();
+    let full = aligner.prompt_ids(&prompt).unwrap().len();
     let second = aligner.forwarded() - after_first;
     assert!(
         second < full,

@@ -140,12 +140,7 @@ fn whole_answer_mode_with_the_shipped_aligner() {
     // The rewrite is plain greedy decoding of the correction prompt (the draft verification
     // is an optimisation with the same result), cut at EOS.
     let fresh = LocalCorrector::new(&loaded.model, aligner_tok.clone(), config).unwrap();
-    let prompt = fresh
-        .render_prompt(&aligner::stream::prompt::correction_instruction(
-            question,
-            plain.trim(),
-        ))
-        .unwrap();
+    let prompt = fresh.answer_prompt(question, &plain).unwrap();
     let rewrite = greedy(&loaded.model, &aligner_tok, &prompt, 512);
     let [round] = record.rounds.as_slice() else {
         panic!("one round, got {}", record.rounds.len());

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use aligner::data::aligner_config::{AlignerConfig, AlignerTask, PromptOverrides};
 use aligner::model::ModelTokenizer;
 use aligner::model::adapter::{PeftAdapter, load_adapted};
 use aligner::stream::{Corrector, CorrectorConfig, LocalCorrector};
@@ -28,6 +29,7 @@ fn the_shipped_adapter_is_small_and_names_its_base() {
         "metrics.jsonl",
         "loss.png",
         "README.md",
+        "aligner_config.json",
     ] {
         assert!(
             shipped().join(file).is_file(),
@@ -36,13 +38,52 @@ fn the_shipped_adapter_is_small_and_names_its_base() {
     }
 }
 
+/// Each shipped aligner records the prompt it was trained with (docs/experiments.md trains
+/// both with `--chat-template` and no system message), and the record is what training with
+/// those options writes.
+#[test]
+fn the_shipped_aligners_record_their_training_prompts() {
+    for (dir, task) in [
+        ("stream-aligner", AlignerTask::Sentence),
+        ("aligner", AlignerTask::Answer),
+    ] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets")
+            .join(dir);
+        let record = AlignerConfig::read(&dir).unwrap().unwrap();
+        // The formats of the run's own data report.
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("data_report.json")).unwrap()).unwrap();
+        let formats: Vec<&str> = report["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["format"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            Some(record.clone()),
+            AlignerConfig::from_training(formats, true, None),
+            "{}",
+            dir.display()
+        );
+        assert!(record.format_for(task).is_some());
+    }
+}
+
 #[test]
 fn the_shipped_stream_aligner_corrects_a_wrong_step() {
     let loaded = load_adapted(&shipped(), None, Kind::Float, Device::Cpu).unwrap();
     assert_eq!(loaded.merged, 30 * 7);
     let tokenizer = ModelTokenizer::from_dir(&loaded.base_dir).unwrap();
-    let mut aligner =
-        LocalCorrector::new(&loaded.model, tokenizer, CorrectorConfig::default()).unwrap();
+    // Prompted as its folder records it was trained.
+    let (prompt, recorded) =
+        AlignerConfig::resolve(&shipped(), &PromptOverrides::default()).unwrap();
+    assert!(recorded);
+    let config = CorrectorConfig {
+        prompt,
+        ..CorrectorConfig::default()
+    };
+    let mut aligner = LocalCorrector::new(&loaded.model, tokenizer, config).unwrap();
     for (question, prefix, wrong, right) in CASES {
         let fixed = aligner.correct(question, prefix, wrong).unwrap();
         // The wording may differ from the reference step; the computation must be the right one.

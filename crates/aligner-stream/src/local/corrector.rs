@@ -1,15 +1,13 @@
-//! The aligner: a local causal LM prompted with the Stream Aligner instruction.
+//! The aligner: a local causal LM prompted as it was trained (its `aligner_config.json`).
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 
-use aligner_model::chat::ChatTemplate;
-use aligner_model::generate::{Sampler, SamplingConfig, TextStream};
+use aligner_data::aligner_config::{AlignerConfig, Prompter};
 use aligner_model::{CausalLm, ModelTokenizer};
 
-use super::{Context, render, template_of};
+use super::Context;
+use super::correct_batch::Progress;
 use crate::machine::{Correction, Corrector};
-use crate::prompt::{correction_instruction, stream_instruction};
-use crate::segment::first_sentence_end;
 use crate::{Error, Result};
 
 /// How the aligner is prompted and how much it may write.
@@ -19,11 +17,11 @@ pub struct CorrectorConfig {
     pub max_sentence_tokens: usize,
     /// Most tokens for a whole-answer correction.
     pub max_answer_tokens: usize,
-    /// Wrap the instruction in the aligner's chat template as a user message; `false` feeds the
-    /// instruction as raw text.
-    pub chat_template: bool,
-    /// System message for the chat template.
-    pub system: Option<String>,
+    /// How the aligner is prompted: the formats it was trained on, and whether they were
+    /// wrapped in its chat template (with which system message). Read it from the aligner's
+    /// folder with [`AlignerConfig::resolve`]; the default is the shipped aligners' (the bare
+    /// instructions in the model's chat template).
+    pub prompt: AlignerConfig,
     /// Keep only the first sentence of a sentence correction (an aligner trained on single
     /// sentences stops by itself; an untrained one may go on).
     pub one_sentence: bool,
@@ -52,8 +50,7 @@ impl Default for CorrectorConfig {
         Self {
             max_sentence_tokens: 96,
             max_answer_tokens: 512,
-            chat_template: true,
-            system: None,
+            prompt: AlignerConfig::default(),
             one_sentence: true,
             reject_repeats: true,
             verify_draft: true,
@@ -68,12 +65,12 @@ impl Default for CorrectorConfig {
 /// so far), so the aligner's KV cache keeps the common token prefix of consecutive prompts and
 /// forwards only the rest.
 pub struct LocalCorrector<'m, M: CausalLm> {
-    model: &'m M,
-    tokenizer: ModelTokenizer,
-    template: Option<ChatTemplate>,
-    config: CorrectorConfig,
-    ctx: Context,
-    forwarded: usize,
+    pub(super) model: &'m M,
+    pub(super) tokenizer: ModelTokenizer,
+    prompter: Prompter,
+    pub(super) config: CorrectorConfig,
+    pub(super) ctx: Context,
+    pub(super) forwarded: usize,
 }
 
 impl<M: CausalLm> std::fmt::Debug for LocalCorrector<'_, M> {
@@ -99,11 +96,16 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
                 });
             }
         }
-        let template = template_of(&tokenizer, config.chat_template)?;
+        let template = if config.prompt.chat_template {
+            tokenizer.chat_template()?.map(Arc::new)
+        } else {
+            None
+        };
+        let prompter = config.prompt.prompter(template)?;
         Ok(Self {
             model,
             tokenizer,
-            template,
+            prompter,
             config,
             ctx: Context::new(model),
             forwarded: 0,
@@ -116,104 +118,53 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
         self.forwarded
     }
 
-    /// The full prompt text for an instruction.
-    pub fn render_prompt(&self, instruction: &str) -> Result<String> {
-        render(
-            self.template.as_ref(),
-            self.config.system.as_deref(),
-            instruction,
-        )
+    /// The whole-answer prompt text for (question, answer): the training prompt of the
+    /// aligner's whole-answer format. An error if it was not trained for whole answers.
+    pub fn answer_prompt(&self, question: &str, answer: &str) -> Result<String> {
+        Ok(self.prompter.answer_prompt(question, answer.trim())?)
     }
 
-    /// Rewrites a whole answer with the Aligner correction instruction (whole-answer mode).
+    /// The sentence prompt text for (question, accepted prefix, last sentence): the training
+    /// prompt of the aligner's sentence format. An error if it was not trained for sentences.
+    pub fn sentence_prompt(&self, question: &str, prefix: &str, last: &str) -> Result<String> {
+        Ok(self
+            .prompter
+            .sentence_prompt(question, prefix.trim(), last.trim())?)
+    }
+
+    /// The ids the aligner is given for a prompt text, as training tokenised its prompts
+    /// ([`ModelTokenizer::encode_prompt`]).
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode_prompt(prompt)?)
+    }
+
+    /// Rewrites a whole answer with the aligner's whole-answer prompt (whole-answer mode).
     pub fn rewrite_answer(&mut self, question: &str, answer: &str) -> Result<Correction> {
-        let instruction = correction_instruction(question, answer.trim());
-        self.complete(
-            &instruction,
-            answer.trim(),
-            self.config.max_answer_tokens,
-            false,
-        )
+        let prompt = self.answer_prompt(question, answer)?;
+        self.complete(&prompt, answer.trim(), self.config.max_answer_tokens, false)
     }
 
-    /// Greedy completion of `instruction`, trimmed; with `one_sentence` it stops after the
-    /// first sentence of the output. `draft` is the text being corrected: with `verify_draft`
-    /// its tokens are checked in one pass and the agreeing ones taken without decoding.
+    /// Greedy completion of `prompt`, trimmed; with `one_sentence` it stops after the first
+    /// sentence of the output. `draft` is the text being corrected: with `verify_draft` its
+    /// tokens are checked in one pass and the agreeing ones taken without decoding.
     fn complete(
         &mut self,
-        instruction: &str,
+        prompt: &str,
         draft: &str,
         max_tokens: usize,
         one_sentence: bool,
     ) -> Result<Correction> {
-        let prompt = self.render_prompt(instruction)?;
-        let ids = self.tokenizer.encode(&prompt, true)?;
-        let draft_ids = if self.config.verify_draft && !draft.is_empty() {
-            self.tokenizer.encode(draft, false)?
-        } else {
-            Vec::new()
-        };
-        // Tokens chosen ahead of decoding, each with whether the cache already holds it.
-        let mut ahead = VecDeque::new();
-        let mut logits = None;
-        if draft_ids.is_empty() {
-            let (l, info) = self.ctx.sync(self.model, &ids)?;
-            self.forwarded += info.fed;
-            logits = Some(l);
-        } else {
-            let (choices, info) = self.ctx.verify(self.model, &ids, &draft_ids)?;
-            self.forwarded += info.fed;
-            let agreed = choices
-                .iter()
-                .zip(&draft_ids)
-                .take_while(|(c, d)| c == d)
-                .count();
-            // Keep the agreeing draft tokens cached; the model's own choice after them is next.
-            self.ctx.truncate(ids.len() + agreed);
-            ahead.extend(draft_ids[..agreed].iter().map(|&t| (t, true)));
-            ahead.push_back((choices[agreed], false));
-        }
-        let mut sampler = Sampler::new(SamplingConfig::greedy())?;
-        let mut stream = TextStream::new(self.tokenizer.clone());
-        let eos_ids = self.tokenizer.eos_ids().to_vec();
-        let mut text = String::new();
-        let mut tokens = 0;
-        while tokens < max_tokens {
-            let (token, cached) = match (ahead.pop_front(), &logits) {
-                (Some(next), _) => next,
-                (None, Some(l)) => (sampler.sample(l, &[], &[])?, false),
-                (None, None) => {
-                    return Err(Error::Protocol {
-                        component: "corrector",
-                        reason: "no logits to decode from".into(),
-                    });
-                }
-            };
-            tokens += 1;
-            if eos_ids.contains(&token) {
-                break;
-            }
-            text.push_str(&stream.push(token)?);
-            if one_sentence {
-                let body = text.trim_start();
-                if let Some(end) = first_sentence_end(body) {
-                    text = body[..end].to_owned();
-                    return Ok(Correction {
-                        text: text.trim().to_owned(),
-                        tokens,
-                    });
+        // The same steps as a batch of corrections (`correct_batch`), one token at a time.
+        let mut pending = self.begin_correction(prompt, draft, max_tokens, one_sentence)?;
+        loop {
+            match pending.next()? {
+                Progress::Done(correction) => return Ok(correction),
+                Progress::Feed(token) => {
+                    pending.logits = Some(self.ctx.feed(self.model, &[token])?);
+                    self.forwarded += 1;
                 }
             }
-            if tokens < max_tokens && !cached {
-                logits = Some(self.ctx.feed(self.model, &[token])?);
-                self.forwarded += 1;
-            }
         }
-        text.push_str(&stream.flush()?);
-        Ok(Correction {
-            text: text.trim().to_owned(),
-            tokens,
-        })
     }
 }
 
@@ -229,12 +180,11 @@ impl<M: CausalLm> Corrector for LocalCorrector<'_, M> {
         if !self.config.prepare {
             return Ok(());
         }
-        let instruction = stream_instruction(question, prefix.trim(), SENTENCE_SLOT);
-        let prompt = self.render_prompt(&instruction)?;
+        let prompt = self.sentence_prompt(question, prefix, SENTENCE_SLOT)?;
         let Some(slot) = prompt.rfind(SENTENCE_SLOT) else {
             return Ok(());
         };
-        let mut ids = self.tokenizer.encode(&prompt[..slot], true)?;
+        let mut ids = self.prompt_ids(&prompt[..slot])?;
         ids.pop();
         if !ids.is_empty() {
             self.forwarded += self.ctx.extend_to(self.model, &ids)?;
@@ -243,9 +193,9 @@ impl<M: CausalLm> Corrector for LocalCorrector<'_, M> {
     }
 
     fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction> {
-        let instruction = stream_instruction(question, prefix.trim(), last.trim());
+        let prompt = self.sentence_prompt(question, prefix, last)?;
         let mut correction = self.complete(
-            &instruction,
+            &prompt,
             last.trim(),
             self.config.max_sentence_tokens,
             self.config.one_sentence,

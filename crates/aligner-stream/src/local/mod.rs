@@ -1,6 +1,7 @@
 //! Model-backed [`Upstream`](crate::Upstream) and [`Corrector`](crate::Corrector), generic over
 //! [`CausalLm`], each keeping its KV cache between calls.
 
+mod correct_batch;
 mod corrector;
 mod upstream;
 
@@ -8,6 +9,7 @@ use aligner_model::chat::ChatTemplate;
 use aligner_model::{CausalLm, KvCache, ModelTokenizer};
 use tch::{Kind, Tensor};
 
+pub use correct_batch::{CorrectRequest, CorrectionTask, correct_batch};
 pub use corrector::{CorrectorConfig, LocalCorrector};
 pub use upstream::{DraftRequest, LocalUpstream, UpstreamConfig, UpstreamStats, draft_batch};
 

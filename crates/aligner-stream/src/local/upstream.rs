@@ -180,7 +180,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
     /// prefix.
     fn start(&mut self, conversation: &Conversation) -> Result<()> {
         let prompt = self.render_conversation(conversation)?;
-        self.prompt_ids = self.tokenizer.encode(&prompt, true)?;
+        self.prompt_ids = self.tokenizer.encode_prompt(&prompt)?;
         if self.prompt_ids.is_empty() {
             return Err(Error::InvalidConfig {
                 field: "question",
@@ -308,7 +308,7 @@ impl<'m, M: CausalLm> LocalUpstream<'m, M> {
         self.ctx.reset();
         self.conversation = None;
         let prompt = self.render_prompt(question)? + prefix;
-        let prompt_ids = self.tokenizer.encode(&prompt, true)?;
+        let prompt_ids = self.tokenizer.encode_prompt(&prompt)?;
         let (mut logits, info) = self.ctx.sync(self.model, &prompt_ids)?;
         self.stats.forwarded += info.fed;
         self.stats.last_sync = info;

@@ -509,21 +509,7 @@ impl StreamMachine {
             } => {
                 let t = Instant::now();
                 let correction = corrector.correct(&self.question, &self.accepted, &draft.text)?;
-                let elapsed = t.elapsed();
-                let round = self.round_record(
-                    draft,
-                    correction.text.trim().to_owned(),
-                    correction.tokens,
-                    *upstream_time,
-                    elapsed,
-                );
-                let event = Event::Corrected {
-                    round: round.round,
-                    changed: round.changed,
-                    correction,
-                    elapsed,
-                };
-                (State::Committed { round }, Some(event))
+                self.corrected(draft, *upstream_time, correction, t.elapsed())
             }
             State::Committed { round } => {
                 let round = round.clone();
@@ -532,6 +518,30 @@ impl StreamMachine {
             }
         };
         Ok(self.enter(next, event, started))
+    }
+
+    /// The Correcting transition's state and event, for `correction` of `draft`.
+    fn corrected(
+        &self,
+        draft: &Draft,
+        upstream_time: Duration,
+        correction: Correction,
+        elapsed: Duration,
+    ) -> (State, Option<Event>) {
+        let round = self.round_record(
+            draft,
+            correction.text.trim().to_owned(),
+            correction.tokens,
+            upstream_time,
+            elapsed,
+        );
+        let event = Event::Corrected {
+            round: round.round,
+            changed: round.changed,
+            correction,
+            elapsed,
+        };
+        (State::Committed { round }, Some(event))
     }
 
     /// Moves to `next` after a transition that produced `event`; on entering Done, finishes the
@@ -656,6 +666,45 @@ impl StreamMachine {
             self.summary.wall_ms = ms(started.elapsed());
         }
         Ok(event)
+    }
+
+    /// When the next transition asks the corrector: the sentence to correct, which
+    /// [`Corrector::correct`] gets with [`question`](Self::question) and
+    /// [`accepted`](Self::accepted). `None` in every other state.
+    ///
+    /// With [`supply_correction`](Self::supply_correction) this lets a driver correct the
+    /// sentences of many machines together (see
+    /// [`correct_batch`](crate::local::correct_batch)).
+    #[must_use]
+    pub fn sentence_to_correct(&self) -> Option<&str> {
+        match &self.state {
+            State::Correcting { draft, .. } => Some(&draft.text),
+            _ => None,
+        }
+    }
+
+    /// Makes the Correcting transition with a correction made elsewhere, of
+    /// [`sentence_to_correct`](Self::sentence_to_correct) for this machine's question and
+    /// accepted text, in `elapsed` corrector time. Errors if the machine is not waiting for a
+    /// correction.
+    pub fn supply_correction(
+        &mut self,
+        correction: Correction,
+        elapsed: Duration,
+    ) -> Result<Option<Event>> {
+        let State::Correcting {
+            draft,
+            upstream_time,
+        } = &self.state
+        else {
+            return Err(Error::Protocol {
+                component: "machine",
+                reason: format!("a correction was supplied in state {:?}", self.state),
+            });
+        };
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let (next, event) = self.corrected(draft, *upstream_time, correction, elapsed);
+        Ok(self.enter(next, event, started))
     }
 
     /// The state after the upstream answered `draft` to a call capped at `max_tokens`.
