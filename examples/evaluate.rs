@@ -1,6 +1,6 @@
 //! Evaluates answers: math accuracy against reference solutions, or pairwise win rates of aligned
-//! over original answers judged by a local model or an OpenAI-compatible endpoint. Writes
-//! `report.json`, `report.md` and a PNG chart into `--out`.
+//! over original answers judged by a local model or an OpenAI-compatible endpoint
+//! (`aligner::app::evaluate`). Writes `report.json`, `report.md` and a PNG chart into `--out`.
 //!
 //! Run: `cargo run --release --example evaluate -- math --problems PROBLEMS.jsonl --answers ANSWERS.jsonl`
 //! (problems carry `question` and a GSM8K-style `answer`; answers carry `question` and `output`;
@@ -14,18 +14,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use aligner::eval::judge::{
-    AnswerPair, Dimension, HttpJudge, Judge, LocalJudge, ResponseCache, judge_all,
-    judge_all_parallel, load_record_pairs,
-};
-use aligner::eval::math::{Answer, load_answers, load_problems};
-use aligner::eval::report::{BarChart, judge_report, math_report, write_bar_chart};
+use aligner::app::evaluate::{self, JudgeOptions, Pairs};
 use aligner::eval::stats::BootstrapConfig;
-use aligner::model::remote::{Client, EndpointConfig};
-use aligner::model::{DType, Llama, ModelTokenizer};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -85,59 +78,16 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
     let bootstrap = BootstrapConfig {
         seed: args.seed,
         ..BootstrapConfig::default()
     };
-    match args.command {
+    let written = match args.command {
         Command::Math { problems, answers } => {
-            let problems = load_problems(&problems)?;
-            let runs = answers
-                .iter()
-                .map(|spec| {
-                    let (name, path) = match spec.split_once('=') {
-                        Some((n, p)) => (n.to_owned(), PathBuf::from(p)),
-                        None => (
-                            Path::new(spec)
-                                .file_stem()
-                                .map(|s| s.to_string_lossy().into_owned())
-                                .unwrap_or_default(),
-                            PathBuf::from(spec),
-                        ),
-                    };
-                    Ok((name, load_answers(&path)?))
-                })
-                .collect::<anyhow::Result<Vec<(String, Vec<Answer>)>>>()?;
-            let report = math_report(&problems, &runs, &bootstrap)?;
-            for run in &report.runs {
-                println!(
-                    "{}: accuracy: {:.1}% ({}/{}, 95% CI [{:.1}, {:.1}])",
-                    run.name,
-                    run.accuracy.estimate,
-                    run.correct,
-                    run.problems,
-                    run.accuracy.lower,
-                    run.accuracy.upper
-                );
-            }
-            for (a, b, p) in &report.paired {
-                println!(
-                    "{a} -> {b}: {:+.1} points, {} wrong->right, {} right->wrong, McNemar p = {:.3}",
-                    p.accuracy_gain().unwrap_or(0.0),
-                    p.wrong_to_right.len(),
-                    p.right_to_wrong.len(),
-                    p.p_value
-                );
-            }
-            write_reports(
-                &args.out,
-                &report,
-                &report.to_markdown(),
-                &report.chart(),
-                "accuracy.png",
-            )
+            let report = evaluate::math(&problems, &answers, &bootstrap)?;
+            print!("{}", evaluate::math_summary(&report));
+            let (markdown, chart) = (report.to_markdown(), report.chart());
+            evaluate::write_reports(&args.out, &report, &markdown, &chart, "accuracy.png")?
         }
         Command::Judge {
             original,
@@ -150,118 +100,31 @@ fn main() -> anyhow::Result<()> {
             only,
         } => {
             let pairs = match (records, original, aligned) {
-                (Some(records), _, _) => load_record_pairs(&records)?,
-                (None, Some(original), Some(aligned)) => pair_answers(&original, &aligned)?,
+                (Some(records), _, _) => Pairs::Records(records),
+                (None, Some(original), Some(aligned)) => Pairs::Files { original, aligned },
                 _ => bail!("give --records, or --original and --aligned"),
             };
-            let dimensions: Vec<Dimension> = match only.as_deref() {
-                None => Dimension::ALL.to_vec(),
-                Some("helpfulness") => vec![Dimension::Helpfulness],
-                Some("harmlessness") => vec![Dimension::Harmlessness],
-                Some(other) => bail!("unknown dimension `{other}` (helpfulness, harmlessness)"),
+            // Without an endpoint, the local judge (by default the embedded model, fetched
+            // here with a progress bar).
+            let judge_dir = match endpoint {
+                Some(_) => judge_dir,
+                None => Some(common::model_dir(judge_dir.as_deref())?),
             };
-            let (name, judgements) = match endpoint {
-                Some(base_url) => {
-                    let client = Client::new(EndpointConfig {
-                        base_url,
-                        model,
-                        ..EndpointConfig::default()
-                    })?;
-                    let judge = HttpJudge::new(client)
-                        .with_cache(ResponseCache::new(args.out.join("judge-cache")));
-                    (
-                        judge.name(),
-                        judge_all_parallel(&judge, &pairs, &dimensions, concurrency)?,
-                    )
-                }
-                None => {
-                    let dir = common::model_dir(judge_dir.as_deref())?;
-                    let (model, _vs) = Llama::load(&dir, DType::F32.kind(), tch::Device::Cpu)?;
-                    let judge = LocalJudge::new(
-                        model,
-                        ModelTokenizer::from_dir(&dir)?,
-                        dir.display().to_string(),
-                    )?;
-                    (judge.name(), judge_all(&judge, &pairs, &dimensions)?)
-                }
+            let options = JudgeOptions {
+                pairs,
+                endpoint,
+                model,
+                concurrency,
+                judge_dir,
+                only,
+                cache_dir: args.out.join("judge-cache"),
             };
-            let report = judge_report(&name, pairs.len(), judgements, &bootstrap)?;
-            for d in &report.dimensions {
-                let c = d.tally.counts;
-                match &d.win_rate {
-                    Some(w) => println!(
-                        "{}: win rate {:+.1}% (95% CI [{:.1}, {:.1}]), W {} L {} E {}, invalid {}",
-                        d.dimension,
-                        w.estimate,
-                        w.lower,
-                        w.upper,
-                        c.wins,
-                        c.losses,
-                        c.equal,
-                        d.tally.invalid
-                    ),
-                    None => println!(
-                        "{}: no readable verdicts ({} invalid)",
-                        d.dimension, d.tally.invalid
-                    ),
-                }
-            }
-            write_reports(
-                &args.out,
-                &report,
-                &report.to_markdown(),
-                &report.chart(),
-                "winrate.png",
-            )
+            let report = evaluate::judge(&options, &bootstrap)?;
+            print!("{}", evaluate::judge_summary(&report));
+            let (markdown, chart) = (report.to_markdown(), report.chart());
+            evaluate::write_reports(&args.out, &report, &markdown, &chart, "winrate.png")?
         }
-    }
-}
-
-/// Pairs original and aligned answers by question; every question must appear in both files.
-fn pair_answers(original: &Path, aligned: &Path) -> anyhow::Result<Vec<AnswerPair>> {
-    let original = load_answers(original)?;
-    let aligned = load_answers(aligned)?;
-    let by_question: std::collections::HashMap<&str, &str> = aligned
-        .iter()
-        .map(|a| (a.question.as_str(), a.output.as_str()))
-        .collect();
-    original
-        .iter()
-        .map(|o| {
-            let a = by_question
-                .get(o.question.as_str())
-                .with_context(|| format!("no aligned answer for question {:?}", o.question))?;
-            Ok(AnswerPair {
-                question: o.question.clone(),
-                original: o.output.clone(),
-                aligned: (*a).to_owned(),
-            })
-        })
-        .collect()
-}
-
-fn write_reports(
-    out: &Path,
-    report: &impl serde::Serialize,
-    markdown: &str,
-    chart: &BarChart,
-    png: &str,
-) -> anyhow::Result<()> {
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(report)?,
-    )?;
-    std::fs::write(out.join("report.md"), markdown)?;
-    match write_bar_chart(&out.join(png), chart) {
-        Ok(()) => println!(
-            "reports: {}/report.{{json,md}}, {}/{png}",
-            out.display(),
-            out.display()
-        ),
-        Err(e) => println!(
-            "reports: {}/report.{{json,md}} (no chart: {e})",
-            out.display()
-        ),
-    }
+    };
+    println!("{written}");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Makes Stream Aligner training rows from an upstream's real mistakes: for every problem and
 //! reference step, the sentence the upstream writes when it continues the reference prefix,
-//! paired with the reference step; plus identity rows and whole-answer rows. Resumable: run it
-//! again with the same `--out` and it goes on where it stopped.
+//! paired with the reference step; plus identity rows and whole-answer rows
+//! (`aligner::app::stream_data` does the work; this program parses the options and shows a
+//! progress bar). Resumable: run it again with the same `--out` and it goes on where it stopped.
 //!
 //! Run: `cargo xtask stream-data --limit 20` (or `cargo run --release --example stream_data --
 //! --problems data/math/train.jsonl --out data/stream-math`; make the problems with
@@ -16,18 +17,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use aligner::data::math::{MathProblem, read_problems_with};
-use aligner::data::template::MATH_SYSTEM_PROMPT;
-use aligner::model::generate::SamplingConfig;
-use aligner::model::{DType, Llama, ModelTokenizer};
-use aligner::stream::rows::{RowFiles, RowsConfig, collect};
-use aligner::stream::{LocalUpstream, Upstream, UpstreamConfig};
-use anyhow::{Context, bail};
+use aligner::app::stream_data::{self, Options, Progress};
+use aligner::model::DType;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -76,152 +70,56 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(n) = args.threads {
-        tch::set_num_threads(n);
-    }
-    let problems_path = args
-        .problems
-        .clone()
-        .unwrap_or_else(|| common::repo_path("data/math/train.jsonl"));
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| common::repo_path("data/stream-math"));
-    let mut problems: Vec<MathProblem> = read_problems_with(&problems_path, common::sentence_steps)
-        .with_context(|| {
-            format!(
-                "reading {} (make it with `cargo xtask math-data`)",
-                problems_path.display()
-            )
-        })?;
-    if let Some(n) = args.limit {
-        problems.truncate(n);
-    }
-    let model_dir = common::model_dir(args.model_dir.as_deref())?;
-    let config = RowsConfig {
+    let options = Options {
+        // The embedded model is fetched here, with a progress bar, when it is not given.
+        model_dir: Some(common::model_dir(args.model_dir.as_deref())?),
+        problems: args.problems,
+        out: args.out,
+        limit: args.limit,
         identity_share: args.identity_share,
         seed: args.seed,
+        dtype: args.dtype,
+        device: args.device,
         max_sentence_tokens: args.max_sentence_tokens,
         max_answer_tokens: args.max_answer_tokens,
+        greedy_whole: args.greedy_whole,
+        threads: args.threads,
     };
-    config.validate()?;
-
-    // The settings that decide the rows; a resumed run must use the same.
-    let settings = json!({
-        "problems": std::fs::canonicalize(&problems_path).unwrap_or(problems_path.clone()),
-        "model_dir": std::fs::canonicalize(&model_dir).unwrap_or(model_dir.clone()),
-        "dtype": format!("{:?}", args.dtype),
-        "rows": config,
-        "sampling": common::sampling_json(&SamplingConfig::reference_upstream(args.seed)),
-        "greedy_whole": args.greedy_whole,
-        "system": MATH_SYSTEM_PROMPT,
-        "chat_template": true,
-    });
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let settings_path = out.join("config.json");
-    if settings_path.is_file() {
-        let before: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&settings_path)?)
-                .with_context(|| format!("reading {}", settings_path.display()))?;
-        if before != settings {
-            bail!(
-                "{} was made with other settings:\n{}\nnow:\n{}\nuse another --out, or the same settings to resume",
-                out.display(),
-                serde_json::to_string_pretty(&before)?,
-                serde_json::to_string_pretty(&settings)?
-            );
-        }
-    } else {
-        std::fs::write(
-            &settings_path,
-            serde_json::to_string_pretty(&settings)? + "\n",
-        )?;
-    }
-
-    let mut files = RowFiles::open(&out)?;
-    let todo = problems.iter().filter(|p| !files.is_done(&p.id)).count();
-    eprintln!(
-        "{} problems from {}: {} already in {}, {todo} to do",
-        problems.len(),
-        problems_path.display(),
-        problems.len() - todo,
-        out.display()
-    );
-    if todo == 0 {
-        return Ok(());
-    }
-
-    let kind = args.dtype.kind();
-    let (model, _vs) = Llama::load(&model_dir, kind, args.device)
-        .with_context(|| format!("loading {}", model_dir.display()))?;
-    let upstream_config = |sampling| UpstreamConfig {
-        sampling,
-        chat_template: true,
-        system: Some(MATH_SYSTEM_PROMPT.to_owned()),
-    };
-    let mut upstream = LocalUpstream::new(
-        &model,
-        ModelTokenizer::from_dir(&model_dir)?,
-        upstream_config(SamplingConfig::reference_upstream(args.seed)),
-    )?;
-    let mut greedy = if args.greedy_whole {
-        Some(LocalUpstream::new(
-            &model,
-            ModelTokenizer::from_dir(&model_dir)?,
-            upstream_config(SamplingConfig::greedy()),
-        )?)
-    } else {
-        None
-    };
-
     // The bar counts the problems of this run only, so that its rate and ETA are right.
-    let bar = ProgressBar::new(todo as u64);
+    let bar = ProgressBar::hidden();
     bar.set_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} problems {elapsed_precise} eta {eta_precise} {msg}",
     )?);
-    let started = Instant::now();
-    let totals = collect(
-        &problems,
-        &mut upstream,
-        greedy.as_mut().map(|g| g as &mut dyn Upstream),
-        &mut files,
-        &config,
-        |p| {
-            if p.skipped {
-                return;
-            }
+    let made = stream_data::run(&options, |event| match event {
+        Progress::Planned {
+            problems,
+            done_before,
+            path,
+            out,
+        } => {
+            let todo = problems - done_before;
+            eprintln!(
+                "{problems} problems from {}: {done_before} already in {}, {todo} to do",
+                path.display(),
+                out.display()
+            );
+            bar.set_length(todo as u64);
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        Progress::Problem { stats, seconds } => {
             bar.inc(1);
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let secs = seconds.max(1e-9);
+            let rows = stats.step_rows() + stats.whole;
             bar.set_message(format!(
-                "{} rows, {:.2} rows/s, {:.1} tok/s",
-                p.stats.step_rows() + p.stats.whole,
-                (p.stats.step_rows() + p.stats.whole) as f64 / secs,
-                p.stats.upstream_tokens as f64 / secs
+                "{rows} rows, {:.2} rows/s, {:.1} tok/s",
+                rows as f64 / secs,
+                stats.upstream_tokens as f64 / secs
             ));
-        },
-    )?;
+        }
+    })?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let rows = totals.step_rows() + totals.whole;
-    println!(
-        "{} problems in {secs:.1} s: {} sentence rows ({} equal to the reference step, {} cut at the token cap; {} steps with no sentence), {} identity rows ({:.1}% of step rows), {} whole-answer rows",
-        totals.problems,
-        totals.sentences,
-        totals.matched,
-        totals.capped,
-        totals.empty,
-        totals.identity,
-        100.0 * totals.identity as f64 / totals.step_rows().max(1) as f64,
-        totals.whole,
-    );
-    println!(
-        "{:.2} rows/s, {:.2} s/problem, upstream {:.1} tok/s -> {}/{{{},{}}}",
-        rows as f64 / secs,
-        secs / totals.problems.max(1) as f64,
-        totals.upstream_tokens as f64 / secs,
-        out.display(),
-        RowFiles::STREAM_FILE,
-        RowFiles::WHOLE_FILE,
-    );
+    if let Some(made) = made {
+        println!("{made}");
+    }
     Ok(())
 }

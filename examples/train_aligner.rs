@@ -4,9 +4,11 @@
 //! `final/` merged when training LoRA).
 //!
 //! Data comes as dataset specs `FORMAT[:PROPORTION[:PATH]]` read by `aligner-data` (JSON, JSONL
-//! or Parquet). With `--chat-template`, every prompt is wrapped in the base model's chat
-//! template, which is how `aligner-stream`'s local aligners prompt at inference: use it with the
-//! bare-instruction formats `stream-instruction` and `correction-instruction`.
+//! or Parquet), or as the shards of `cargo xtask prepare` (`--shards`). With `--chat-template`,
+//! every prompt is wrapped in the base model's chat template (use it with the bare-instruction
+//! formats `stream-instruction` and `correction-instruction`). The run, its adapter and its
+//! model each get an `aligner_config.json` recording how the aligner was prompted, which the
+//! local aligner reads at inference. The work is `aligner::app::train`.
 //!
 //! Run: `cargo run --release --example train_aligner -- --out target/runs/demo`
 //! (defaults: the embedded SmolLM2-135M-Instruct and `examples/data/corrections.jsonl`; the
@@ -15,18 +17,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use aligner::data::rng::SplitMix64;
-use aligner::data::template::ChatTemplate;
-use aligner::data::{DatasetSpec, Encoder, MixOptions, Registry, load_mix};
-use aligner::model::{Llama, LoraSpec};
-use aligner::train::{Precision, TokenizedRow, TrainConfig, TrainData, Trainer};
-use anyhow::Context;
+use aligner::app::train::{Note, TrainOptions, run};
+use aligner::model::LoraSpec;
+use aligner::train::{Precision, TrainConfig};
 use clap::{Parser, ValueEnum};
-use tch::Kind;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum PrecisionArg {
@@ -53,6 +49,10 @@ struct Args {
     /// Rows held out of `--data` (seeded) when no `--eval-data` is given.
     #[arg(long, default_value_t = 4)]
     eval_rows: usize,
+    /// A folder `cargo xtask prepare` wrote, trained on instead of `--data` (held-out rows then
+    /// come from `--eval-data` only; identity rows it placed first stay first).
+    #[arg(long, conflicts_with_all = ["eval_rows", "identity_share", "chat_template"])]
+    shards: Option<PathBuf>,
     /// Wrap every prompt in the base model's chat template (as a user message).
     #[arg(long)]
     chat_template: bool,
@@ -109,45 +109,6 @@ struct Args {
     device: tch::Device,
 }
 
-/// What went into the run, written next to its config.
-#[derive(serde::Serialize)]
-struct DataReport {
-    sources: Vec<aligner::data::mix::SourceReport>,
-    identity_rows: usize,
-    eval_rows: usize,
-    train_rows: usize,
-    dropped_train: usize,
-    dropped_eval: usize,
-    train_target_tokens: u64,
-}
-
-fn specs(list: &[String]) -> anyhow::Result<Vec<DatasetSpec>> {
-    list.iter()
-        .map(|s| {
-            s.parse::<DatasetSpec>()
-                .with_context(|| format!("dataset spec {s:?}"))
-        })
-        .collect()
-}
-
-/// Tokenises a mix; rows whose target was truncated away are reported and left out.
-fn encode(
-    encoder: &Encoder,
-    examples: &[aligner::data::Example],
-    what: &str,
-) -> anyhow::Result<(Vec<TokenizedRow>, usize, u64)> {
-    let (encoded, stats) = encoder.encode_all(examples)?;
-    for d in &stats.dropped {
-        eprintln!(
-            "warning: {what} row {} left out: its {} tokens leave no target within --max-length",
-            d.index + 1,
-            d.full_length
-        );
-    }
-    let rows = TokenizedRow::from_encoded(encoded.into_iter().flatten());
-    Ok((rows, stats.dropped.len(), stats.target_tokens))
-}
-
 fn config_from(args: &Args) -> anyhow::Result<TrainConfig> {
     if let Some(path) = &args.config {
         return Ok(TrainConfig::from_file(path)?);
@@ -180,121 +141,47 @@ fn config_from(args: &Args) -> anyhow::Result<TrainConfig> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = config_from(&args)?;
-    let dir = common::model_dir(args.model_dir.as_deref())?;
-    let (encoder, tokenizer_config) = Encoder::from_dir(&dir, config.data.max_length)
-        .with_context(|| format!("tokenizer of {}", dir.display()))?;
-    let mut registry = Registry::with_builtins();
-    if args.chat_template {
-        let template = ChatTemplate::from_config(&tokenizer_config)
-            .with_context(|| format!("chat template of {}", dir.display()))?;
-        registry = registry.with_chat_template(Arc::new(template), args.system.clone());
-    }
-    let options = MixOptions {
-        seed: args.seed,
+    let options = TrainOptions {
+        config: config_from(&args)?,
+        model_dir: common::model_dir(args.model_dir.as_deref())?,
+        data: args.data,
+        eval_data: args.eval_data,
+        eval_rows: args.eval_rows,
+        chat_template: args.chat_template,
+        system: args.system,
         identity_share: args.identity_share,
-        ..MixOptions::default()
+        shards: args.shards,
+        out: args.out,
+        device: args.device,
     };
-    let mut mix = load_mix(&specs(&args.data)?, &registry, &options)?;
-    let eval_examples = if args.eval_data.is_empty() {
-        // Hold out seeded rows of the data, and the identity rows made from them.
-        let regular: Vec<usize> = (0..mix.examples.len())
-            .filter(|&i| !mix.examples[i].identity)
-            .collect();
-        anyhow::ensure!(
-            regular.len() > args.eval_rows,
-            "the data has {} rows, not more than the {} held out",
-            regular.len(),
-            args.eval_rows
-        );
-        let picked =
-            SplitMix64::new(args.seed ^ 0xE7A1).sample_indices(regular.len(), args.eval_rows);
-        let held: HashSet<(usize, usize)> = picked
-            .iter()
-            .map(|&k| {
-                (
-                    mix.examples[regular[k]].source,
-                    mix.examples[regular[k]].row,
-                )
-            })
-            .collect();
-        let (eval, train): (Vec<_>, Vec<_>) = mix
-            .examples
-            .drain(..)
-            .partition(|e| held.contains(&(e.source, e.row)));
-        mix.examples = train;
-        eval.into_iter()
-            .filter(|e| !e.identity)
-            .map(|e| e.example)
-            .collect()
-    } else {
-        let eval_options = MixOptions {
-            identity_share: None,
-            ..options.clone()
-        };
-        let eval = load_mix(&specs(&args.eval_data)?, &registry, &eval_options)?;
-        eval.examples
-            .into_iter()
-            .map(|e| e.example)
-            .collect::<Vec<_>>()
-    };
-    let train_examples: Vec<_> = mix.examples.iter().map(|e| e.example.clone()).collect();
-    let (train, dropped_train, train_target_tokens) =
-        encode(&encoder, &train_examples, "training")?;
-    let (eval, dropped_eval, _) = encode(&encoder, &eval_examples, "eval")?;
-    anyhow::ensure!(!train.is_empty(), "no training rows left");
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let report = DataReport {
-        eval_rows: eval.len(),
-        train_rows: train.len(),
-        dropped_train,
-        dropped_eval,
-        train_target_tokens,
-        identity_rows: mix.identity_rows,
-        sources: mix.sources,
-    };
-    let report_path = args.out.join("data_report.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", report_path.display()))?;
-    eprintln!(
-        "{} training rows ({} identity, {} target tokens), {} eval rows",
-        report.train_rows, report.identity_rows, train_target_tokens, report.eval_rows
-    );
-    let pad_id = i64::from(encoder.pad_id());
-    let (model, vs) = Llama::load(&dir, Kind::Float, args.device)
-        .with_context(|| format!("loading {}", dir.display()))?;
-    let data = TrainData {
-        train,
-        eval,
-        pad_id,
-    };
-    let mut trainer = Trainer::new(model, vs, config, data, &args.out)?;
-    if let Some(step) = trainer.resume()? {
-        eprintln!("resumed from step {step}");
-    }
-    eprintln!(
-        "training {} steps ({} warm-up, {} compute) into {}",
-        trainer.total_steps(),
-        trainer.schedule().warmup_steps(),
-        trainer.config().model.precision,
-        args.out.display()
-    );
-    let before = trainer.evaluate()?;
-    let summary = trainer.train()?;
-    if trainer.config().model.lora.is_some() {
-        // The embedded default model is named as on the Hugging Face hub, so that the adapter
-        // travels: `aligner_model::adapter` and PEFT both resolve that name.
-        let default = aligner::model::hub::model_dir(&aligner::model::hub::SMOLLM2_135M_INSTRUCT);
-        let base = if dir == default {
-            "HuggingFaceTB/SmolLM2-135M-Instruct".to_owned()
-        } else {
-            dir.to_string_lossy().into_owned()
-        };
-        trainer.save_lora_adapter(args.out.join("adapter"), &base)?;
-    }
-    trainer.export_hf(args.out.join("final"), Some(&dir))?;
-    if let (Some(b), Some(a)) = (before, summary.eval) {
+    let outcome = run(&options, &mut |note| match note {
+        Note::Dropped {
+            what,
+            index,
+            tokens,
+        } => eprintln!(
+            "warning: {what} row {} left out: its {tokens} tokens leave no target within --max-length",
+            index + 1
+        ),
+        Note::Data(r) => eprintln!(
+            "{} training rows ({} identity, {} target tokens), {} eval rows",
+            r.train_rows, r.identity_rows, r.train_target_tokens, r.eval_rows
+        ),
+        Note::NoPromptRecord => eprintln!(
+            "note: no aligner format among the training data, so no aligner_config.json is written"
+        ),
+        Note::Resumed(step) => eprintln!("resumed from step {step}"),
+        Note::Training {
+            steps,
+            warmup_steps,
+            precision,
+        } => eprintln!(
+            "training {steps} steps ({warmup_steps} warm-up, {precision} compute) into {}",
+            options.out.display()
+        ),
+    })?;
+    let summary = &outcome.summary;
+    if let (Some(b), Some(a)) = (&outcome.before, &summary.eval) {
         println!(
             "eval loss {:.4} -> {:.4}, token accuracy {:.3} -> {:.3}",
             b.loss, a.loss, b.accuracy, a.accuracy
@@ -310,7 +197,7 @@ fn main() -> anyhow::Result<()> {
         summary.step,
         summary.skipped_steps,
         summary.last_loss.unwrap_or(f64::NAN),
-        args.out.join("final").display()
+        outcome.final_dir.display()
     );
     Ok(())
 }

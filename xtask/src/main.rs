@@ -7,11 +7,15 @@
 //! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md.
 //! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
 //! - `cargo xtask stream-data`: Stream Aligner training rows from the upstream's real sentences
-//!   (runs `examples/stream_data.rs`).
+//!   (`aligner::app::stream_data`, through `examples/stream_data.rs` in release mode).
 //! - `cargo xtask convert DIR`: PyTorch `.bin` checkpoints to safetensors (torch's
 //!   `weights_only` loader in the cached environment; nothing is unpickled in Rust).
 //! - `cargo xtask math-eval`: math accuracy of the upstream alone, with a whole-answer Aligner,
-//!   with a Stream Aligner, and of the aligner alone (runs `examples/math_eval.rs`).
+//!   with a Stream Aligner, and of the aligner alone (`aligner::app::math_eval`, through
+//!   `examples/math_eval.rs` in release mode).
+//!
+//! The tasks that need LibTorch run their example as a release subprocess (`run_example`, which
+//! says why xtask does not link the library itself).
 
 mod bench;
 mod convert;

@@ -1,5 +1,14 @@
 //! Running an example of the `aligner` crate in release mode with the caller's arguments, for
-//! the tasks that need LibTorch (xtask itself does not link it).
+//! the tasks that need LibTorch.
+//!
+//! The work of those tasks lives in the library (`aligner::app::{math_eval, stream_data,
+//! bench}`); the examples are thin command lines over it. xtask calls them as release
+//! subprocesses instead of linking `aligner` itself, for two reasons:
+//! - `cargo xtask setup` is what installs LibTorch and links `.libtorch`; an xtask that linked
+//!   `tch` could not be built before it has run (torch-sys needs LibTorch at build time).
+//! - `cargo xtask` builds xtask in debug (the `.cargo/config.toml` alias is a plain
+//!   `cargo run`): the loop, the segmenter and the evaluation would run unoptimised, and the
+//!   benchmarks would measure a debug build.
 
 use std::process::Command;
 

@@ -1,0 +1,252 @@
+//! The applications behind the examples and `cargo xtask`: each module has a public options
+//! struct with plain fields and a `run` function that returns a typed result; the programs in
+//! `examples/` parse the command line into the options, show progress and print the result.
+//!
+//! - [`math_eval`]: math accuracy of the upstream alone, with a whole-answer Aligner, with a
+//!   Stream Aligner and of the aligner alone (`cargo xtask math-eval`).
+//! - [`stream_data`]: Stream Aligner training rows from the upstream's real sentences
+//!   (`cargo xtask stream-data`).
+//! - [`evaluate`]: math accuracy of answer files, helpful/harmless win rates.
+//! - [`stream_align`]: answering questions with an upstream and an aligner in each mode (the
+//!   README's main command).
+//! - [`train`]: training an aligner from dataset specs or prepared shards, with its prompt
+//!   record.
+//! - [`bench`]: the speed benchmarks that `cargo xtask bench` runs (model, Stream Aligner
+//!   modes, the overlapped loop with a remote upstream).
+
+pub mod bench;
+pub mod evaluate;
+pub mod math_eval;
+pub mod stream_align;
+pub mod stream_data;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use crate::model::generate::SamplingConfig;
+use crate::model::{DType, InferenceModel, WeightFormat, hub};
+
+/// Everything that can go wrong in an application.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing data files failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::Error),
+    /// A model, its tokenizer or a remote endpoint failed.
+    #[error(transparent)]
+    Model(#[from] crate::model::Error),
+    /// The correction loop failed.
+    #[error(transparent)]
+    Stream(#[from] crate::stream::Error),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] crate::train::Error),
+    /// Scoring or judging failed.
+    #[error(transparent)]
+    Eval(#[from] crate::eval::Error),
+    /// A LibTorch operation failed.
+    #[error(transparent)]
+    Tch(#[from] tch::TchError),
+    /// A file could not be read, created or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file could not be read or written.
+    #[error("{}: JSON: {source}", path.display())]
+    Json {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The options or the inputs are unusable (a message for the user).
+    #[error("{0}")]
+    Invalid(String),
+    /// An error with what was being done when it happened.
+    #[error("{context}: {source}")]
+    Context {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// `Result` with the applications' [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A JSON error on `path`.
+    pub fn json(path: &Path, source: serde_json::Error) -> Self {
+        Self::Json {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Adds what was being done to an error.
+pub trait Context<T> {
+    /// The error, if any, with `context()` in front of it.
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for Result<T, E> {
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::Context {
+            context: context(),
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+/// `rel` inside the repository this crate was built from: the applications' default data,
+/// aligner and output paths are relative to it, whatever the working directory.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+/// `dir` if given, else the embedded default model, fetched and imported on first use
+/// (silently; a program that wants a progress bar resolves the default itself first with
+/// [`hub::ensure_default_model`]).
+pub fn model_dir(dir: Option<&Path>) -> Result<PathBuf> {
+    match dir {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => Ok(hub::ensure_default_model(&mut |_, _, _| {})?),
+    }
+}
+
+/// Sentences of `text` by the Stream Aligner's segmenter, trimmed, empty ones dropped: how
+/// the steps of a GSM8K-style solution without `steps` are cut.
+pub fn sentence_steps(text: &str) -> Vec<String> {
+    crate::stream::sentences(text)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A sampling configuration as JSON, for the settings files next to outputs.
+pub fn sampling_json(s: &SamplingConfig) -> serde_json::Value {
+    serde_json::json!({
+        "temperature": s.temperature,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "repetition_penalty": s.repetition_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "seed": s.seed,
+    })
+}
+
+/// Writes `value` as pretty JSON to `path` atomically, with `suffix` after it (`"\n"` or `""`,
+/// as each result file always had).
+pub fn write_json(path: &Path, value: &impl serde::Serialize, suffix: &str) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::json(path, e))? + suffix;
+    write_text(path, &text)
+}
+
+/// Writes `text` to `path` atomically.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    crate::data::atomic::write(path, text.as_bytes()).map_err(|e| Error::io(path, e))
+}
+
+/// Creates `dir` and its parents.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Loads a model or adapter folder for inference. `dtype` and `weights` left `None` (`auto`)
+/// pick, on the CPU, f32 activations with `cpu_format` blocks (the packed model's fast
+/// decoding) and elsewhere bf16 dense weights. Returns the model and its tokenizer folder.
+pub fn load_for_inference(
+    dir: &Path,
+    device: tch::Device,
+    dtype: Option<DType>,
+    weights: Option<WeightFormat>,
+    cpu_format: WeightFormat,
+) -> Result<(InferenceModel, PathBuf)> {
+    let cpu = device == tch::Device::Cpu;
+    let format = weights.unwrap_or(if cpu { cpu_format } else { WeightFormat::Dense });
+    let kind = dtype.map_or(
+        if cpu {
+            tch::Kind::Float
+        } else {
+            tch::Kind::BFloat16
+        },
+        DType::kind,
+    );
+    let packed = (format != WeightFormat::Dense).then_some(format);
+    InferenceModel::load(dir, kind, device, packed)
+        .context_with(|| format!("loading {}", dir.display()))
+}
+
+/// `dense` or the packed format of a loaded model.
+pub fn weights_name(model: &InferenceModel) -> String {
+    match model {
+        InferenceModel::Llama(_) => "dense".into(),
+        InferenceModel::Packed(p) => p.format().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentence_steps_trims_and_drops_empty_sentences() {
+        assert_eq!(
+            sentence_steps("He has 3 apples.  He eats 1. The answer is 2."),
+            ["He has 3 apples.", "He eats 1.", "The answer is 2."]
+        );
+        assert!(sentence_steps("   ").is_empty());
+    }
+
+    #[test]
+    fn sampling_json_names_every_setting() {
+        let json = sampling_json(&SamplingConfig::greedy());
+        for key in [
+            "temperature",
+            "top_k",
+            "top_p",
+            "repetition_penalty",
+            "frequency_penalty",
+            "seed",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+    }
+
+    #[test]
+    fn context_is_shown_before_the_error() {
+        let e: Result<()> = Err(Error::Invalid("bad".into())).context_with(|| "doing x".into());
+        assert_eq!(e.unwrap_err().to_string(), "doing x: bad");
+    }
+
+    #[test]
+    fn write_json_adds_the_suffix() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
+        let path = dir.path().join("a.json");
+        write_json(&path, &serde_json::json!({"a": 1}), "\n")?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        assert_eq!(text, "{\n  \"a\": 1\n}\n");
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! Answering questions with an upstream model and an aligner: the application behind
+//! `examples/stream_align/` (the README's main command).
+//!
+//! [`answer`] runs one question in one of the [`Mode`]s and returns its [`Record`];
+//! [`aligner_dir`] and [`check_trained_for`] pick the aligner and make sure it was trained for
+//! the mode; [`read_questions`] reads a question file.
+
+use std::path::{Path, PathBuf};
+
+use super::{Error, Result, repo_path};
+use crate::data::aligner_config::{AlignerConfig, AlignerTask};
+use crate::model::CausalLm;
+use crate::stream::modes::{self, ReferenceConfig};
+use crate::stream::{
+    Event, LocalCorrector, LocalUpstream, MachineConfig, Record, StreamMachine, Upstream,
+};
+
+/// The shipped Stream Aligner, relative to the repository root.
+pub const SHIPPED_STREAM_ALIGNER: &str = "assets/stream-aligner";
+/// The shipped whole-answer Aligner.
+pub const SHIPPED_WHOLE_ALIGNER: &str = "assets/aligner";
+
+/// How a question is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Sentence by sentence: the upstream continues from each corrected sentence.
+    Stream,
+    /// The upstream writes the whole answer, the aligner rewrites it once.
+    Aligner,
+    /// The upstream alone (baseline).
+    Upstream,
+    /// The published loop: whole continuations, single-space joins, EOS ignored.
+    Reference,
+}
+
+impl Mode {
+    /// What the aligner must have been trained for in this mode (`None`: no aligner runs).
+    pub fn task(self) -> Option<AlignerTask> {
+        match self {
+            Self::Stream | Self::Reference => Some(AlignerTask::Sentence),
+            Self::Aligner => Some(AlignerTask::Answer),
+            Self::Upstream => None,
+        }
+    }
+}
+
+/// The aligner folder: `given`, else the shipped aligner of the mode (the whole-answer Aligner
+/// for [`Mode::Aligner`], the Stream Aligner otherwise), else `fallback` (the upstream model
+/// itself, prompted with the instructions: not a trained aligner).
+pub fn aligner_dir(given: Option<&Path>, mode: Mode, fallback: &Path) -> PathBuf {
+    if let Some(dir) = given {
+        return dir.to_path_buf();
+    }
+    let shipped = repo_path(if mode == Mode::Aligner {
+        SHIPPED_WHOLE_ALIGNER
+    } else {
+        SHIPPED_STREAM_ALIGNER
+    });
+    if shipped.is_dir() {
+        shipped
+    } else {
+        fallback.to_path_buf()
+    }
+}
+
+/// An error unless the aligner in `dir`, prompted as `prompt` says, was trained for `mode`.
+pub fn check_trained_for(prompt: &AlignerConfig, mode: Mode, dir: &Path) -> Result<()> {
+    let Some(task) = mode.task() else {
+        return Ok(());
+    };
+    if prompt.format_for(task).is_some() {
+        return Ok(());
+    }
+    let what = match task {
+        AlignerTask::Sentence => "correct single sentences (stream and reference modes)",
+        AlignerTask::Answer => "rewrite whole answers (aligner mode)",
+    };
+    Err(Error::Invalid(format!(
+        "{} was trained on {} only, which cannot {what}: choose another mode or aligner",
+        dir.display(),
+        prompt.formats.join(", "),
+    )))
+}
+
+/// The questions of a file: JSON Lines with a `question` field, or one question per line.
+/// Blank lines are skipped; an empty question or a line without one is an error naming it.
+pub fn read_questions(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let question = if line.starts_with('{') {
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                Error::Invalid(format!("{}:{}: not JSON: {e}", path.display(), i + 1))
+            })?;
+            let q = value["question"].as_str().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}:{}: no string field `question`",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+            q.to_owned()
+        } else {
+            line.to_owned()
+        };
+        if question.trim().is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}:{}: the question is empty",
+                path.display(),
+                i + 1
+            )));
+        }
+        out.push(question);
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} holds no question",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// The limits of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerOptions {
+    /// The mode.
+    pub mode: Mode,
+    /// In stream mode, run the upstream and the aligner at the same time
+    /// ([`StreamMachine::run_overlapped`]).
+    pub overlap: bool,
+    /// Most rounds (default: 64; 16 in reference mode).
+    pub max_rounds: Option<usize>,
+    /// Most upstream tokens per sentence.
+    pub max_sentence_tokens: usize,
+    /// Most upstream tokens for the whole answer.
+    pub max_tokens: usize,
+    /// In stream mode, end after the first committed sentence that holds one of these.
+    pub stop_after: Vec<String>,
+}
+
+/// The upstream of an answer: the local model (every mode) or any other (all but reference).
+pub enum UpstreamRef<'a, 'm, M: CausalLm> {
+    /// A local model.
+    Local(&'a mut LocalUpstream<'m, M>),
+    /// Any upstream, such as a remote server.
+    Other(&'a mut (dyn Upstream + Send)),
+}
+
+/// Answers `question` as `options` say, reporting each event to `on_event`.
+pub fn answer<'c, M: CausalLm + Sync, A: CausalLm>(
+    upstream: UpstreamRef<'_, '_, M>,
+    corrector: &mut LocalCorrector<'c, A>,
+    question: &str,
+    options: &AnswerOptions,
+    on_event: impl FnMut(&Event),
+) -> Result<Record>
+where
+    LocalCorrector<'c, A>: Send,
+{
+    let upstream: &mut (dyn Upstream + Send) = match (options.mode, upstream) {
+        (Mode::Reference, UpstreamRef::Local(local)) => {
+            let config = ReferenceConfig {
+                rounds: options.max_rounds.unwrap_or(16),
+                max_continuation_tokens: options.max_sentence_tokens.max(1) * 2,
+            };
+            return Ok(modes::reference(
+                local, corrector, question, config, on_event,
+            )?);
+        }
+        (Mode::Reference, UpstreamRef::Other(_)) => {
+            return Err(Error::Invalid(
+                "reference mode needs the local upstream (it re-reads the prefix with an empty \
+                 cache)"
+                    .into(),
+            ));
+        }
+        (_, UpstreamRef::Local(local)) => local,
+        (_, UpstreamRef::Other(other)) => other,
+    };
+    let max_tokens = options.max_tokens;
+    let record = match options.mode {
+        Mode::Stream => {
+            let config = MachineConfig {
+                max_rounds: options.max_rounds.unwrap_or(64),
+                max_sentence_tokens: options.max_sentence_tokens,
+                max_total_tokens: max_tokens,
+                stop_after: options.stop_after.clone(),
+            };
+            let mut machine = StreamMachine::new(question.to_owned(), config)?;
+            if options.overlap {
+                machine.run_overlapped(upstream, corrector, on_event)?
+            } else {
+                machine.run(upstream, corrector, on_event)?
+            }
+        }
+        Mode::Aligner => modes::whole_answer(upstream, corrector, question, max_tokens, on_event)?,
+        // Reference mode was answered above.
+        Mode::Upstream | Mode::Reference => {
+            modes::upstream_only(upstream, question, max_tokens, on_event)?
+        }
+    };
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_files_in_both_forms_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("q.txt");
+        std::fs::write(&path, "What is 2 + 2?\n\n{\"question\": \"Why?\"}\n").unwrap_or_default();
+        assert_eq!(
+            read_questions(&path).ok(),
+            Some(vec!["What is 2 + 2?".to_owned(), "Why?".to_owned()])
+        );
+        for (text, says) in [
+            ("{\"q\": 1}\n", "no string field `question`"),
+            ("{not json\n", "not JSON"),
+            ("{\"question\": \"  \"}\n", "empty"),
+            ("\n\n", "holds no question"),
+        ] {
+            std::fs::write(&path, text).unwrap_or_default();
+            let e = read_questions(&path).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(says)),
+                "{text:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mode_needs_what_the_aligner_was_trained_for() {
+        let dir = Path::new("a");
+        let sentences = AlignerConfig::from_training(["stream-instruction"], true, None);
+        let sentences = sentences.unwrap_or_default();
+        assert!(check_trained_for(&sentences, Mode::Stream, dir).is_ok());
+        assert!(check_trained_for(&sentences, Mode::Upstream, dir).is_ok());
+        let e = check_trained_for(&sentences, Mode::Aligner, dir).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("rewrite whole answers")));
+        let answers = AlignerConfig::from_training(["correction-v1"], false, None);
+        let answers = answers.unwrap_or_default();
+        assert!(check_trained_for(&answers, Mode::Aligner, dir).is_ok());
+        assert!(check_trained_for(&answers, Mode::Reference, dir).is_err());
+    }
+}

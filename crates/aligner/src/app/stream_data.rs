@@ -1,0 +1,317 @@
+//! Stream Aligner training rows from an upstream's real mistakes: for every problem and
+//! reference step, the sentence the upstream writes when it continues the reference prefix,
+//! paired with the reference step; plus identity rows and whole-answer rows. Resumable: [`run`]
+//! again with the same output folder goes on where it stopped.
+//!
+//! Writes `OUT/stream.jsonl` (`question, prefix, last, correction, problem_id, step,
+//! identity`), `OUT/whole.jsonl` (`question, answer, correction, problem_id`; `correction` is
+//! the reference solution: the steps joined with single spaces, ending with "The answer is N.",
+//! without the GSM8K `#### N` line) and `OUT/config.json` (the settings, checked on resume).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::{
+    Context as _, Error, Result, create_dir, repo_path, sampling_json, sentence_steps, write_json,
+};
+use crate::data::math::{MathProblem, read_problems_with};
+use crate::data::template::MATH_SYSTEM_PROMPT;
+use crate::model::generate::SamplingConfig;
+use crate::model::{DType, Llama, ModelTokenizer};
+use crate::stream::rows::{RowFiles, RowStats, RowsConfig, collect};
+use crate::stream::{LocalUpstream, Upstream, UpstreamConfig};
+
+/// The default problem set (from `cargo xtask math-data`), relative to the repository.
+pub const DEFAULT_PROBLEMS: &str = "data/math/train.jsonl";
+/// The default output folder, relative to the repository.
+pub const DEFAULT_OUT: &str = "data/stream-math";
+
+/// What to make rows from and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Problem set: JSONL with `question`, a GSM8K-style `answer` and optionally `steps`
+    /// (default: [`DEFAULT_PROBLEMS`] in the repository).
+    pub problems: Option<PathBuf>,
+    /// Output folder (default: [`DEFAULT_OUT`] in the repository).
+    pub out: Option<PathBuf>,
+    /// Use the first N problems only.
+    pub limit: Option<usize>,
+    /// Expected share of identity rows among the step rows, in [0, 1).
+    pub identity_share: f64,
+    /// Seed of the upstream's sampler and of the identity rows.
+    pub seed: u64,
+    /// Upstream model folder, Hugging Face layout (default: the embedded
+    /// SmolLM2-135M-Instruct).
+    pub model_dir: Option<PathBuf>,
+    /// Weights and activations.
+    pub dtype: DType,
+    /// The device the upstream runs on.
+    pub device: tch::Device,
+    /// Most upstream tokens for one sentence.
+    pub max_sentence_tokens: usize,
+    /// Most upstream tokens for a whole answer.
+    pub max_answer_tokens: usize,
+    /// Write the whole answers greedily (the sentences are always sampled as the reference
+    /// loop samples: top-k 40, top-p 0.95, temperature 0.7, frequency penalty 1.2).
+    pub greedy_whole: bool,
+    /// LibTorch intra-op threads (default: LibTorch's choice, one per core).
+    pub threads: Option<i32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            problems: None,
+            out: None,
+            limit: None,
+            identity_share: 0.2,
+            seed: 42,
+            model_dir: None,
+            dtype: DType::F32,
+            device: crate::model::device::auto_device(),
+            max_sentence_tokens: 96,
+            max_answer_tokens: 256,
+            greedy_whole: false,
+            threads: None,
+        }
+    }
+}
+
+/// What [`run`] reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// The problems are read and the output folder checked.
+    Planned {
+        /// Problems in all.
+        problems: usize,
+        /// Of them already written by an earlier run.
+        done_before: usize,
+        /// The problem set.
+        path: &'a Path,
+        /// The output folder.
+        out: &'a Path,
+    },
+    /// One more problem written.
+    Problem {
+        /// The totals of this run so far.
+        stats: &'a RowStats,
+        /// Seconds since the first problem of this run started (the model loaded).
+        seconds: f64,
+    },
+}
+
+/// What a [`run`] made.
+#[derive(Debug, Clone)]
+pub struct Made {
+    /// Totals of this run (problems written earlier not counted).
+    pub totals: RowStats,
+    /// Wall time of the run, seconds.
+    pub seconds: f64,
+    /// The output folder.
+    pub out: PathBuf,
+}
+
+impl fmt::Display for Made {
+    /// The two summary lines printed at the end of a run.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (totals, secs) = (&self.totals, self.seconds.max(1e-9));
+        let rows = totals.step_rows() + totals.whole;
+        writeln!(
+            f,
+            "{} problems in {secs:.1} s: {} sentence rows ({} equal to the reference step, {} cut at the token cap; {} steps with no sentence), {} identity rows ({:.1}% of step rows), {} whole-answer rows",
+            totals.problems,
+            totals.sentences,
+            totals.matched,
+            totals.capped,
+            totals.empty,
+            totals.identity,
+            100.0 * totals.identity as f64 / totals.step_rows().max(1) as f64,
+            totals.whole,
+        )?;
+        write!(
+            f,
+            "{:.2} rows/s, {:.2} s/problem, upstream {:.1} tok/s -> {}/{{{},{}}}",
+            rows as f64 / secs,
+            secs / totals.problems.max(1) as f64,
+            totals.upstream_tokens as f64 / secs,
+            self.out.display(),
+            RowFiles::STREAM_FILE,
+            RowFiles::WHOLE_FILE,
+        )
+    }
+}
+
+/// Checks the settings a folder was made with against `settings`, or writes them there when
+/// it has none: a resumed run must use the same.
+pub fn check_settings(out: &Path, settings: &serde_json::Value) -> Result<()> {
+    let path = out.join("config.json");
+    if !path.is_file() {
+        return write_json(&path, settings, "\n");
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let before: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    if &before == settings {
+        return Ok(());
+    }
+    let pretty = |v| serde_json::to_string_pretty(v).unwrap_or_default();
+    Err(Error::Invalid(format!(
+        "{} was made with other settings:\n{}\nnow:\n{}\nuse another --out, or the same settings to resume",
+        out.display(),
+        pretty(&before),
+        pretty(settings)
+    )))
+}
+
+/// Makes and appends the rows of every problem not yet in the output folder; `progress` hears
+/// of the plan and of each problem written. Returns `None` when every problem was done before
+/// (the model is not loaded then).
+///
+/// # Errors
+/// An unreadable problem set, invalid row settings, a folder made with other settings, and any
+/// failure of the model or of writing the rows.
+pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<Option<Made>> {
+    let args = options;
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    let problems_path = args
+        .problems
+        .clone()
+        .unwrap_or_else(|| repo_path(DEFAULT_PROBLEMS));
+    let out = args.out.clone().unwrap_or_else(|| repo_path(DEFAULT_OUT));
+    let mut problems: Vec<MathProblem> = read_problems_with(&problems_path, sentence_steps)
+        .context_with(|| {
+            format!(
+                "reading {} (make it with `cargo xtask math-data`)",
+                problems_path.display()
+            )
+        })?;
+    if let Some(n) = args.limit {
+        problems.truncate(n);
+    }
+    let model_dir = super::model_dir(args.model_dir.as_deref())?;
+    let config = RowsConfig {
+        identity_share: args.identity_share,
+        seed: args.seed,
+        max_sentence_tokens: args.max_sentence_tokens,
+        max_answer_tokens: args.max_answer_tokens,
+    };
+    config.validate()?;
+
+    // The settings that decide the rows; a resumed run must use the same.
+    let settings = json!({
+        "problems": std::fs::canonicalize(&problems_path).unwrap_or(problems_path.clone()),
+        "model_dir": std::fs::canonicalize(&model_dir).unwrap_or(model_dir.clone()),
+        "dtype": format!("{:?}", args.dtype),
+        "rows": config,
+        "sampling": sampling_json(&SamplingConfig::reference_upstream(args.seed)),
+        "greedy_whole": args.greedy_whole,
+        "system": MATH_SYSTEM_PROMPT,
+        "chat_template": true,
+    });
+    create_dir(&out)?;
+    check_settings(&out, &settings)?;
+
+    let mut files = RowFiles::open(&out)?;
+    let todo = problems.iter().filter(|p| !files.is_done(&p.id)).count();
+    progress(Progress::Planned {
+        problems: problems.len(),
+        done_before: problems.len() - todo,
+        path: &problems_path,
+        out: &out,
+    });
+    if todo == 0 {
+        return Ok(None);
+    }
+
+    let (model, _vs) = Llama::load(&model_dir, args.dtype.kind(), args.device)
+        .context_with(|| format!("loading {}", model_dir.display()))?;
+    let upstream_config = |sampling| UpstreamConfig {
+        sampling,
+        chat_template: true,
+        system: Some(MATH_SYSTEM_PROMPT.to_owned()),
+    };
+    let mut upstream = LocalUpstream::new(
+        &model,
+        ModelTokenizer::from_dir(&model_dir)?,
+        upstream_config(SamplingConfig::reference_upstream(args.seed)),
+    )?;
+    let mut greedy = if args.greedy_whole {
+        Some(LocalUpstream::new(
+            &model,
+            ModelTokenizer::from_dir(&model_dir)?,
+            upstream_config(SamplingConfig::greedy()),
+        )?)
+    } else {
+        None
+    };
+
+    let started = Instant::now();
+    let totals = collect(
+        &problems,
+        &mut upstream,
+        greedy.as_mut().map(|g| g as &mut dyn Upstream),
+        &mut files,
+        &config,
+        |p| {
+            if !p.skipped {
+                progress(Progress::Problem {
+                    stats: &p.stats,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+        },
+    )?;
+    Ok(Some(Made {
+        totals,
+        seconds: started.elapsed().as_secs_f64(),
+        out,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_written_once_then_checked() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
+        let a = json!({"seed": 1});
+        check_settings(dir.path(), &a)?;
+        assert!(dir.path().join("config.json").is_file());
+        check_settings(dir.path(), &a)?;
+        let e = check_settings(dir.path(), &json!({"seed": 2}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("was made with other settings"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn summary_reports_rows_and_rates() {
+        let made = Made {
+            totals: RowStats {
+                problems: 2,
+                sentences: 6,
+                matched: 1,
+                capped: 0,
+                empty: 0,
+                identity: 2,
+                whole: 2,
+                upstream_tokens: 100,
+            },
+            seconds: 4.0,
+            out: PathBuf::from("rows"),
+        };
+        let text = made.to_string();
+        assert!(
+            text.starts_with("2 problems in 4.0 s: 6 sentence rows"),
+            "{text}"
+        );
+        assert!(text.contains("upstream 25.0 tok/s -> rows/{"), "{text}");
+    }
+}
