@@ -200,10 +200,10 @@ pub fn render(
     let mut md = format!("{HEADING}\n\n");
     let _ = writeln!(
         md,
-        "Written by `examples/bench_serve.rs` on {machine}. The machine is shared: other jobs \
-         (other agents' compilers) ran during the measurement, so absolute times are noisy; the \
-         direct and the served runs alternate in each round (which goes first alternates too), \
-         so both meet the same noise. Upstream: the embedded SmolLM2-135M-Instruct (packed int4, \
+        "Written by `examples/bench_serve.rs` on {machine}. The load averages say how busy the \
+         machine was; on a shared machine absolute times are noisy, so the direct and the served \
+         runs alternate in each round (which goes first alternates too) and both meet the same \
+         noise. Upstream: the embedded SmolLM2-135M-Instruct (packed int4, \
          math system prompt, greedy, at most {max_tokens} tokens, ending after `The answer is`); \
          aligner: the shipped Stream Aligner (packed int8). The server runs on 127.0.0.1 with 32 \
          slots and is called with the library's OpenAI client, streamed.\n"
