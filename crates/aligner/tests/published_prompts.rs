@@ -193,3 +193,34 @@ fn a_model_trained_with_default_options_is_prompted_as_trained() {
         );
     }
 }
+
+/// Rows longer than the base model's context are refused before training starts, with the
+/// numbers and what to change.
+#[test]
+fn rows_longer_than_the_context_are_refused_up_front() {
+    let (tmp, _) = tiny_model("llama2");
+    let base = tmp.path();
+    let config_path = base.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["max_position_embeddings"] = serde_json::json!(64);
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = Command::new(example("train_aligner"))
+        .current_dir(&repo)
+        .arg("--model-dir")
+        .arg(base)
+        .arg("--out")
+        .arg(out.path())
+        .args(["--max-steps", "1", "--device", "cpu", "--precision", "f32"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("do not fit the context") && stderr.contains("64 positions"),
+        "{stderr}"
+    );
+    assert!(!out.path().join("checkpoints").exists());
+}

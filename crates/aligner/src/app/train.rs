@@ -19,8 +19,8 @@ use crate::data::mix::SourceReport;
 use crate::data::rng::SplitMix64;
 use crate::data::template::ChatTemplate;
 use crate::data::{DatasetSpec, Encoder, Example, MixOptions, Registry, load_mix};
-use crate::model::Llama;
 use crate::model::hub;
+use crate::model::{CausalLm, Llama};
 use crate::train::{EvalMetrics, TokenizedRow, TrainConfig, TrainData, TrainSummary, Trainer};
 
 /// What to train on, from which base, into which folder.
@@ -157,6 +157,22 @@ pub fn run(options: &TrainOptions, note: &mut dyn FnMut(Note<'_>)) -> Result<Tra
 
     let (model, vs) = Llama::load(dir, tch::Kind::Float, options.device)
         .context_with(|| format!("loading {}", dir.display()))?;
+    // Said up front rather than at the first batch that does not fit.
+    let context = model.config().max_position_embeddings;
+    let longest = if config.data.pack {
+        config.data.max_length
+    } else {
+        let rows = prepared.data.train.iter().chain(&prepared.data.eval);
+        rows.map(|r| r.input_ids.len()).max().unwrap_or(0)
+    };
+    if longest > context {
+        return Err(Error::Invalid(format!(
+            "rows of up to {longest} tokens (max_length {}) do not fit the context of {} \
+             ({context} positions): lower max_length",
+            config.data.max_length,
+            dir.display()
+        )));
+    }
     let mut trainer = Trainer::new(model, vs, config, prepared.data, &options.out)?;
     if let Some(step) = trainer.resume()? {
         note(Note::Resumed(step));
