@@ -7,6 +7,7 @@ use std::time::Duration;
 use aligner::data::template::{ChatTemplate, TokenizerConfig};
 use aligner::model::ModelTokenizer;
 use aligner::model::remote::{ChatPrefill, Client, CompletionParams, EndpointConfig};
+use aligner::serve::UpstreamFactory;
 use aligner::stream::Upstream;
 use aligner::stream::remote::{ChatUpstream, RemoteUpstream};
 use anyhow::Context;
@@ -96,19 +97,7 @@ impl RemoteArgs {
             .map(|make| make(params).map_err(anyhow::Error::from_boxed))
             .transpose()
     }
-}
 
-/// Makes a new upstream for each call, with the sampling parameters given (what a server with
-/// requests in flight at once needs: one upstream per request).
-pub type UpstreamFactory = Box<
-    dyn Fn(
-            CompletionParams,
-        ) -> Result<Box<dyn Upstream + Send>, Box<dyn std::error::Error + Send + Sync>>
-        + Send
-        + Sync,
->;
-
-impl RemoteArgs {
     /// As [`build`](Self::build), but a factory of upstreams (the client is set up and the
     /// chat template read once); `None` without `--upstream-url`.
     pub fn factory(

@@ -113,19 +113,7 @@ fn the_openai_contract_streamed_and_not() {
         .read_json()
         .unwrap();
     assert_eq!(health["status"], "ok");
-    let models: Value = agent()
-        .get(format!("{base}/v1/models"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&base);
     assert_eq!(ids, ["aligner-stream", "aligner-whole", "upstream"]);
 
     // Not streamed, stream mode: the library's answer for the request alone.
@@ -405,6 +393,23 @@ fn sixty_four_clients_get_the_answers_they_would_get_alone() {
     eprintln!("64 clients in {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// The ids `/v1/models` lists.
+fn model_ids(base: &str) -> Vec<String> {
+    let models: Value = agent()
+        .get(format!("{base}/v1/models"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn health(base: &str) -> Value {
     agent()
         .get(format!("{base}/health"))
@@ -574,19 +579,7 @@ fn modes_follow_what_the_aligner_was_trained_for() {
     };
     let server = Running::start(config);
     let base = server.base.clone();
-    let models: Value = agent()
-        .get(format!("{base}/v1/models"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&base);
     assert_eq!(ids, ["aligner-stream", "upstream"]);
     let messages = json!([{"role": "user", "content": "What is 2 + 2?"}]);
     for body in [

@@ -32,7 +32,6 @@ pub fn upstream_only<U: Upstream + ?Sized>(
         return upstream_whole(upstream, &conversation, max_tokens, on_event);
     }
     let start = Instant::now();
-    let mut first = None;
     let mut rounds = Vec::new();
     let mut answer = String::new();
     let mut tokens = 0;
@@ -50,22 +49,14 @@ pub fn upstream_only<U: Upstream + ?Sized>(
             }
             continue;
         }
-        let at = ms(start.elapsed());
-        first.get_or_insert(at);
-        let round = RoundRecord {
-            round: rounds.len(),
-            prefix: answer.clone(),
-            last: draft.text.clone(),
-            correction: draft.text.clone(),
-            committed: draft.text.clone(),
-            changed: false,
-            stop: draft.stop,
-            upstream_tokens: draft.tokens,
-            corrector_tokens: 0,
-            upstream_ms: elapsed,
-            corrector_ms: 0.0,
-            committed_at_ms: at,
-        };
+        let round = unchanged_round(
+            rounds.len(),
+            &answer,
+            &draft.text,
+            draft.stop,
+            (draft.tokens, elapsed),
+            ms(start.elapsed()),
+        );
         answer.push_str(&draft.text);
         on_event(&Event::Committed(round.clone()));
         rounds.push(round);
@@ -74,6 +65,56 @@ pub fn upstream_only<U: Upstream + ?Sized>(
             break;
         }
     }
+    let upstream_ms = rounds.iter().map(|r| r.upstream_ms).sum();
+    let upstream = (tokens, upstream_ms);
+    Ok(upstream_record(
+        &conversation,
+        answer,
+        rounds,
+        eos,
+        upstream,
+        start,
+        on_event,
+    ))
+}
+
+/// A round whose sentence the upstream wrote and that is committed as it is; `upstream` is its
+/// (tokens, milliseconds).
+fn unchanged_round(
+    index: usize,
+    prefix: &str,
+    sentence: &str,
+    stop: DraftStop,
+    (upstream_tokens, upstream_ms): (usize, f64),
+    committed_at_ms: f64,
+) -> RoundRecord {
+    RoundRecord {
+        round: index,
+        prefix: prefix.to_owned(),
+        last: sentence.to_owned(),
+        correction: sentence.to_owned(),
+        committed: sentence.to_owned(),
+        changed: false,
+        stop,
+        upstream_tokens,
+        corrector_tokens: 0,
+        upstream_ms,
+        corrector_ms: 0.0,
+        committed_at_ms,
+    }
+}
+
+/// The record of an upstream-only answer, after reporting its summary as [`Event::Done`];
+/// `upstream` is the answer's (tokens, milliseconds).
+fn upstream_record(
+    conversation: &Conversation,
+    answer: String,
+    rounds: Vec<RoundRecord>,
+    eos: bool,
+    (upstream_tokens, upstream_ms): (usize, f64),
+    start: Instant,
+    mut on_event: impl FnMut(&Event),
+) -> Record {
     let summary = Summary {
         reason: if eos {
             DoneReason::Eos
@@ -82,24 +123,21 @@ pub fn upstream_only<U: Upstream + ?Sized>(
         },
         rounds: rounds.len(),
         sentences: rounds.len(),
-        changed: 0,
-        upstream_tokens: tokens,
-        corrector_tokens: 0,
-        upstream_ms: rounds.iter().map(|r| r.upstream_ms).sum(),
-        corrector_ms: 0.0,
-        first_sentence_ms: first,
+        upstream_tokens,
+        upstream_ms,
+        first_sentence_ms: rounds.first().map(|r| r.committed_at_ms),
         wall_ms: ms(start.elapsed()),
         ..Summary::default()
     };
     on_event(&Event::Done(summary.clone()));
-    Ok(Record {
+    Record {
         mode: Mode::Upstream,
         question: conversation.aligner_question(),
         draft: answer.clone(),
         answer,
         rounds,
         summary,
-    })
+    }
 }
 
 /// [`upstream_only`] for an upstream that cannot continue answers: one
@@ -117,20 +155,14 @@ fn upstream_whole<U: Upstream + ?Sized>(
     let mut answer = String::new();
     let mut segmenter = StreamingSegmenter::new();
     let mut commit = |sentence: &str, rounds: &mut Vec<RoundRecord>, answer: &mut String| {
-        let round = RoundRecord {
-            round: rounds.len(),
-            prefix: answer.clone(),
-            last: sentence.to_owned(),
-            correction: sentence.to_owned(),
-            committed: sentence.to_owned(),
-            changed: false,
-            stop: DraftStop::Sentence,
-            upstream_tokens: 0,
-            corrector_tokens: 0,
-            upstream_ms: 0.0,
-            corrector_ms: 0.0,
-            committed_at_ms: ms(start.elapsed()),
-        };
+        let round = unchanged_round(
+            rounds.len(),
+            answer,
+            sentence,
+            DraftStop::Sentence,
+            (0, 0.0),
+            ms(start.elapsed()),
+        );
         answer.push_str(sentence);
         on_event(&Event::Committed(round.clone()));
         rounds.push(round);
@@ -149,29 +181,16 @@ fn upstream_whole<U: Upstream + ?Sized>(
         last.upstream_tokens = whole.tokens;
         last.upstream_ms = ms(start.elapsed());
     }
-    let summary = Summary {
-        reason: if eos {
-            DoneReason::Eos
-        } else {
-            DoneReason::MaxTotalTokens
-        },
-        rounds: rounds.len(),
-        sentences: rounds.len(),
-        upstream_tokens: whole.tokens,
-        upstream_ms: ms(start.elapsed()),
-        first_sentence_ms: rounds.first().map(|r| r.committed_at_ms),
-        wall_ms: ms(start.elapsed()),
-        ..Summary::default()
-    };
-    on_event(&Event::Done(summary.clone()));
-    Ok(Record {
-        mode: Mode::Upstream,
-        question: conversation.aligner_question(),
-        draft: answer.clone(),
+    let upstream = (whole.tokens, ms(start.elapsed()));
+    Ok(upstream_record(
+        conversation,
         answer,
         rounds,
-        summary,
-    })
+        eos,
+        upstream,
+        start,
+        on_event,
+    ))
 }
 
 /// The whole-answer Aligner: the upstream writes its full answer

@@ -36,6 +36,24 @@ fn corrector<'m>(dir: &Path, model: &'m Llama) -> LocalCorrector<'m, Llama> {
     LocalCorrector::new(model, ModelTokenizer::from_dir(dir).unwrap(), config).unwrap()
 }
 
+/// The repository root (the examples' default data paths are relative to it).
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `train_aligner` with its default options, one step on the CPU from `base` into `out`.
+fn train_one_step(base: &Path, out: &Path) -> std::process::Output {
+    Command::new(example("train_aligner"))
+        .current_dir(repo())
+        .arg("--model-dir")
+        .arg(base)
+        .arg("--out")
+        .arg(out)
+        .args(["--max-steps", "1", "--device", "cpu", "--precision", "f32"])
+        .output()
+        .unwrap()
+}
+
 fn record(dir: &Path, format: &str, chat_template: bool) {
     AlignerConfig::from_training([format], chat_template, None)
         .unwrap()
@@ -144,16 +162,7 @@ fn a_model_trained_with_default_options_is_prompted_as_trained() {
     let (tmp, _) = tiny_model("llama2");
     let base = tmp.path();
     let out = tempfile::tempdir().unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let run = Command::new(example("train_aligner"))
-        .current_dir(&repo)
-        .arg("--model-dir")
-        .arg(base)
-        .arg("--out")
-        .arg(out.path())
-        .args(["--max-steps", "1", "--device", "cpu", "--precision", "f32"])
-        .output()
-        .unwrap();
+    let run = train_one_step(base, out.path());
     assert!(
         run.status.success(),
         "train_aligner failed:\n{}",
@@ -172,7 +181,7 @@ fn a_model_trained_with_default_options_is_prompted_as_trained() {
         .get("correction-json")
         .unwrap()
         .clone();
-    let rows = std::fs::read_to_string(repo.join("examples/data/corrections.jsonl")).unwrap();
+    let rows = std::fs::read_to_string(repo().join("examples/data/corrections.jsonl")).unwrap();
     for line in rows.lines() {
         let row: Record = serde_json::from_str(line).unwrap();
         let encoded = encoder.encode(&format.example(&row).unwrap()).unwrap();
@@ -206,16 +215,7 @@ fn rows_longer_than_the_context_are_refused_up_front() {
     config["max_position_embeddings"] = serde_json::json!(64);
     std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let run = Command::new(example("train_aligner"))
-        .current_dir(&repo)
-        .arg("--model-dir")
-        .arg(base)
-        .arg("--out")
-        .arg(out.path())
-        .args(["--max-steps", "1", "--device", "cpu", "--precision", "f32"])
-        .output()
-        .unwrap();
+    let run = train_one_step(base, out.path());
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(

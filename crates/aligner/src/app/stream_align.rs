@@ -211,42 +211,47 @@ where
 mod tests {
     use super::*;
 
+    fn write(path: &Path, text: &str) -> Result<()> {
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    }
+
     #[test]
-    fn question_files_in_both_forms_and_their_errors() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    fn question_files_in_both_forms_and_their_errors() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
         let path = dir.path().join("q.txt");
-        std::fs::write(&path, "What is 2 + 2?\n\n{\"question\": \"Why?\"}\n").unwrap_or_default();
-        assert_eq!(
-            read_questions(&path).ok(),
-            Some(vec!["What is 2 + 2?".to_owned(), "Why?".to_owned()])
-        );
+        write(&path, "What is 2 + 2?\n\n{\"question\": \"Why?\"}\n")?;
+        assert_eq!(read_questions(&path)?, ["What is 2 + 2?", "Why?"]);
         for (text, says) in [
             ("{\"q\": 1}\n", "no string field `question`"),
             ("{not json\n", "not JSON"),
             ("{\"question\": \"  \"}\n", "empty"),
             ("\n\n", "holds no question"),
         ] {
-            std::fs::write(&path, text).unwrap_or_default();
+            write(&path, text)?;
             let e = read_questions(&path).err().map(|e| e.to_string());
             assert!(
                 e.as_deref().is_some_and(|e| e.contains(says)),
                 "{text:?}: {e:?}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn a_mode_needs_what_the_aligner_was_trained_for() {
+    fn a_mode_needs_what_the_aligner_was_trained_for() -> Result<()> {
         let dir = Path::new("a");
-        let sentences = AlignerConfig::from_training(["stream-instruction"], true, None);
-        let sentences = sentences.unwrap_or_default();
+        let record = |format| {
+            AlignerConfig::from_training([format], false, None)
+                .ok_or_else(|| Error::Invalid(format!("{format} is an aligner format")))
+        };
+        let sentences = record("stream-instruction")?;
         assert!(check_trained_for(&sentences, Mode::Stream, dir).is_ok());
         assert!(check_trained_for(&sentences, Mode::Upstream, dir).is_ok());
         let e = check_trained_for(&sentences, Mode::Aligner, dir).err();
         assert!(e.is_some_and(|e| e.to_string().contains("rewrite whole answers")));
-        let answers = AlignerConfig::from_training(["correction-v1"], false, None);
-        let answers = answers.unwrap_or_default();
+        let answers = record("correction-v1")?;
         assert!(check_trained_for(&answers, Mode::Aligner, dir).is_ok());
         assert!(check_trained_for(&answers, Mode::Reference, dir).is_err());
+        Ok(())
     }
 }
