@@ -6,9 +6,13 @@
 //! Run: `cargo xtask math-eval --problems data/math/test.jsonl --limit 20`
 //! (or `cargo run --release --example math_eval -- ...`; `--help` lists the options).
 //!
-//! Writes into `--out`: `results.json`, `results.md` and `outputs/SETTING.jsonl` (per problem:
+//! Each aligner also answers the 100 held-out everyday questions (`--everyday`), and the results
+//! say what it changed there: the share of sentences, and answers with an injected final-answer
+//! phrase or number.
+//!
+//! Writes into `--out`: `results.json`, `results.md`, `outputs/SETTING.jsonl` (per problem:
 //! question, output, draft, extracted answer, reference, correct, seconds; the files also work
-//! as `--answers` of `examples/evaluate.rs`).
+//! as `--answers` of `examples/evaluate.rs`) and `everyday/SETTING.jsonl`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -85,6 +89,10 @@ struct Args {
     /// LibTorch intra-op threads (default: LibTorch's choice).
     #[arg(long)]
     threads: Option<i32>,
+    /// Held-out everyday questions each aligner also answers, to measure what it changes
+    /// outside its domain (0: none; there are 100).
+    #[arg(long, default_value_t = 100)]
+    everyday: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -110,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         dtype: args.dtype,
         device: args.device,
         threads: args.threads,
+        everyday: args.everyday,
     };
     let style = ProgressStyle::with_template(
         "{prefix:>17} {bar:30} {pos}/{len} {elapsed_precise} eta {eta_precise} {msg}",
@@ -124,6 +133,10 @@ fn main() -> anyhow::Result<()> {
         Progress::Answered { done, correct, .. } => {
             bar.inc(1);
             bar.set_message(format!("{correct}/{done} right"));
+        }
+        Progress::Checked { done, changed, .. } => {
+            bar.inc(1);
+            bar.set_message(format!("{changed}/{done} changed"));
         }
         Progress::Finished(_) => bar.finish_and_clear(),
     })?;

@@ -32,6 +32,11 @@ struct Args {
     /// (default: data/math/train.jsonl in the repository, from `cargo xtask math-data`).
     #[arg(long)]
     problems: Option<PathBuf>,
+    /// Identity rows instead: the upstream answers the 400 everyday training questions
+    /// (`aligner::data::everyday::train`) as the main job would, and each of its sentences,
+    /// after its real prefix, becomes a row that keeps it (default --out: data/stream-everyday).
+    #[arg(long, conflicts_with_all = ["problems", "identity_share", "greedy_whole"])]
+    everyday: bool,
     /// Output folder (default: data/stream-math in the repository).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -50,6 +55,10 @@ struct Args {
     /// Weights and activations: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_parser = common::dtype)]
     dtype: DType,
+    /// The upstream's weights: auto, dense, int8 or int4 (auto: what the main job runs, int4
+    /// blocks on the CPU, dense elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    weights: common::Weights,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto", value_parser = common::device)]
     device: tch::Device,
@@ -74,11 +83,13 @@ fn main() -> anyhow::Result<()> {
         // The embedded model is fetched here, with a progress bar, when it is not given.
         model_dir: Some(common::model_dir(args.model_dir.as_deref())?),
         problems: args.problems,
+        everyday: args.everyday,
         out: args.out,
         limit: args.limit,
         identity_share: args.identity_share,
         seed: args.seed,
         dtype: args.dtype,
+        weights: args.weights.0,
         device: args.device,
         max_sentence_tokens: args.max_sentence_tokens,
         max_answer_tokens: args.max_answer_tokens,

@@ -123,7 +123,7 @@ pub struct Args {
     #[arg(long)]
     pub greedy: bool,
     /// Upstream sampling temperature (the reference mode uses the published settings instead).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = SamplingConfig::CHAT_TEMPERATURE)]
     pub temperature: f64,
     #[command(flatten)]
     pub aligner_prompt: common::aligner_prompt::AlignerPromptArgs,
@@ -165,13 +165,7 @@ impl Args {
         } else if mode == Mode::Reference {
             SamplingConfig::reference_upstream(self.seed)
         } else {
-            SamplingConfig {
-                temperature: Some(self.temperature),
-                top_p: Some(0.9),
-                repetition_penalty: 1.1,
-                seed: self.seed,
-                ..SamplingConfig::default()
-            }
+            SamplingConfig::chat(self.temperature, self.seed)
         }
     }
 

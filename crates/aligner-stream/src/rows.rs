@@ -262,6 +262,65 @@ pub fn whole_row<U: Upstream + ?Sized>(
     Ok((row, tokens))
 }
 
+/// The rows of a question whose answer the aligner should leave alone: the upstream's own
+/// answer, drafted sentence by sentence exactly as in stream mode (each draft continues the
+/// text so far and stops at the first sentence boundary, at most `max_sentence_tokens` each and
+/// `max_answer_tokens` in all), makes one identity row per sentence (`prefix` = the sentences
+/// before it, `last == correction` = the sentence, `identity: true`, as the corrector is
+/// prompted at inference: both trimmed) and one identity whole-answer row.
+///
+/// These are the rows that teach an aligner trained on a narrow domain to keep what it was not
+/// trained to fix; the questions should come from outside that domain
+/// (`aligner_data::everyday`). Every row counts as an identity row in the stats.
+pub fn identity_rows<U: Upstream + ?Sized>(
+    upstream: &mut U,
+    id: &str,
+    question: &str,
+    config: &RowsConfig,
+) -> Result<(Vec<StepRow>, WholeRow, RowStats)> {
+    config.validate()?;
+    let mut stats = RowStats::default();
+    let mut rows = Vec::new();
+    let mut accepted = String::new();
+    while stats.upstream_tokens < config.max_answer_tokens {
+        let cap = config
+            .max_sentence_tokens
+            .min(config.max_answer_tokens - stats.upstream_tokens);
+        let draft = upstream.draft(question, &accepted, cap)?;
+        stats.upstream_tokens += draft.tokens.min(cap);
+        let sentence = draft.text.trim();
+        if sentence.is_empty() {
+            stats.empty += 1;
+        } else {
+            stats.identity += 1;
+            stats.capped += usize::from(draft.stop == DraftStop::TokenCap);
+            rows.push(StepRow {
+                question: question.to_owned(),
+                prefix: accepted.trim().to_owned(),
+                last: sentence.to_owned(),
+                correction: sentence.to_owned(),
+                problem_id: id.to_owned(),
+                step: rows.len(),
+                identity: true,
+            });
+        }
+        accepted.push_str(&draft.text);
+        if draft.stop == DraftStop::Eos || (draft.text.is_empty() && draft.tokens == 0) {
+            break;
+        }
+    }
+    let answer = accepted.trim().to_owned();
+    let whole = WholeRow {
+        question: question.to_owned(),
+        answer: answer.clone(),
+        correction: answer,
+        problem_id: id.to_owned(),
+    };
+    stats.whole = 1;
+    stats.problems = 1;
+    Ok((rows, whole, stats))
+}
+
 /// FNV-1a of a string: a stable 64-bit key for per-problem seeds.
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -480,32 +539,65 @@ pub fn collect(
     mut answer_upstream: Option<&mut dyn Upstream>,
     files: &mut RowFiles,
     config: &RowsConfig,
-    mut on_progress: impl FnMut(&Progress<'_>),
+    on_progress: impl FnMut(&Progress<'_>),
 ) -> Result<RowStats> {
     config.validate()?;
+    let ids: Vec<&str> = problems.iter().map(|p| p.id.as_str()).collect();
+    collect_each(&ids, files, on_progress, |i| {
+        let problem = &problems[i];
+        // The whole answer first: the upstream then only ever continues text it wrote or
+        // text it was given, never a shorter prefix of text it was given (a
+        // [`LocalUpstream`](crate::LocalUpstream) reuses what it holds past a prefix of it as
+        // its own lookahead).
+        let (whole, tokens) = match answer_upstream.as_deref_mut() {
+            Some(answerer) => whole_row(answerer, problem, config)?,
+            None => whole_row(&mut *upstream, problem, config)?,
+        };
+        let (steps, mut stats) = step_rows(&mut *upstream, problem, config)?;
+        stats.upstream_tokens += tokens;
+        stats.whole += 1;
+        stats.problems += 1;
+        Ok((steps, whole, stats))
+    })
+}
+
+/// [`identity_rows`] of every `(id, question)` not yet in `files`, in order, calling
+/// `on_progress` after each. Returns the totals of this run.
+pub fn collect_identity(
+    questions: &[(String, String)],
+    upstream: &mut dyn Upstream,
+    files: &mut RowFiles,
+    config: &RowsConfig,
+    on_progress: impl FnMut(&Progress<'_>),
+) -> Result<RowStats> {
+    config.validate()?;
+    let ids: Vec<&str> = questions.iter().map(|(id, _)| id.as_str()).collect();
+    collect_each(&ids, files, on_progress, |i| {
+        let (id, question) = &questions[i];
+        identity_rows(&mut *upstream, id, question, config)
+    })
+}
+
+/// The loop of [`collect`] and [`collect_identity`]: `make(i)` the rows of item `i` unless
+/// `ids[i]` is written, append them, report.
+fn collect_each(
+    ids: &[&str],
+    files: &mut RowFiles,
+    mut on_progress: impl FnMut(&Progress<'_>),
+    mut make: impl FnMut(usize) -> Result<(Vec<StepRow>, WholeRow, RowStats)>,
+) -> Result<RowStats> {
     let mut totals = RowStats::default();
-    for (i, problem) in problems.iter().enumerate() {
-        let skipped = files.is_done(&problem.id);
+    for (i, id) in ids.iter().enumerate() {
+        let skipped = files.is_done(id);
         if !skipped {
-            // The whole answer first: the upstream then only ever continues text it wrote or
-            // text it was given, never a shorter prefix of text it was given (a
-            // [`LocalUpstream`](crate::LocalUpstream) reuses what it holds past a prefix of it as
-            // its own lookahead).
-            let (whole, tokens) = match answer_upstream.as_deref_mut() {
-                Some(answerer) => whole_row(answerer, problem, config)?,
-                None => whole_row(upstream, problem, config)?,
-            };
-            let (steps, mut stats) = step_rows(upstream, problem, config)?;
-            stats.upstream_tokens += tokens;
-            stats.whole += 1;
-            stats.problems += 1;
+            let (steps, whole, stats) = make(i)?;
             files.append(&steps, &whole)?;
             totals.add(&stats);
         }
         on_progress(&Progress {
             done: i + 1,
-            total: problems.len(),
-            problem_id: &problem.id,
+            total: ids.len(),
+            problem_id: id,
             skipped,
             stats: totals,
         });

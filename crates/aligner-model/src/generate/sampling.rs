@@ -57,6 +57,22 @@ impl SamplingConfig {
         }
     }
 
+    /// The temperature [`chat`](Self::chat) samples at unless told otherwise.
+    pub const CHAT_TEMPERATURE: f64 = 0.3;
+
+    /// The settings an upstream answers ordinary questions with in this workspace unless told
+    /// otherwise (the main job, the server, the everyday identity rows): `temperature`, top-p
+    /// 0.9 and a light repetition penalty of 1.1.
+    pub fn chat(temperature: f64, seed: u64) -> Self {
+        Self {
+            temperature: Some(temperature),
+            top_p: Some(0.9),
+            repetition_penalty: 1.1,
+            seed,
+            ..Self::default()
+        }
+    }
+
     /// Checks the values are usable.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));

@@ -46,6 +46,21 @@ fn problem(id: &str, question: &str, steps: &[&str]) -> MathProblem {
     )
 }
 
+/// (prefix, last, correction, step, identity) of each row.
+fn fields(rows: &[StepRow]) -> Vec<(&str, &str, &str, usize, bool)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.prefix.as_str(),
+                r.last.as_str(),
+                r.correction.as_str(),
+                r.step,
+                r.identity,
+            )
+        })
+        .collect()
+}
+
 fn no_identity() -> RowsConfig {
     RowsConfig {
         identity_share: 0.0,
@@ -76,20 +91,8 @@ fn step_rows_pair_the_upstreams_sentence_with_the_reference_step() {
             "Mia has 3 + 4 = 7 pens. So far so good. "
         ]
     );
-    let got: Vec<(&str, &str, &str, usize, bool)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.prefix.as_str(),
-                r.last.as_str(),
-                r.correction.as_str(),
-                r.step,
-                r.identity,
-            )
-        })
-        .collect();
     assert_eq!(
-        got,
+        fields(&rows),
         [
             ("", "Guess 0.", "Mia has 3 + 4 = 7 pens.", 0, false),
             (
@@ -330,4 +333,84 @@ fn a_separate_answer_upstream_writes_the_whole_answers() {
     let whole: WholeRow =
         serde_json::from_str(read(&dir.path().join(RowFiles::WHOLE_FILE)).trim()).unwrap();
     assert_eq!(whole.answer, "All at once.");
+}
+
+#[test]
+fn identity_rows_keep_the_upstreams_own_sentences_with_their_real_prefixes() {
+    let mut up = Guesser::default();
+    let (rows, whole, stats) = identity_rows(&mut up, "e1", "Q?", &RowsConfig::default()).unwrap();
+    assert_eq!(
+        fields(&rows),
+        [
+            ("", "Guess 0.", "Guess 0.", 0, true),
+            ("Guess 0.", "Guess 1.", "Guess 1.", 1, true),
+        ]
+    );
+    // The upstream continued its own text, as in stream mode.
+    let accepted: Vec<&str> = up.calls.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(accepted, ["", "Guess 0. "]);
+    assert_eq!(whole.answer, "Guess 0. Guess 1.");
+    assert_eq!(whole.correction, whole.answer);
+    assert_eq!(whole.problem_id, "e1");
+    assert_eq!(
+        (stats.identity, stats.sentences, stats.whole, stats.problems),
+        (2, 0, 1, 1)
+    );
+    assert_eq!(stats.upstream_tokens, 18);
+
+    // The answer's token cap cuts the second sentence; the cut sentence still counts.
+    let config = RowsConfig {
+        max_answer_tokens: 12,
+        ..RowsConfig::default()
+    };
+    let (rows, whole, stats) = identity_rows(&mut Guesser::default(), "e2", "Q?", &config).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].last, "Gue");
+    assert_eq!(whole.answer, "Guess 0. Gue");
+    assert_eq!((stats.capped, stats.upstream_tokens), (1, 12));
+}
+
+#[test]
+fn an_identity_collection_resumes_and_keeps_every_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let questions: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("e{i}"), format!("Question {i}?")))
+        .collect();
+    let config = RowsConfig::default();
+    let mut files = RowFiles::open(dir.path()).unwrap();
+    let stats = collect_identity(
+        &questions[..2],
+        &mut Guesser::default(),
+        &mut files,
+        &config,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((stats.problems, stats.identity), (2, 4));
+    drop(files);
+    let mut files = RowFiles::open(dir.path()).unwrap();
+    let mut skipped = Vec::new();
+    let stats = collect_identity(
+        &questions,
+        &mut Guesser::default(),
+        &mut files,
+        &config,
+        |p| {
+            if p.skipped {
+                skipped.push(p.problem_id.to_owned());
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(skipped, ["e0", "e1"]);
+    assert_eq!(stats.problems, 2);
+    let text = std::fs::read_to_string(dir.path().join(RowFiles::STREAM_FILE)).unwrap();
+    let rows: Vec<StepRow> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r.identity && r.last == r.correction));
+    let ids: HashSet<&str> = rows.iter().map(|r| r.problem_id.as_str()).collect();
+    assert_eq!(ids.len(), 4);
 }

@@ -173,6 +173,20 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// The weights [`load_for_inference`] loads: `weights` when given, else `cpu_format` on the
+/// CPU and dense elsewhere.
+pub fn weight_format(
+    device: tch::Device,
+    weights: Option<WeightFormat>,
+    cpu_format: WeightFormat,
+) -> WeightFormat {
+    weights.unwrap_or(if device == tch::Device::Cpu {
+        cpu_format
+    } else {
+        WeightFormat::Dense
+    })
+}
+
 /// Loads a model or adapter folder for inference. `dtype` and `weights` left `None` (`auto`)
 /// pick, on the CPU, f32 activations with `cpu_format` blocks (the packed model's fast
 /// decoding) and elsewhere bf16 dense weights. Returns the model and its tokenizer folder.
@@ -184,7 +198,7 @@ pub fn load_for_inference(
     cpu_format: WeightFormat,
 ) -> Result<(InferenceModel, PathBuf)> {
     let cpu = device == tch::Device::Cpu;
-    let format = weights.unwrap_or(if cpu { cpu_format } else { WeightFormat::Dense });
+    let format = weight_format(device, weights, cpu_format);
     let kind = dtype.map_or(
         if cpu {
             tch::Kind::Float

@@ -3,6 +3,11 @@
 //! paired with the reference step; plus identity rows and whole-answer rows. Resumable: [`run`]
 //! again with the same output folder goes on where it stopped.
 //!
+//! With [`Options::everyday`] the rows are identity rows instead: the upstream answers the
+//! training split of `aligner_data::everyday` as the main job would (no system prompt, the
+//! [`SamplingConfig::chat`] settings), and each of its sentences, with the real prefix it
+//! followed, becomes a row that keeps it (`stream::rows::identity_rows`).
+//!
 //! Writes `OUT/stream.jsonl` (`question, prefix, last, correction, problem_id, step,
 //! identity`), `OUT/whole.jsonl` (`question, answer, correction, problem_id`; `correction` is
 //! the reference solution: the steps joined with single spaces, ending with "The answer is N.",
@@ -20,14 +25,16 @@ use super::{
 use crate::data::math::{MathProblem, read_problems_with};
 use crate::data::template::MATH_SYSTEM_PROMPT;
 use crate::model::generate::SamplingConfig;
-use crate::model::{DType, Llama, ModelTokenizer};
-use crate::stream::rows::{RowFiles, RowStats, RowsConfig, collect};
+use crate::model::{DType, InferenceModel, ModelTokenizer, WeightFormat};
+use crate::stream::rows::{RowFiles, RowStats, RowsConfig, collect, collect_identity};
 use crate::stream::{LocalUpstream, Upstream, UpstreamConfig};
 
 /// The default problem set (from `cargo xtask math-data`), relative to the repository.
 pub const DEFAULT_PROBLEMS: &str = "data/math/train.jsonl";
 /// The default output folder, relative to the repository.
 pub const DEFAULT_OUT: &str = "data/stream-math";
+/// The default output folder of everyday identity rows, relative to the repository.
+pub const DEFAULT_EVERYDAY_OUT: &str = "data/stream-everyday";
 
 /// What to make rows from and how.
 #[derive(Debug, Clone)]
@@ -35,6 +42,10 @@ pub struct Options {
     /// Problem set: JSONL with `question`, a GSM8K-style `answer` and optionally `steps`
     /// (default: [`DEFAULT_PROBLEMS`] in the repository).
     pub problems: Option<PathBuf>,
+    /// Make identity rows from the upstream's answers to the everyday training questions
+    /// instead of correction rows from problems (`problems`, `identity_share` and
+    /// `greedy_whole` then do not apply).
+    pub everyday: bool,
     /// Output folder (default: [`DEFAULT_OUT`] in the repository).
     pub out: Option<PathBuf>,
     /// Use the first N problems only.
@@ -46,8 +57,12 @@ pub struct Options {
     /// Upstream model folder, Hugging Face layout (default: the embedded
     /// SmolLM2-135M-Instruct).
     pub model_dir: Option<PathBuf>,
-    /// Weights and activations.
+    /// Activations (and dense weights).
     pub dtype: DType,
+    /// The upstream's weights: `None` picks what the main job runs (on the CPU the embedded
+    /// model's own 4-bit blocks, elsewhere dense), so that the rows hold the sentences the
+    /// aligner will be given.
+    pub weights: Option<WeightFormat>,
     /// The device the upstream runs on.
     pub device: tch::Device,
     /// Most upstream tokens for one sentence.
@@ -65,12 +80,14 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             problems: None,
+            everyday: false,
             out: None,
             limit: None,
             identity_share: 0.2,
             seed: 42,
             model_dir: None,
             dtype: DType::F32,
+            weights: None,
             device: crate::model::device::auto_device(),
             max_sentence_tokens: 96,
             max_answer_tokens: 256,
@@ -173,90 +190,203 @@ pub fn check_settings(out: &Path, settings: &serde_json::Value) -> Result<()> {
 /// # Errors
 /// An unreadable problem set, invalid row settings, a folder made with other settings, and any
 /// failure of the model or of writing the rows.
-pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<Option<Made>> {
-    let args = options;
-    if let Some(n) = args.threads {
+pub fn run(options: &Options, progress: impl FnMut(Progress<'_>)) -> Result<Option<Made>> {
+    if let Some(n) = options.threads {
         tch::set_num_threads(n);
     }
-    let problems_path = args
+    if options.everyday {
+        everyday(options, progress)
+    } else {
+        problems(options, progress)
+    }
+}
+
+/// The rows a run is about to make: what they are from, where they go, the settings that
+/// decide them (a resumed run must use the same), and their ids.
+struct Plan {
+    path: PathBuf,
+    out: PathBuf,
+    model_dir: PathBuf,
+    config: RowsConfig,
+    ids: Vec<String>,
+}
+
+impl Plan {
+    /// Checks the settings against the folder, opens its files and reports the plan. `None`
+    /// when nothing is left to do.
+    fn open(
+        &self,
+        settings: &serde_json::Value,
+        progress: &mut impl FnMut(Progress<'_>),
+    ) -> Result<Option<RowFiles>> {
+        self.config.validate()?;
+        create_dir(&self.out)?;
+        check_settings(&self.out, settings)?;
+        let files = RowFiles::open(&self.out)?;
+        let todo = self.ids.iter().filter(|id| !files.is_done(id)).count();
+        progress(Progress::Planned {
+            problems: self.ids.len(),
+            done_before: self.ids.len() - todo,
+            path: &self.path,
+            out: &self.out,
+        });
+        Ok((todo > 0).then_some(files))
+    }
+
+    /// A local upstream on `model` with the chat template, `system` and `sampling`.
+    fn upstream<'m>(
+        &self,
+        (model, tokenizer_dir): &'m (InferenceModel, PathBuf),
+        system: Option<&str>,
+        sampling: SamplingConfig,
+    ) -> Result<LocalUpstream<'m, InferenceModel>> {
+        Ok(LocalUpstream::new(
+            model,
+            ModelTokenizer::from_dir(tokenizer_dir)?,
+            UpstreamConfig {
+                sampling,
+                chat_template: true,
+                system: system.map(str::to_owned),
+            },
+        )?)
+    }
+}
+
+/// The upstream's weights: as the main job loads them, unless `options` say otherwise.
+fn weights(options: &Options) -> WeightFormat {
+    super::weight_format(options.device, options.weights, WeightFormat::Int4)
+}
+
+fn load_model(options: &Options, model_dir: &Path) -> Result<(InferenceModel, PathBuf)> {
+    super::load_for_inference(
+        model_dir,
+        options.device,
+        Some(options.dtype),
+        Some(weights(options)),
+        WeightFormat::Int4,
+    )
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or(path.to_owned())
+}
+
+/// Identity rows from the upstream's answers to the everyday training questions.
+fn everyday(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<Option<Made>> {
+    let args = options;
+    let mut questions: Vec<(String, String)> = crate::data::everyday::train()
+        .map_err(|e| Error::Invalid(e.to_string()))?
+        .into_iter()
+        .map(|q| (q.id, q.question))
+        .collect();
+    if let Some(n) = args.limit {
+        questions.truncate(n);
+    }
+    let plan = Plan {
+        path: PathBuf::from("aligner_data::everyday::train()"),
+        out: args
+            .out
+            .clone()
+            .unwrap_or_else(|| repo_path(DEFAULT_EVERYDAY_OUT)),
+        model_dir: super::model_dir(args.model_dir.as_deref())?,
+        config: RowsConfig {
+            identity_share: 0.0,
+            seed: args.seed,
+            max_sentence_tokens: args.max_sentence_tokens,
+            max_answer_tokens: args.max_answer_tokens,
+        },
+        ids: questions.iter().map(|(id, _)| id.clone()).collect(),
+    };
+    let sampling = SamplingConfig::chat(SamplingConfig::CHAT_TEMPERATURE, args.seed);
+    let settings = json!({
+        "questions": "everyday-train",
+        "model_dir": canonical(&plan.model_dir),
+        "dtype": format!("{:?}", args.dtype),
+        "weights": weights(args).to_string(),
+        "rows": plan.config,
+        "sampling": sampling_json(&sampling),
+        "system": null,
+        "chat_template": true,
+    });
+    let Some(mut files) = plan.open(&settings, &mut progress)? else {
+        return Ok(None);
+    };
+    let model = load_model(args, &plan.model_dir)?;
+    let mut upstream = plan.upstream(&model, None, sampling)?;
+    let started = Instant::now();
+    let totals = collect_identity(&questions, &mut upstream, &mut files, &plan.config, |p| {
+        if !p.skipped {
+            progress(Progress::Problem {
+                stats: &p.stats,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    })?;
+    Ok(Some(Made {
+        totals,
+        seconds: started.elapsed().as_secs_f64(),
+        out: plan.out,
+    }))
+}
+
+/// Correction rows from the problems' reference steps.
+fn problems(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<Option<Made>> {
+    let args = options;
+    let path = args
         .problems
         .clone()
         .unwrap_or_else(|| repo_path(DEFAULT_PROBLEMS));
-    let out = args.out.clone().unwrap_or_else(|| repo_path(DEFAULT_OUT));
-    let mut problems: Vec<MathProblem> = read_problems_with(&problems_path, sentence_steps)
-        .context_with(|| {
+    let mut problems: Vec<MathProblem> =
+        read_problems_with(&path, sentence_steps).context_with(|| {
             format!(
                 "reading {} (make it with `cargo xtask math-data`)",
-                problems_path.display()
+                path.display()
             )
         })?;
     if let Some(n) = args.limit {
         problems.truncate(n);
     }
-    let model_dir = super::model_dir(args.model_dir.as_deref())?;
-    let config = RowsConfig {
-        identity_share: args.identity_share,
-        seed: args.seed,
-        max_sentence_tokens: args.max_sentence_tokens,
-        max_answer_tokens: args.max_answer_tokens,
+    let plan = Plan {
+        out: args.out.clone().unwrap_or_else(|| repo_path(DEFAULT_OUT)),
+        model_dir: super::model_dir(args.model_dir.as_deref())?,
+        config: RowsConfig {
+            identity_share: args.identity_share,
+            seed: args.seed,
+            max_sentence_tokens: args.max_sentence_tokens,
+            max_answer_tokens: args.max_answer_tokens,
+        },
+        ids: problems.iter().map(|p| p.id.clone()).collect(),
+        path,
     };
-    config.validate()?;
-
-    // The settings that decide the rows; a resumed run must use the same.
+    let sampling = SamplingConfig::reference_upstream(args.seed);
     let settings = json!({
-        "problems": std::fs::canonicalize(&problems_path).unwrap_or(problems_path.clone()),
-        "model_dir": std::fs::canonicalize(&model_dir).unwrap_or(model_dir.clone()),
+        "problems": canonical(&plan.path),
+        "model_dir": canonical(&plan.model_dir),
         "dtype": format!("{:?}", args.dtype),
-        "rows": config,
-        "sampling": sampling_json(&SamplingConfig::reference_upstream(args.seed)),
+        "weights": weights(args).to_string(),
+        "rows": plan.config,
+        "sampling": sampling_json(&sampling),
         "greedy_whole": args.greedy_whole,
         "system": MATH_SYSTEM_PROMPT,
         "chat_template": true,
     });
-    create_dir(&out)?;
-    check_settings(&out, &settings)?;
-
-    let mut files = RowFiles::open(&out)?;
-    let todo = problems.iter().filter(|p| !files.is_done(&p.id)).count();
-    progress(Progress::Planned {
-        problems: problems.len(),
-        done_before: problems.len() - todo,
-        path: &problems_path,
-        out: &out,
-    });
-    if todo == 0 {
+    let Some(mut files) = plan.open(&settings, &mut progress)? else {
         return Ok(None);
-    }
-
-    let (model, _vs) = Llama::load(&model_dir, args.dtype.kind(), args.device)
-        .context_with(|| format!("loading {}", model_dir.display()))?;
-    let upstream_config = |sampling| UpstreamConfig {
-        sampling,
-        chat_template: true,
-        system: Some(MATH_SYSTEM_PROMPT.to_owned()),
     };
-    let mut upstream = LocalUpstream::new(
-        &model,
-        ModelTokenizer::from_dir(&model_dir)?,
-        upstream_config(SamplingConfig::reference_upstream(args.seed)),
-    )?;
+    let model = load_model(args, &plan.model_dir)?;
+    let mut upstream = plan.upstream(&model, Some(MATH_SYSTEM_PROMPT), sampling)?;
     let mut greedy = if args.greedy_whole {
-        Some(LocalUpstream::new(
-            &model,
-            ModelTokenizer::from_dir(&model_dir)?,
-            upstream_config(SamplingConfig::greedy()),
-        )?)
+        Some(plan.upstream(&model, Some(MATH_SYSTEM_PROMPT), SamplingConfig::greedy())?)
     } else {
         None
     };
-
     let started = Instant::now();
     let totals = collect(
         &problems,
         &mut upstream,
         greedy.as_mut().map(|g| g as &mut dyn Upstream),
         &mut files,
-        &config,
+        &plan.config,
         |p| {
             if !p.skipped {
                 progress(Progress::Problem {
@@ -269,7 +399,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
     Ok(Some(Made {
         totals,
         seconds: started.elapsed().as_secs_f64(),
-        out,
+        out: plan.out,
     }))
 }
 

@@ -5,9 +5,16 @@
 //! extraction and matching), with Wilson and bootstrap 95% intervals, paired flips against the
 //! upstream alone with McNemar's exact test, and the mean time per answer.
 //!
-//! [`run`] writes into [`Options::out`]: `results.json`, `results.md` and
+//! With [`Options::everyday`] it also measures the harm side on held-out everyday questions
+//! ([`everyday`]): the share of upstream sentences each aligner changed, and the answers in which
+//! it introduced a final-answer phrase or a number.
+//!
+//! [`run`] writes into [`Options::out`]: `results.json`, `results.md`,
 //! `outputs/SETTING.jsonl` (per problem: question, output, draft, extracted answer, reference,
-//! correct, seconds; the files also work as `--answers` of `examples/evaluate.rs`).
+//! correct, seconds; the files also work as `--answers` of `examples/evaluate.rs`) and
+//! `everyday/SETTING.jsonl`.
+
+pub mod everyday;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -17,9 +24,8 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{
-    Context as _, Error, Result, create_dir, repo_path, sampling_json, write_json, write_text,
-};
+pub use self::everyday::EverydayHarm;
+use super::{Context, Error, Result, create_dir, repo_path, sampling_json, write_json, write_text};
 use crate::data::aligner_config::{AlignerConfig, PromptOverrides};
 use crate::data::template::MATH_SYSTEM_PROMPT;
 use crate::eval::math::{Answer, Problem, is_correct, load_problems};
@@ -102,6 +108,9 @@ pub struct Options {
     pub device: tch::Device,
     /// LibTorch intra-op threads (default: LibTorch's choice).
     pub threads: Option<i32>,
+    /// Also answer the first N held-out everyday questions with each aligner that runs and
+    /// measure what it changed there ([`everyday`]); 0: none.
+    pub everyday: usize,
 }
 
 impl Default for Options {
@@ -125,6 +134,7 @@ impl Default for Options {
             dtype: DType::F32,
             device: crate::model::device::auto_device(),
             threads: None,
+            everyday: 0,
         }
     }
 }
@@ -210,6 +220,15 @@ pub enum Progress<'a> {
         /// Of them right.
         correct: usize,
     },
+    /// One more everyday question answered (harm settings).
+    Checked {
+        /// The setting.
+        setting: &'a str,
+        /// Questions answered so far.
+        done: usize,
+        /// Of them, answers the aligner changed.
+        changed: usize,
+    },
     /// The setting has answered every problem.
     Finished(&'a str),
 }
@@ -223,6 +242,8 @@ pub struct Evaluation {
     pub timings: Vec<Timing>,
     /// Settings skipped, and why.
     pub notes: Vec<String>,
+    /// The aligners on everyday questions, when [`Options::everyday`] asked for them.
+    pub harm: Option<EverydayHarm>,
     /// The problem set.
     pub problems: PathBuf,
     /// The output folder.
@@ -259,12 +280,20 @@ impl Evaluation {
         for note in &self.notes {
             let _ = writeln!(s, "  {note}");
         }
+        if let Some(harm) = &self.harm {
+            s.push_str(&harm.summary());
+        }
         s
     }
 
     /// `results.md`.
     pub fn markdown(&self) -> String {
-        markdown(&self.problems, &self.report, &self.timings, &self.notes)
+        let mut s = markdown(&self.problems, &self.report, &self.timings, &self.notes);
+        if let Some(harm) = &self.harm {
+            s.push('\n');
+            s.push_str(&harm.markdown());
+        }
+        s
     }
 }
 
@@ -426,6 +455,12 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
         chat_template: args.raw_aligner_prompt.then_some(false),
         ..PromptOverrides::default()
     };
+    let machine_config = MachineConfig {
+        max_rounds: args.max_rounds,
+        max_sentence_tokens: args.max_sentence_tokens,
+        max_total_tokens: args.max_tokens,
+        ..MachineConfig::default()
+    };
     let mut runs: Vec<(String, Vec<Output>)> = Vec::new();
     let mut setting = |name: &str, answer: &mut dyn FnMut(&Problem) -> Result<Output>| {
         run_setting(name, &problems, &out, answer, &mut progress)
@@ -472,12 +507,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
     if let (Some(model), true) = (&stream_model, wanted(STREAM)) {
         let mut upstream = new_upstream(&upstream_model, &upstream_config)?;
         let mut corrector = new_corrector(model, &corrector_config, &prompt)?;
-        let config = MachineConfig {
-            max_rounds: args.max_rounds,
-            max_sentence_tokens: args.max_sentence_tokens,
-            max_total_tokens: args.max_tokens,
-            ..MachineConfig::default()
-        };
+        let config = machine_config.clone();
         let outputs = setting(STREAM, &mut |p| {
             let t = Instant::now();
             let record = StreamMachine::new(p.question.clone(), config.clone())?.run(
@@ -515,6 +545,31 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
     }
     runs.insert(0, (UPSTREAM.to_owned(), baseline));
 
+    // The harm side: held-out everyday questions, which the aligners should leave alone.
+    let harm_stream = stream_model.as_ref().filter(|_| wanted(STREAM));
+    let harm = if args.everyday > 0 && (harm_stream.is_some() || whole_model.is_some()) {
+        let mut questions =
+            crate::data::everyday::heldout().map_err(|e| Error::Invalid(e.to_string()))?;
+        questions.truncate(args.everyday);
+        let setup = everyday::Setup {
+            upstream: &upstream_model,
+            stream: harm_stream,
+            whole: whole_model,
+            corrector: &corrector_config,
+            prompt: &prompt,
+            machine: &machine_config,
+        };
+        Some(everyday::evaluate(
+            &questions,
+            &setup,
+            args,
+            &out,
+            &mut progress,
+        )?)
+    } else {
+        None
+    };
+
     // Scores, intervals and paired flips against the upstream alone.
     let answers: Vec<(String, Vec<Answer>)> = runs
         .iter()
@@ -545,11 +600,17 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
         "device": format!("{:?}", args.device),
         "threads": tch::get_num_threads(),
         "bootstrap_seed": args.seed,
+        "everyday_questions": harm.as_ref().map(|h| h.questions),
+        "everyday_upstream": harm.as_ref().map(|_| {
+            let c = everyday::upstream_config(args);
+            json!({"system": c.system, "sampling": sampling_json(&c.sampling)})
+        }),
     });
     let evaluation = Evaluation {
         report,
         timings,
         notes,
+        harm,
         problems: problems_path,
         out,
     };
@@ -558,6 +619,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
         "report": evaluation.report,
         "timing": evaluation.timings,
         "skipped": evaluation.notes,
+        "everyday_harm": evaluation.harm,
     });
     write_json(&evaluation.out.join("results.json"), &results, "\n")?;
     write_text(&evaluation.out.join("results.md"), &evaluation.markdown())?;
