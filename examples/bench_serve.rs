@@ -18,7 +18,7 @@ use aligner::data::template::MATH_SYSTEM_PROMPT;
 use aligner::model::generate::SamplingConfig;
 use aligner::model::{ModelTokenizer, WeightFormat};
 use aligner::serve::bench::{
-    Sample, Throughput, machine_now, render, streamed_request, write_section,
+    Sample, concurrent_clients, machine_now, render, streamed_request, write_section,
 };
 use aligner::serve::{Engine, ServeConfig, Server};
 use aligner::stream::{
@@ -83,14 +83,12 @@ fn load() -> anyhow::Result<Engine<aligner::model::InferenceModel, aligner::mode
     })
 }
 
+/// The server's model name of stream mode.
+const MODEL: &str = "aligner-stream";
+
 /// One streamed request through the server.
 fn through_server(base: &str, question: &str, max_tokens: usize) -> anyhow::Result<Sample> {
-    Ok(streamed_request(
-        base,
-        "aligner-stream",
-        question,
-        max_tokens,
-    )?)
+    Ok(streamed_request(base, MODEL, question, max_tokens)?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -164,45 +162,18 @@ fn main() -> anyhow::Result<()> {
     // (b) Throughput at 1, 8 and 32 concurrent clients.
     let mut throughput = Vec::new();
     for clients in [1usize, 8, 32] {
-        let started = Instant::now();
-        let results: Vec<anyhow::Result<Vec<Sample>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..clients)
-                .map(|c| {
-                    let base = &base;
-                    s.spawn(move || {
-                        (0..args.requests_per_client)
-                            .map(|r| {
-                                let q = QUESTIONS[(c + r) % QUESTIONS.len()];
-                                through_server(base, q, args.max_tokens)
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
-                })
-                .collect()
-        });
-        let wall = started.elapsed();
-        let samples: Vec<Sample> = results
-            .into_iter()
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .concat();
-        let tokens = samples
-            .iter()
-            .map(|s| {
-                engine
-                    .upstream_tokenizer
-                    .encode(&s.answer, false)
-                    .map(|t| t.len())
-            })
-            .sum::<Result<usize, _>>()?;
-        eprintln!("{clients} clients done in {:.1} s", wall.as_secs_f64());
-        throughput.push(Throughput::new(clients, &samples, tokens, wall));
+        let count = |answer: &str| Ok(engine.upstream_tokenizer.encode(answer, false)?.len());
+        let t = concurrent_clients(
+            &base,
+            MODEL,
+            &QUESTIONS,
+            clients,
+            args.requests_per_client,
+            args.max_tokens,
+            count,
+        )?;
+        eprintln!("{clients} clients: {:.1} tokens/s", t.tokens_per_s);
+        throughput.push(t);
     }
     let _ = stop_tx.send(());
     runtime.block_on(serving)??;

@@ -83,6 +83,14 @@ struct Args {
     /// Weights and activations: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_parser = common::dtype)]
     dtype: DType,
+    /// The upstream's weights: auto, dense, int8 or int4 (auto: as the main job, int4 blocks on
+    /// the CPU, dense elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    weights: common::Weights,
+    /// The aligners' weights: auto, dense, int8 or int4 (auto: as the main job, int8 blocks on
+    /// the CPU, dense elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    aligner_weights: common::Weights,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto", value_parser = common::device)]
     device: tch::Device,
@@ -116,6 +124,8 @@ fn main() -> anyhow::Result<()> {
         raw_aligner_prompt: args.raw_aligner_prompt,
         allow_repeats: args.allow_repeats,
         dtype: args.dtype,
+        weights: args.weights.0,
+        aligner_weights: args.aligner_weights.0,
         device: args.device,
         threads: args.threads,
         everyday: args.everyday,

@@ -128,6 +128,59 @@ impl Throughput {
     }
 }
 
+/// Runs `clients` concurrent clients against the server at `base` (each on its own thread,
+/// sending `requests_per_client` streamed requests one after another, client `c`'s request `r`
+/// asking `questions[(c + r) % len]` of `model`) and measures them; `count_tokens` gives the
+/// token count of an answer.
+///
+/// # Errors
+/// The first failed request, a client thread that panicked, or a failed token count.
+pub fn concurrent_clients(
+    base: &str,
+    model: &str,
+    questions: &[&str],
+    clients: usize,
+    requests_per_client: usize,
+    max_tokens: usize,
+    count_tokens: impl Fn(&str) -> aligner_model::Result<usize>,
+) -> aligner_model::Result<Throughput> {
+    let started = Instant::now();
+    let results: Vec<aligner_model::Result<Vec<Sample>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                s.spawn(move || {
+                    (0..requests_per_client)
+                        .map(|r| {
+                            let question = questions[(c + r) % questions.len().max(1)];
+                            streamed_request(base, model, question, max_tokens)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(aligner_model::Error::InvalidArgument(
+                        "a benchmark client thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let wall = started.elapsed();
+    let samples = results
+        .into_iter()
+        .collect::<aligner_model::Result<Vec<_>>>()?
+        .concat();
+    let tokens = samples
+        .iter()
+        .map(|s| count_tokens(&s.answer))
+        .sum::<aligner_model::Result<usize>>()?;
+    Ok(Throughput::new(clients, &samples, tokens, wall))
+}
+
 /// The `q` quantile of `values` (nearest rank; 0 for none).
 #[must_use]
 pub fn percentile(values: &[f64], q: f64) -> f64 {

@@ -31,9 +31,8 @@ use crate::data::template::MATH_SYSTEM_PROMPT;
 use crate::eval::math::{Answer, Problem, is_correct, load_problems};
 use crate::eval::report::{MathReport, markdown_table, math_report};
 use crate::eval::stats::BootstrapConfig;
-use crate::model::adapter::load_any;
 use crate::model::generate::SamplingConfig;
-use crate::model::{DType, Llama, ModelTokenizer};
+use crate::model::{DType, InferenceModel, ModelTokenizer, WeightFormat};
 use crate::stream::machine::join_correction;
 use crate::stream::modes::upstream_only;
 use crate::stream::{
@@ -102,8 +101,14 @@ pub struct Options {
     /// Accept a sentence correction that repeats text of the accepted prefix (by default the
     /// draft is kept then, a guard for untrained aligners).
     pub allow_repeats: bool,
-    /// Weights and activations.
+    /// Activations (and dense weights).
     pub dtype: DType,
+    /// The upstream's weights; `None`: what the main job runs (int4 blocks on the CPU, dense
+    /// elsewhere).
+    pub weights: Option<WeightFormat>,
+    /// The aligners' weights; `None`: what the main job runs (int8 blocks on the CPU, dense
+    /// elsewhere).
+    pub aligner_weights: Option<WeightFormat>,
     /// The device the models run on.
     pub device: tch::Device,
     /// LibTorch intra-op threads (default: LibTorch's choice).
@@ -132,6 +137,8 @@ impl Default for Options {
             raw_aligner_prompt: false,
             allow_repeats: false,
             dtype: DType::F32,
+            weights: None,
+            aligner_weights: None,
             device: crate::model::device::auto_device(),
             threads: None,
             everyday: 0,
@@ -300,23 +307,30 @@ impl Evaluation {
 /// A model with the folder of its tokenizer.
 struct Loaded {
     dir: PathBuf,
-    model: Llama,
-    _vs: tch::nn::VarStore,
+    model: InferenceModel,
     tokenizer_dir: PathBuf,
 }
 
-fn load(dir: &Path, dtype: DType, device: tch::Device) -> Result<Loaded> {
-    let (model, vs, tokenizer_dir) = load_any(dir, dtype.kind(), device)
-        .context_with(|| format!("loading {}", dir.display()))?;
+/// Loads `dir` as the main job loads its models: `weights`, else `cpu_format` on the CPU.
+fn load(
+    dir: &Path,
+    args: &Options,
+    weights: Option<WeightFormat>,
+    cpu_format: WeightFormat,
+) -> Result<Loaded> {
+    let (model, tokenizer_dir) =
+        super::load_for_inference(dir, args.device, Some(args.dtype), weights, cpu_format)?;
     Ok(Loaded {
         dir: dir.to_path_buf(),
         model,
-        _vs: vs,
         tokenizer_dir,
     })
 }
 
-fn new_upstream<'m>(m: &'m Loaded, config: &UpstreamConfig) -> Result<LocalUpstream<'m, Llama>> {
+fn new_upstream<'m>(
+    m: &'m Loaded,
+    config: &UpstreamConfig,
+) -> Result<LocalUpstream<'m, InferenceModel>> {
     Ok(LocalUpstream::new(
         &m.model,
         ModelTokenizer::from_dir(&m.tokenizer_dir)?,
@@ -330,7 +344,7 @@ fn new_corrector<'m>(
     m: &'m Loaded,
     config: &CorrectorConfig,
     prompt: &PromptOverrides,
-) -> Result<LocalCorrector<'m, Llama>> {
+) -> Result<LocalCorrector<'m, InferenceModel>> {
     let (prompt, _recorded) = AlignerConfig::resolve(&m.dir, prompt)?;
     let config = CorrectorConfig {
         prompt,
@@ -418,15 +432,16 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
     }
 
     let upstream_dir = super::model_dir(args.upstream_dir.as_deref())?;
-    let upstream_model = load(&upstream_dir, args.dtype, args.device)?;
+    let upstream_model = load(&upstream_dir, args, args.weights, WeightFormat::Int4)?;
+    let load_aligner = |dir: &Path| load(dir, args, args.aligner_weights, WeightFormat::Int8);
     let stream_model = match (&stream_dir, wanted(STREAM) || wanted(ALONE)) {
-        (Some(dir), true) => Some(load(dir, args.dtype, args.device)?),
+        (Some(dir), true) => Some(load_aligner(dir)?),
         _ => None,
     };
     // One copy of the weights when both aligners are the same folder.
     let whole_loaded = match (&whole_dir, wanted(WHOLE)) {
         (Some(dir), true) if stream_model.is_some() && stream_dir.as_ref() == Some(dir) => None,
-        (Some(dir), true) => Some(load(dir, args.dtype, args.device)?),
+        (Some(dir), true) => Some(load_aligner(dir)?),
         _ => None,
     };
     let whole_model = if whole_dir.is_some() && wanted(WHOLE) {
@@ -597,6 +612,8 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
         "aligner_chat_template": !args.raw_aligner_prompt,
         "reject_repeats": !args.allow_repeats,
         "dtype": format!("{:?}", args.dtype),
+        "weights": super::weights_name(&upstream_model.model),
+        "aligner_weights": stream_model.as_ref().or(whole_model).map(|m| super::weights_name(&m.model)),
         "device": format!("{:?}", args.device),
         "threads": tch::get_num_threads(),
         "bootstrap_seed": args.seed,
