@@ -20,32 +20,41 @@ pub trait CausalLm {
     /// An empty cache for `batch` rows.
     fn new_cache(&self, batch: usize) -> KvCache;
 
-    /// Logits `(batch, t, vocab)` for `input_ids` `(batch, t)` following what `cache` holds, which
-    /// is extended with the new tokens. `mask` `(batch, t)` marks real tokens (1) and padding (0);
-    /// `None` means no padding.
+    /// The logits at `positions` for `input_ids` `(batch, t)` following what `cache` holds,
+    /// which is extended with the new tokens. `mask` `(batch, t)` marks real tokens (1) and
+    /// padding (0); `None` means no padding. The one pass every model implements; the LM head
+    /// runs on the chosen positions only ([`Positions`] gives the shapes).
+    fn logits_at(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+        positions: Positions,
+    ) -> Result<Tensor>;
+
+    /// Logits `(batch, t, vocab)` of every position ([`Positions::All`]).
     fn forward(
         &self,
         input_ids: &Tensor,
         cache: &mut KvCache,
         mask: Option<&Tensor>,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        self.logits_at(input_ids, cache, mask, Positions::All)
+    }
 
-    /// Like [`CausalLm::forward`] but returns only the last position's logits `(batch, vocab)`,
-    /// which is all generation needs and saves the LM head on every other position.
+    /// Only the last position's logits `(batch, vocab)` ([`Positions::Last`]), which is all
+    /// generation needs.
     fn forward_last(
         &self,
         input_ids: &Tensor,
         cache: &mut KvCache,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let logits = self.forward(input_ids, cache, mask)?;
-        let t = logits.size()[1];
-        Ok(logits.select(1, t - 1))
+        self.logits_at(input_ids, cache, mask, Positions::Last)
     }
 
-    /// Like [`CausalLm::forward`] but returns the logits of the last `n` positions only
-    /// `(batch, n, vocab)` (`n` is clamped to `1..=t`): what verifying `n - 1` drafted tokens
-    /// after a prompt needs, without the LM head on the prompt's other positions.
+    /// The logits of the last `n` positions `(batch, n, vocab)` ([`Positions::Tail`]): what
+    /// verifying `n - 1` drafted tokens after a prompt needs.
     fn forward_tail(
         &self,
         input_ids: &Tensor,
@@ -53,10 +62,7 @@ pub trait CausalLm {
         mask: Option<&Tensor>,
         n: usize,
     ) -> Result<Tensor> {
-        let logits = self.forward(input_ids, cache, mask)?;
-        let t = logits.size()[1];
-        let n = tail_len(n, t);
-        Ok(logits.narrow(1, t - n, n))
+        self.logits_at(input_ids, cache, mask, Positions::Tail(n))
     }
 
     /// One decoding step for several independent sequences at once: `tokens[i]` follows what
@@ -73,9 +79,31 @@ pub trait CausalLm {
     }
 }
 
-/// `n` clamped to `1..=t` (`t >= 1`), as an index length.
-pub(crate) fn tail_len(n: usize, t: i64) -> i64 {
-    (n as i64).clamp(1, t.max(1))
+/// Which positions of a pass [`CausalLm::logits_at`] returns the logits of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// Every position: `(batch, t, vocab)`.
+    All,
+    /// The last position: `(batch, vocab)`.
+    Last,
+    /// The last `n` positions, `n` clamped to `1..=t`: `(batch, n, vocab)`.
+    Tail(usize),
+}
+
+impl Positions {
+    /// The chosen positions of `hidden` `(batch, t, dim)`, with the shape the logits will have.
+    #[must_use]
+    pub fn select(self, hidden: &Tensor) -> Tensor {
+        let t = hidden.size()[1];
+        match self {
+            Self::All => hidden.shallow_clone(),
+            Self::Last => hidden.select(1, t - 1),
+            Self::Tail(n) => {
+                let n = (n as i64).clamp(1, t.max(1));
+                hidden.narrow(1, t - n, n)
+            }
+        }
+    }
 }
 
 /// [`CausalLm::decode_step`] as one [`CausalLm::forward_last`] per sequence.

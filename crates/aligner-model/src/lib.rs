@@ -57,7 +57,7 @@ pub mod packed;
 #[cfg(feature = "torch")]
 pub use cache::KvCache;
 #[cfg(feature = "torch")]
-pub use causal_lm::{CausalLm, LayeredLm, LoraWeights};
+pub use causal_lm::{CausalLm, LayeredLm, LoraWeights, Positions};
 #[cfg(feature = "torch")]
 pub use device::{DType, auto_device, native_bf16, parse_device};
 #[cfg(feature = "torch")]

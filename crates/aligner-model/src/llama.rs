@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::{Activation, Config, LoraSpec, Rope};
-use crate::{CausalLm, Error, LayeredLm, LoraWeights, Result, load};
+use crate::{CausalLm, Error, LayeredLm, LoraWeights, Positions, Result, load};
 
 /// A low-rank adapter `y += scale * B (A dropout(x))` on a [`Linear`] (LoRA, PEFT's names).
 #[derive(Debug)]
@@ -737,38 +737,15 @@ impl CausalLm for Llama {
         KvCache::new(self.config.num_layers, batch, self.device)
     }
 
-    fn forward(
+    fn logits_at(
         &self,
         input_ids: &Tensor,
         cache: &mut KvCache,
         mask: Option<&Tensor>,
+        positions: Positions,
     ) -> Result<Tensor> {
         let hidden = self.hidden_states(input_ids, cache, mask)?;
-        Ok(self.logits(&hidden))
-    }
-
-    fn forward_last(
-        &self,
-        input_ids: &Tensor,
-        cache: &mut KvCache,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let hidden = self.hidden_states(input_ids, cache, mask)?;
-        let t = hidden.size()[1];
-        Ok(self.logits(&hidden.narrow(1, t - 1, 1).squeeze_dim(1)))
-    }
-
-    fn forward_tail(
-        &self,
-        input_ids: &Tensor,
-        cache: &mut KvCache,
-        mask: Option<&Tensor>,
-        n: usize,
-    ) -> Result<Tensor> {
-        let hidden = self.hidden_states(input_ids, cache, mask)?;
-        let t = hidden.size()[1];
-        let n = crate::causal_lm::tail_len(n, t);
-        Ok(self.logits(&hidden.narrow(1, t - n, n)))
+        Ok(self.logits(&positions.select(&hidden)))
     }
 }
 

@@ -8,7 +8,7 @@ use super::model::PackedLlama;
 use super::weights::WeightFormat;
 use crate::cache::KvCache;
 use crate::config::Config;
-use crate::{CausalLm, Llama, Result};
+use crate::{CausalLm, Llama, Positions, Result};
 
 /// A model ready for inference: [`Llama`] as loaded (with the store that owns its weights), or
 /// its packed form. Implements [`CausalLm`] by delegation, so callers choose the weight format
@@ -111,32 +111,14 @@ impl CausalLm for InferenceModel {
         self.inner().new_cache(batch)
     }
 
-    fn forward(
+    fn logits_at(
         &self,
         input_ids: &Tensor,
         cache: &mut KvCache,
         mask: Option<&Tensor>,
+        positions: Positions,
     ) -> Result<Tensor> {
-        self.inner().forward(input_ids, cache, mask)
-    }
-
-    fn forward_last(
-        &self,
-        input_ids: &Tensor,
-        cache: &mut KvCache,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.inner().forward_last(input_ids, cache, mask)
-    }
-
-    fn forward_tail(
-        &self,
-        input_ids: &Tensor,
-        cache: &mut KvCache,
-        mask: Option<&Tensor>,
-        n: usize,
-    ) -> Result<Tensor> {
-        self.inner().forward_tail(input_ids, cache, mask, n)
+        self.inner().logits_at(input_ids, cache, mask, positions)
     }
 
     fn decode_step(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {

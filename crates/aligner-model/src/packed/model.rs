@@ -12,7 +12,7 @@ use crate::cache::KvCache;
 use crate::causal_lm::{check_decode_step, decode_each};
 use crate::config::Config;
 use crate::llama::{RotaryEmbedding, check_input, pass_context};
-use crate::{CausalLm, Error, Llama, Result};
+use crate::{CausalLm, Error, Llama, Positions, Result};
 
 /// Longest pass of several tokens on the block kernels: see
 /// [`Tuning::short_pass_rows`](crate::cpu::Tuning::short_pass_rows). A decoding step of many
@@ -269,16 +269,7 @@ impl PackedLlama {
         let mut run = move || {
             let _guard = tch::no_grad_guard();
             let (hidden, threads) = self.hidden_states(input_ids, cache, mask)?;
-            let t = hidden.size()[1];
-            let hidden = match positions {
-                Positions::All => hidden,
-                Positions::Last => hidden.select(1, t - 1),
-                Positions::Tail(n) => {
-                    let n = crate::causal_lm::tail_len(n, t);
-                    hidden.narrow(1, t - n, n)
-                }
-            };
-            self.head(&hidden, threads)
+            self.head(&positions.select(&hidden), threads)
         };
         let (b, t) = input_ids.size2().unwrap_or((rows, 1));
         if self.host_eligible(1) && self.on_blocks(b, t) {
@@ -362,14 +353,6 @@ struct LayerPass<'a> {
     blocks: bool,
 }
 
-/// Which positions' logits a pass returns.
-#[derive(Debug, Clone, Copy)]
-enum Positions {
-    All,
-    Last,
-    /// The last `n` (clamped to `1..=t`).
-    Tail(usize),
-}
 impl CausalLm for PackedLlama {
     fn config(&self) -> &Config {
         &self.config
@@ -387,32 +370,14 @@ impl CausalLm for PackedLlama {
         KvCache::new(self.config.num_layers, batch, self.device)
     }
 
-    fn forward(
+    fn logits_at(
         &self,
         input_ids: &Tensor,
         cache: &mut KvCache,
         mask: Option<&Tensor>,
+        positions: Positions,
     ) -> Result<Tensor> {
-        self.logits(input_ids, cache, mask, Positions::All)
-    }
-
-    fn forward_last(
-        &self,
-        input_ids: &Tensor,
-        cache: &mut KvCache,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.logits(input_ids, cache, mask, Positions::Last)
-    }
-
-    fn forward_tail(
-        &self,
-        input_ids: &Tensor,
-        cache: &mut KvCache,
-        mask: Option<&Tensor>,
-        n: usize,
-    ) -> Result<Tensor> {
-        self.logits(input_ids, cache, mask, Positions::Tail(n))
+        self.logits(input_ids, cache, mask, positions)
     }
 
     /// Runs all the sequences' rows through the host step together (in groups of at most
