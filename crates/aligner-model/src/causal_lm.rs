@@ -92,7 +92,6 @@ pub enum Positions {
 
 impl Positions {
     /// The chosen positions of `hidden` `(batch, t, dim)`, with the shape the logits will have.
-    #[must_use]
     pub fn select(self, hidden: &Tensor) -> Tensor {
         let t = hidden.size()[1];
         match self {
