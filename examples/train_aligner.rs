@@ -95,6 +95,10 @@ struct Args {
     /// Train LoRA adapters of this rank instead of all weights.
     #[arg(long)]
     lora_rank: Option<usize>,
+    /// Start the LoRA adapters from this PEFT adapter (a further phase of its training; same
+    /// rank and modules).
+    #[arg(long, requires = "lora_rank")]
+    init_adapter: Option<PathBuf>,
     /// Stop after this many optimizer steps.
     #[arg(long)]
     max_steps: Option<usize>,
@@ -126,6 +130,7 @@ fn config_from(args: &Args) -> anyhow::Result<TrainConfig> {
         alpha: 2.0 * rank as f64,
         ..LoraSpec::default()
     });
+    c.model.init_adapter.clone_from(&args.init_adapter);
     c.optim.lr = args.lr;
     c.data.epochs = args.epochs;
     c.data.micro_batch_size = args.micro_batch;

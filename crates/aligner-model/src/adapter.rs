@@ -153,6 +153,11 @@ impl PeftAdapter {
         self.modules.keys().map(String::as_str)
     }
 
+    /// The `A` `(r, in)` and `B` `(out, r)` weights (f32) of `module`, if the adapter changes it.
+    pub fn pair(&self, module: &str) -> Option<(&Tensor, &Tensor)> {
+        self.modules.get(module).map(|(a, b)| (a, b))
+    }
+
     /// The folder of the base model: `explicit` if given; else `base_model_name_or_path` when it
     /// is an existing folder (relative paths are taken from the adapter folder); else the
     /// embedded default model when the name is its own.

@@ -1,7 +1,7 @@
 //! The training configuration: nested sections, typed enums, unknown fields rejected, saved as
 //! `train_config.json` in every run folder. Defaults follow the Aligner paper's recipe.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aligner_model::LoraSpec;
 use serde::{Deserialize, Serialize};
@@ -110,6 +110,10 @@ pub struct ModelConfig {
     pub gradient_checkpointing: bool,
     /// Train LoRA adapters only; `None` (the default) is full fine-tuning.
     pub lora: Option<LoraSpec>,
+    /// Start the LoRA adapters from this PEFT adapter folder instead of fresh ones: a further
+    /// phase of training of an adapter trained before. Its rank, scale and modules must be
+    /// those of `lora`.
+    pub init_adapter: Option<PathBuf>,
     /// Initial dynamic loss scale of f16 training: halved on every overflow (the step is
     /// skipped), doubled after 2000 clean steps.
     pub f16_loss_scale: f64,
@@ -121,6 +125,7 @@ impl Default for ModelConfig {
             precision: Precision::Auto,
             gradient_checkpointing: true,
             lora: None,
+            init_adapter: None,
             f16_loss_scale: 65536.0,
         }
     }
@@ -324,6 +329,11 @@ impl TrainConfig {
         }
         if let Some(lora) = &self.model.lora {
             lora.validate()?;
+        }
+        if self.model.init_adapter.is_some() && self.model.lora.is_none() {
+            return Err(Error::Config(
+                "init_adapter needs LoRA training (model.lora)".into(),
+            ));
         }
         Ok(())
     }

@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use aligner_model::LayeredLm;
+use aligner_model::adapter::PeftAdapter;
+use aligner_model::{LayeredLm, LoraSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor, nn};
@@ -202,6 +203,52 @@ fn check_rows(rows: &[TokenizedRow], vocab: i64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Sets the fresh LoRA variables of `modules` in `vs` to the adapter in `dir`, which must have
+/// `spec`'s rank and scale and exactly these modules.
+fn init_lora(vs: &nn::VarStore, modules: &[String], spec: &LoraSpec, dir: &Path) -> Result<()> {
+    let adapter = PeftAdapter::load(dir)?;
+    let bad = |reason: String| Error::Config(format!("init_adapter {}: {reason}", dir.display()));
+    let scale = spec.alpha / spec.rank as f64;
+    if adapter.config.r != spec.rank || (adapter.config.scale() - scale).abs() > 1e-12 {
+        return Err(bad(format!(
+            "rank {} and scale {} differ from this run's rank {} and scale {scale}",
+            adapter.config.r,
+            adapter.config.scale(),
+            spec.rank
+        )));
+    }
+    let theirs: std::collections::BTreeSet<&str> = adapter.modules().collect();
+    let ours: std::collections::BTreeSet<&str> = modules.iter().map(String::as_str).collect();
+    if theirs != ours {
+        let missing: Vec<&&str> = ours.difference(&theirs).take(3).collect();
+        let extra: Vec<&&str> = theirs.difference(&ours).take(3).collect();
+        return Err(bad(format!(
+            "its modules differ from this run's (missing there: {missing:?}; not trained here: {extra:?})"
+        )));
+    }
+    let vars = vs.variables();
+    for module in modules {
+        let Some((a, b)) = adapter.pair(module) else {
+            continue;
+        };
+        for (half, value) in [("lora_A", a), ("lora_B", b)] {
+            let name = format!("{module}.{half}.weight");
+            let var = vars
+                .get(&name)
+                .ok_or_else(|| bad(format!("this run has no variable `{name}`")))?;
+            if var.size() != value.size() {
+                return Err(bad(format!(
+                    "`{name}` is {:?} there and {:?} here",
+                    value.size(),
+                    var.size()
+                )));
+            }
+            tch::no_grad(|| var.shallow_clone().f_copy_(value))?;
+        }
+    }
+    Ok(())
+}
+
 impl<M: LayeredLm> Trainer<M> {
     /// Prepares a run in `run_dir` (created; `train_config.json` written there): adds LoRA
     /// adapters if configured, freezes what does not train, makes f32 master weights and
@@ -244,6 +291,9 @@ impl<M: LayeredLm> Trainer<M> {
             // The adapters' initial values come from the seed, like everything else.
             tch::manual_seed(derive_seed(config.seed, &[0x10FA]) as i64);
             lora_modules = model.add_lora(&vs.root(), spec)?;
+            if let Some(dir) = &config.model.init_adapter {
+                init_lora(&vs, &lora_modules, spec, dir)?;
+            }
         } else {
             vs.unfreeze();
         }

@@ -291,6 +291,71 @@ fn lora_trains_adapters_only() {
     assert_eq!(cfg["lora_alpha"], 8.0);
 }
 
+/// A second phase starts from the adapter the first phase saved: its LoRA variables hold the
+/// saved values exactly; an adapter of another rank or other modules is refused, naming it.
+#[test]
+fn a_second_phase_starts_from_a_saved_adapter() {
+    let _guard = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = |rank: usize, modules: &[&str]| LoraSpec {
+        rank,
+        alpha: 2.0 * rank as f64,
+        dropout: 0.0,
+        target_modules: modules.iter().map(|m| (*m).to_owned()).collect(),
+    };
+    let mut config = quick_config();
+    config.model.lora = Some(spec(4, &["q_proj", "v_proj"]));
+    config.data.max_steps = Some(3);
+    let (model, vs) = tiny_model(2);
+    let mut first = Trainer::new(
+        model,
+        vs,
+        config.clone(),
+        data(8, 0),
+        tmp.path().join("one"),
+    )
+    .unwrap();
+    first.train().unwrap();
+    let adapter = tmp.path().join("adapter");
+    first.save_lora_adapter(&adapter, "tiny").unwrap();
+    let saved = flat(&first.master_weights());
+
+    config.model.init_adapter = Some(adapter.clone());
+    let (model, vs) = tiny_model(2);
+    let second = Trainer::new(
+        model,
+        vs,
+        config.clone(),
+        data(8, 0),
+        tmp.path().join("two"),
+    )
+    .unwrap();
+    assert_eq!(flat(&second.master_weights()), saved);
+    assert!(
+        saved
+            .iter()
+            .any(|(n, v)| n.contains("lora_B") && v.iter().any(|x| *x != 0.0)),
+        "the first phase trained B"
+    );
+
+    for (other, says) in [
+        (spec(2, &["q_proj", "v_proj"]), "rank 4"),
+        (spec(4, &["q_proj"]), "modules differ"),
+    ] {
+        let mut bad = config.clone();
+        bad.model.lora = Some(other);
+        let (model, vs) = tiny_model(2);
+        let e = Trainer::new(model, vs, bad, data(8, 0), tmp.path().join("bad"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("adapter") && e.contains(says), "{e}");
+    }
+    let mut full = config;
+    full.model.lora = None;
+    assert!(full.validate().is_err(), "init_adapter without LoRA");
+}
+
 fn resume_config(lora: bool) -> TrainConfig {
     let mut config = quick_config();
     config.data.micro_batch_size = 2;

@@ -73,7 +73,10 @@ fn the_everyday_questions_are_answered_and_their_harm_reported() {
     assert!(harm.whole.is_none());
     let report = harm.stream.as_ref().unwrap();
     assert_eq!(report.answers, 3);
-    assert!(report.sentences >= 3, "every answer has a sentence: {report:?}");
+    assert!(
+        report.sentences >= 3,
+        "every answer has a sentence: {report:?}"
+    );
 
     // The answers file holds the held-out questions in order, with the pairs the report counts.
     let text = std::fs::read_to_string(
