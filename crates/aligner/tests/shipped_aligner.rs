@@ -1,6 +1,7 @@
 //! The Stream Aligner shipped in `assets/stream-aligner` (a LoRA adapter on the embedded
 //! SmolLM2-135M-Instruct, trained as docs/experiments.md describes) loads onto its base model
-//! and corrects a wrong arithmetic step of a problem it was not trained on.
+//! corrects a wrong arithmetic step of a problem it was not trained on, and leaves ordinary
+//! sentences of everyday answers alone.
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure.
 
 use std::path::Path;
@@ -94,6 +95,42 @@ fn the_shipped_stream_aligner_corrects_a_wrong_step() {
         );
     }
 }
+
+/// The harm side (docs/experiments.md, phase 2): sentences the upstream wrote for held-out
+/// everyday questions, which the shipped aligner trained on arithmetic alone rewrote (into "The
+/// answer is yes.", "The answer is 1." and "The answer is good habits for keeping a tidy
+/// kitchen."), are kept as they are.
+#[test]
+fn the_shipped_stream_aligner_keeps_everyday_sentences() {
+    let loaded = load_adapted(&shipped(), None, Kind::Float, Device::Cpu).unwrap();
+    let tokenizer = ModelTokenizer::from_dir(&loaded.base_dir).unwrap();
+    let (prompt, _) = AlignerConfig::resolve(&shipped(), &PromptOverrides::default()).unwrap();
+    let config = CorrectorConfig {
+        prompt,
+        ..CorrectorConfig::default()
+    };
+    let mut aligner = LocalCorrector::new(&loaded.model, tokenizer, config).unwrap();
+    for (question, sentence) in EVERYDAY {
+        let kept = aligner.correct(question, "", sentence).unwrap();
+        assert_eq!(kept.text.trim(), *sentence, "question: {question}");
+    }
+}
+
+/// (question, the upstream's first sentence), from the held-out everyday questions.
+const EVERYDAY: &[(&str, &str)] = &[
+    (
+        "How do I make my bed look as tidy as a hotel bed?",
+        "To make your bed look as tidy as a hotel bed, you can start by using a few simple and effective techniques.",
+    ),
+    (
+        "What is a good way to start keeping a journal?",
+        "The eternal quest for a blank slate.",
+    ),
+    (
+        "What are good habits for keeping a tidy kitchen?",
+        "To keep a tidy kitchen, it's all about creating a habit that will last.",
+    ),
+];
 
 /// (question, accepted prefix, a wrong sentence, the computation the correction must hold).
 /// The questions are from the test split, which the aligner never saw.
