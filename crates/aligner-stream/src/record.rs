@@ -208,7 +208,8 @@ impl LineFile {
     }
 }
 
-/// Appends records to a JSON Lines file, one object per line.
+/// Appends records (a [`Record`] or any other serialisable value) to a JSON Lines file, one
+/// object per line.
 #[derive(Debug)]
 pub struct JsonlWriter {
     file: LineFile,
@@ -223,7 +224,7 @@ impl JsonlWriter {
     }
 
     /// Writes one record and flushes, so that an interrupted run keeps what it finished.
-    pub fn write(&mut self, record: &Record) -> Result<()> {
+    pub fn write<T: Serialize + ?Sized>(&mut self, record: &T) -> Result<()> {
         let line = serde_json::to_string(record).map_err(|source| Error::Json {
             path: self.file.path().to_path_buf(),
             source,

@@ -26,7 +26,9 @@ use crate::data::math::{MathProblem, read_problems_with};
 use crate::data::template::MATH_SYSTEM_PROMPT;
 use crate::model::generate::SamplingConfig;
 use crate::model::{DType, InferenceModel, ModelTokenizer, WeightFormat};
-use crate::stream::rows::{RowFiles, RowStats, RowsConfig, collect, collect_identity};
+use crate::stream::rows::{
+    Progress as RowsProgress, RowFiles, RowStats, RowsConfig, collect, collect_identity,
+};
 use crate::stream::{LocalUpstream, Upstream, UpstreamConfig};
 
 /// The default problem set (from `cargo xtask math-data`), relative to the repository.
@@ -313,20 +315,9 @@ fn everyday(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result
     };
     let model = load_model(args, &plan.model_dir)?;
     let mut upstream = plan.upstream(&model, None, sampling)?;
-    let started = Instant::now();
-    let totals = collect_identity(&questions, &mut upstream, &mut files, &plan.config, |p| {
-        if !p.skipped {
-            progress(Progress::Problem {
-                stats: &p.stats,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
-    })?;
-    Ok(Some(Made {
-        totals,
-        seconds: started.elapsed().as_secs_f64(),
-        out: plan.out,
-    }))
+    timed(plan.out, &mut progress, |on_item| {
+        collect_identity(&questions, &mut upstream, &mut files, &plan.config, on_item)
+    })
 }
 
 /// Correction rows from the problems' reference steps.
@@ -380,26 +371,38 @@ fn problems(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result
     } else {
         None
     };
+    timed(plan.out, &mut progress, |on_item| {
+        collect(
+            &problems,
+            &mut upstream,
+            greedy.as_mut().map(|g| g as &mut dyn Upstream),
+            &mut files,
+            &plan.config,
+            on_item,
+        )
+    })
+}
+
+/// Runs a collection into `out`, reporting each item it writes to `progress` with the seconds
+/// since it started, and times it.
+fn timed(
+    out: PathBuf,
+    progress: &mut impl FnMut(Progress<'_>),
+    run: impl FnOnce(&mut dyn FnMut(&RowsProgress<'_>)) -> Result<RowStats, crate::stream::Error>,
+) -> Result<Option<Made>> {
     let started = Instant::now();
-    let totals = collect(
-        &problems,
-        &mut upstream,
-        greedy.as_mut().map(|g| g as &mut dyn Upstream),
-        &mut files,
-        &plan.config,
-        |p| {
-            if !p.skipped {
-                progress(Progress::Problem {
-                    stats: &p.stats,
-                    seconds: started.elapsed().as_secs_f64(),
-                });
-            }
-        },
-    )?;
+    let totals = run(&mut |p| {
+        if !p.skipped {
+            progress(Progress::Problem {
+                stats: &p.stats,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    })?;
     Ok(Some(Made {
         totals,
         seconds: started.elapsed().as_secs_f64(),
-        out: plan.out,
+        out,
     }))
 }
 

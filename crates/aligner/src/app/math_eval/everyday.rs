@@ -13,19 +13,18 @@
 //! Writes `everyday/SETTING.jsonl` (per question: id, category, question, the upstream's text,
 //! the aligned text, the sentence pairs) beside the math outputs.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Context as _, Error, Loaded, Options, Progress, Result, new_corrector, new_upstream};
+use super::{Context as _, Loaded, Options, Progress, Result, new_corrector, new_upstream};
 use crate::data::aligner_config::PromptOverrides;
 use crate::data::everyday::{Category, EverydayQuestion};
 use crate::eval::harm::HarmReport;
 use crate::model::generate::SamplingConfig;
 use crate::stream::machine::join_correction;
 use crate::stream::modes::upstream_only;
-use crate::stream::{CorrectorConfig, MachineConfig, StreamMachine, UpstreamConfig};
+use crate::stream::{CorrectorConfig, JsonlWriter, MachineConfig, StreamMachine, UpstreamConfig};
 
 /// The Stream Aligner on everyday questions.
 pub const EVERYDAY_STREAM: &str = "everyday:upstream+stream";
@@ -64,6 +63,16 @@ pub struct EverydayHarm {
 }
 
 impl EverydayHarm {
+    /// (setting, unit of change, report) of each aligner that ran.
+    fn reports(&self) -> impl Iterator<Item = (&'static str, &'static str, &HarmReport)> {
+        [
+            (EVERYDAY_STREAM, "sentence", &self.stream),
+            (EVERYDAY_WHOLE, "answer", &self.whole),
+        ]
+        .into_iter()
+        .filter_map(|(name, unit, report)| report.as_ref().map(|r| (name, unit, r)))
+    }
+
     /// The Markdown section of `results.md`.
     pub fn markdown(&self) -> String {
         let mut s = format!(
@@ -74,23 +83,18 @@ impl EverydayHarm {
              answers with an injection |\n|---|---|---:|---:|---:|---:|\n",
             self.questions
         );
-        for (name, unit, report) in [
-            (EVERYDAY_STREAM, "sentence", &self.stream),
-            (EVERYDAY_WHOLE, "answer", &self.whole),
-        ] {
-            if let Some(r) = report {
-                s.push_str(&format!(
-                    "| {name} | {unit} | {}/{} | {} | {}/{} | {}/{} |\n",
-                    r.changed,
-                    r.sentences,
-                    r.changed_share
-                        .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x)),
-                    r.answers_changed,
-                    r.answers,
-                    r.answers_with_injection,
-                    r.answers,
-                ));
-            }
+        for (name, unit, r) in self.reports() {
+            s.push_str(&format!(
+                "| {name} | {unit} | {}/{} | {} | {}/{} | {}/{} |\n",
+                r.changed,
+                r.sentences,
+                r.changed_share
+                    .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x)),
+                r.answers_changed,
+                r.answers,
+                r.answers_with_injection,
+                r.answers,
+            ));
         }
         s
     }
@@ -98,20 +102,15 @@ impl EverydayHarm {
     /// The console lines of the summary.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        for (name, unit, report) in [
-            (EVERYDAY_STREAM, "sentences", &self.stream),
-            (EVERYDAY_WHOLE, "answers", &self.whole),
-        ] {
-            if let Some(r) = report {
-                s.push_str(&format!(
-                    "{name}: {}/{} {unit} changed ({:.1}%), {} of {} answers with an injection\n",
-                    r.changed,
-                    r.sentences,
-                    100.0 * r.changed_share.unwrap_or(0.0),
-                    r.answers_with_injection,
-                    r.answers,
-                ));
-            }
+        for (name, unit, r) in self.reports() {
+            s.push_str(&format!(
+                "{name}: {}/{} {unit}s changed ({:.1}%), {} of {} answers with an injection\n",
+                r.changed,
+                r.sentences,
+                100.0 * r.changed_share.unwrap_or(0.0),
+                r.answers_with_injection,
+                r.answers,
+            ));
         }
         s
     }
@@ -196,10 +195,7 @@ fn run(
     progress: &mut dyn FnMut(Progress<'_>),
     answer: &mut dyn FnMut(&EverydayQuestion) -> Result<Answered>,
 ) -> Result<HarmReport> {
-    let file_name = name.replace(':', "-");
-    let path = dir.join(format!("{file_name}.jsonl"));
-    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-    let mut file = std::io::BufWriter::new(file);
+    let mut file = JsonlWriter::create(dir.join(format!("{}.jsonl", name.replace(':', "-"))))?;
     progress(Progress::Started {
         setting: name,
         problems: questions.len(),
@@ -219,10 +215,7 @@ fn run(
             pairs,
             seconds: t.elapsed().as_secs_f64(),
         };
-        serde_json::to_writer(&mut file, &row).map_err(|e| Error::json(&path, e))?;
-        file.write_all(b"\n")
-            .and_then(|()| file.flush())
-            .map_err(|e| Error::io(&path, e))?;
+        file.write(&row)?;
         progress(Progress::Checked {
             setting: name,
             done: report.answers,

@@ -17,7 +17,6 @@
 pub mod everyday;
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,7 +35,8 @@ use crate::model::{DType, InferenceModel, ModelTokenizer, WeightFormat};
 use crate::stream::machine::join_correction;
 use crate::stream::modes::upstream_only;
 use crate::stream::{
-    CorrectorConfig, LocalCorrector, LocalUpstream, MachineConfig, StreamMachine, UpstreamConfig,
+    CorrectorConfig, JsonlWriter, LocalCorrector, LocalUpstream, MachineConfig, StreamMachine,
+    UpstreamConfig,
 };
 
 /// Where a trained Stream Aligner is looked for when [`Options::stream_aligner`] is not given
@@ -689,9 +689,7 @@ fn run_setting(
     answer: &mut dyn FnMut(&Problem) -> Result<Output>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Vec<Output>> {
-    let path = out.join("outputs").join(format!("{name}.jsonl"));
-    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-    let mut file = std::io::BufWriter::new(file);
+    let mut file = JsonlWriter::create(out.join("outputs").join(format!("{name}.jsonl")))?;
     progress(Progress::Started {
         setting: name,
         problems: problems.len(),
@@ -701,10 +699,7 @@ fn run_setting(
     for p in problems {
         let o = answer(p).context_with(|| format!("{name}, problem {}", p.id))?;
         correct += usize::from(o.correct);
-        serde_json::to_writer(&mut file, &o).map_err(|e| Error::json(&path, e))?;
-        file.write_all(b"\n")
-            .and_then(|()| file.flush())
-            .map_err(|e| Error::io(&path, e))?;
+        file.write(&o)?;
         outputs.push(o);
         progress(Progress::Answered {
             setting: name,
