@@ -140,6 +140,7 @@ pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
         &reference_path,
         stream_paths,
     )?;
+    startup()?;
     println!("== aligner-rs server");
     let serve_path = out_dir.join("aligner-rs-serve.json");
     let mut serve_args = json(&serve_path);
@@ -150,17 +151,45 @@ pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
     crate::run_example::run("bench_serve", &serve_args)
 }
 
-/// The heading of the server benchmark's section (`aligner_serve::bench::HEADING`, which
-/// `bench_serve --doc` writes).
-const SERVER_HEADING: &str = "## Aligning server";
+/// `cargo xtask bench --startup`: builds `stream_align` and runs `bench_startup`, which
+/// replaces its section of docs/benchmarks.md.
+pub fn startup() -> Result<()> {
+    let root = repo_root()?;
+    fetch_model()?;
+    println!("== aligner-rs start-up");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .args(["--package", "aligner", "--example", "stream_align"])
+        .status()
+        .context("building stream_align")?;
+    if !status.success() {
+        bail!("building stream_align failed ({status})");
+    }
+    let path = |p: &Path| p.display().to_string();
+    crate::run_example::run(
+        "bench_startup",
+        &[
+            "--json".to_owned(),
+            path(&root.join("target/bench/aligner-rs-startup.json")),
+            "--doc".to_owned(),
+            path(&root.join("docs/benchmarks.md")),
+        ],
+    )
+}
 
-/// The server benchmark's section of `doc`: from its heading to the next `## ` heading.
-fn server_section(doc: &str) -> Option<&str> {
-    let start = doc.find(SERVER_HEADING)?;
-    let body = &doc[start + SERVER_HEADING.len()..];
+/// The headings of the sections other benchmarks write into the document themselves
+/// (`aligner_serve::bench::HEADING` by `bench_serve --doc`, `aligner::app::bench::startup::HEADING`
+/// by `bench_startup --doc`): a re-render keeps them.
+const OWN_SECTIONS: [&str; 2] = ["## Start-up of the main command", "## Aligning server"];
+
+/// The section of `doc` under `heading`: from the heading to the next `## ` heading.
+fn section<'d>(doc: &'d str, heading: &str) -> Option<&'d str> {
+    let start = doc.find(heading)?;
+    let body = &doc[start + heading.len()..];
     let end = body
         .find("\n## ")
-        .map_or(doc.len(), |i| start + SERVER_HEADING.len() + i + 1);
+        .map_or(doc.len(), |i| start + heading.len() + i + 1);
     Some(&doc[start..end])
 }
 
@@ -231,15 +260,15 @@ fn write_doc(
     if overlap.is_file() {
         doc.push_str(&render_overlap(&read(overlap)?));
     }
-    // The server's section is written by `bench_serve` (after this, in a full run): keep the
-    // one the document has.
-    if let Some(section) = std::fs::read_to_string(&doc_path)
-        .ok()
-        .and_then(|old| server_section(&old).map(str::to_owned))
-    {
-        doc.push('\n');
-        doc.push_str(section.trim_end());
-        doc.push('\n');
+    // The start-up and server sections are written by their own benchmarks (after this, in a
+    // full run): keep the ones the document has.
+    let old = std::fs::read_to_string(&doc_path).unwrap_or_default();
+    for heading in OWN_SECTIONS {
+        if let Some(kept) = section(&old, heading) {
+            doc.push('\n');
+            doc.push_str(kept.trim_end());
+            doc.push('\n');
+        }
     }
     aligner_data::atomic::write(&doc_path, doc.as_bytes())
         .with_context(|| format!("writing {}", doc_path.display()))?;
@@ -601,9 +630,10 @@ mod tests {
     #[test]
     fn the_server_section_is_found_up_to_the_next_heading() {
         let doc = "# B\n\n## Stream\nx\n\n## Aligning server\n\nrows\n\n## Later\ny\n";
-        assert_eq!(server_section(doc), Some("## Aligning server\n\nrows\n\n"));
+        let server = OWN_SECTIONS[1];
+        assert_eq!(section(doc, server), Some("## Aligning server\n\nrows\n\n"));
         let last = "# B\n\n## Aligning server\n\nrows\n";
-        assert_eq!(server_section(last), Some("## Aligning server\n\nrows\n"));
-        assert_eq!(server_section("# B\n\n## Stream\n"), None);
+        assert_eq!(section(last, server), Some("## Aligning server\n\nrows\n"));
+        assert_eq!(section("# B\n\n## Stream\n", server), None);
     }
 }

@@ -4,7 +4,8 @@
 //!   references, the `.libtorch` link that the build uses, and the embedded default model.
 //! - `cargo xtask fetch-model`: fetch and import the embedded default model only.
 //! - `cargo xtask prepare`: rows to tokenised shards and a manifest.
-//! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md.
+//! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md
+//!   (`--startup`: only the main command's start-up, with and without the pack cache).
 //! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
 //! - `cargo xtask stream-data`: Stream Aligner training rows from the upstream's real sentences
 //!   (`aligner::app::stream_data`, through `examples/stream_data.rs` in release mode).
@@ -57,6 +58,10 @@ enum Cmd {
         /// Run nothing: re-render docs/benchmarks.md from the last results in target/bench.
         #[arg(long, conflicts_with = "stream_only")]
         render_only: bool,
+        /// Run only the start-up benchmark of the main command (`bench_startup`: with and
+        /// without the pack cache), replacing its section of docs/benchmarks.md.
+        #[arg(long, conflicts_with_all = ["stream_only", "render_only"])]
+        startup: bool,
     },
     /// Convert a model folder's PyTorch `.bin` checkpoints to safetensors with torch's
     /// `weights_only` loader in the cached Python environment.
@@ -90,7 +95,14 @@ fn main() -> Result<()> {
         Cmd::Bench {
             stream_only,
             render_only,
-        } => bench::bench(stream_only, render_only),
+            startup,
+        } => {
+            if startup {
+                bench::startup()
+            } else {
+                bench::bench(stream_only, render_only)
+            }
+        }
         Cmd::Prepare(args) => prepare::run(args),
         Cmd::Convert(args) => convert::run(args),
         Cmd::MathData(args) => math_data::run(args),

@@ -58,6 +58,40 @@ pub fn is_adapter_dir(dir: &Path) -> bool {
     dir.join(ADAPTER_CONFIG).is_file()
 }
 
+/// Reads `adapter_config.json` of the adapter folder `dir`.
+pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::json(&path, e))
+}
+
+/// The base folder of the adapter in `dir` with `config` ([`PeftAdapter::base_dir`]), without
+/// reading its weights.
+pub(crate) fn resolve_base_dir(
+    dir: &Path,
+    config: &AdapterConfig,
+    explicit: Option<&Path>,
+) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    let name = config.base_model_name_or_path.as_deref().unwrap_or("");
+    let candidate = dir.join(name);
+    if !name.is_empty() && candidate.join("config.json").is_file() {
+        return Ok(candidate);
+    }
+    let default = &hub::SMOLLM2_135M_INSTRUCT;
+    if name.rsplit('/').next() == Some(default.name) {
+        return hub::ensure_default_model(&mut |_, _, _| {});
+    }
+    Err(Error::Config {
+        path: dir.join(ADAPTER_CONFIG),
+        reason: format!(
+            "base model {name:?} is neither a model folder nor the embedded default; give the base folder explicitly"
+        ),
+    })
+}
+
 /// A LoRA adapter read from disk: per module path (`model.layers.0.self_attn.q_proj`) its
 /// `A` `(r, in)` and `B` `(out, r)` in f32.
 #[derive(Debug)]
@@ -73,9 +107,7 @@ impl PeftAdapter {
     /// Reads an adapter folder; every tensor must be a `lora_A` / `lora_B` pair of rank `r`.
     pub fn load(dir: &Path) -> Result<Self> {
         let config_path = dir.join(ADAPTER_CONFIG);
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let config: AdapterConfig =
-            serde_json::from_str(&text).map_err(|e| Error::json(&config_path, e))?;
+        let config = read_adapter_config(dir)?;
         let bad = |reason: String| Error::Config {
             path: config_path.clone(),
             reason,
@@ -162,24 +194,7 @@ impl PeftAdapter {
     /// is an existing folder (relative paths are taken from the adapter folder); else the
     /// embedded default model when the name is its own.
     pub fn base_dir(&self, explicit: Option<&Path>) -> Result<PathBuf> {
-        if let Some(dir) = explicit {
-            return Ok(dir.to_path_buf());
-        }
-        let name = self.config.base_model_name_or_path.as_deref().unwrap_or("");
-        let candidate = self.dir.join(name);
-        if !name.is_empty() && candidate.join("config.json").is_file() {
-            return Ok(candidate);
-        }
-        let default = &hub::SMOLLM2_135M_INSTRUCT;
-        if name.rsplit('/').next() == Some(default.name) {
-            return hub::ensure_default_model(&mut |_, _, _| {});
-        }
-        Err(Error::Config {
-            path: self.dir.join(ADAPTER_CONFIG),
-            reason: format!(
-                "base model {name:?} is neither a model folder nor the embedded default; give the base folder explicitly"
-            ),
-        })
+        resolve_base_dir(&self.dir, &self.config, explicit)
     }
 
     /// Adds `scale * B A` to the matching weights of `vs` (names `<module>.weight`).

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `ALIGNER_CACHE` | cache root | the user's cache folder + `aligner-rs` (e.g. `~/.cache/aligner-rs`) |
 //! | `ALIGNER_VENV` | Python virtual environment | `$ALIGNER_CACHE/venv` |
+//! | `ALIGNER_PACK_CACHE` | packed models of the applications (`PackCache`); `off` turns it off | `$ALIGNER_CACHE/packed` |
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -63,6 +63,6 @@ pub use device::{DType, auto_device, native_bf16, parse_device};
 #[cfg(feature = "torch")]
 pub use llama::Llama;
 #[cfg(feature = "torch")]
-pub use packed::{InferenceModel, LoadedLlama, PackedLlama, WeightFormat};
+pub use packed::{InferenceModel, LoadedLlama, PackCache, PackOutcome, PackedLlama, WeightFormat};
 #[cfg(feature = "torch")]
 pub mod generate;

@@ -180,7 +180,7 @@ pub(crate) struct RotaryEmbedding {
 }
 
 impl RotaryEmbedding {
-    fn new(config: &Config, device: Device) -> Self {
+    pub(crate) fn new(config: &Config, device: Device) -> Self {
         let dim = config.head_dim as i64;
         let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device))
             .to_kind(Kind::Float)
@@ -219,14 +219,6 @@ impl RotaryEmbedding {
         Self {
             cos: emb.cos(),
             sin: emb.sin(),
-        }
-    }
-
-    /// The same tables, sharing memory.
-    pub(crate) fn shallow_clone(&self) -> Self {
-        Self {
-            cos: self.cos.shallow_clone(),
-            sin: self.sin.shallow_clone(),
         }
     }
 

@@ -14,7 +14,7 @@ type WeightMap = HashMap<String, PathBuf>;
 
 /// The checkpoint files of a Hugging Face layout folder, with the tensor names each holds when
 /// the checkpoint is sharded.
-fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
+pub(crate) fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok((vec![single], None));

@@ -333,18 +333,24 @@ pub fn render(
 /// Replaces the [`HEADING`] section of the markdown document at `path` (up to the next `## `
 /// heading) with `section`, or appends it.
 pub fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
+    replace_section(path, HEADING, section)
+}
+
+/// Replaces the section under `heading` (a `## ` line) of the markdown document at `path`, up
+/// to the next `## ` heading, with `section`, or appends it; the document is written atomically.
+pub fn replace_section(path: &Path, heading: &str, section: &str) -> std::io::Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match old.find(HEADING) {
+    let new = match old.find(heading) {
         Some(start) => {
-            let rest = &old[start + HEADING.len()..];
+            let rest = &old[start + heading.len()..];
             let end = rest
                 .find("\n## ")
-                .map_or(old.len(), |i| start + HEADING.len() + i + 1);
+                .map_or(old.len(), |i| start + heading.len() + i + 1);
             format!("{}{}\n\n{}", &old[..start], section.trim_end(), &old[end..])
         }
         None => format!("{}\n\n{}", old.trim_end(), section.trim_end()),
     };
-    std::fs::write(path, new.trim_end().to_owned() + "\n")
+    aligner_data::atomic::write(path, (new.trim_end().to_owned() + "\n").as_bytes())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use super::model::PackedLlama;
+use super::pack_cache::{PackCache, PackOutcome};
 use super::weights::WeightFormat;
 use crate::cache::KvCache;
 use crate::config::Config;
@@ -58,26 +59,70 @@ impl InferenceModel {
         device: Device,
         format: Option<WeightFormat>,
     ) -> Result<(Self, std::path::PathBuf)> {
+        Self::load_cached(dir, kind, device, format, None).map(|(m, t, _)| (m, t))
+    }
+
+    /// [`load`](Self::load), taking a packed model on the CPU from `cache` when it holds one
+    /// and storing it there when not ([`PackCache::load`]); with `None`, or for a model kept
+    /// dense, the same as `load`. Also returns what the cache did (`None` when not used).
+    pub fn load_cached(
+        dir: &Path,
+        kind: Kind,
+        device: Device,
+        format: Option<WeightFormat>,
+        cache: Option<&PackCache>,
+    ) -> Result<(Self, std::path::PathBuf, Option<PackOutcome>)> {
         match format {
             None => {
                 let (model, vs, tokenizer) = crate::adapter::load_any(dir, kind, device)?;
-                Ok((Self::Llama(LoadedLlama { model, store: vs }), tokenizer))
+                Ok((
+                    Self::Llama(LoadedLlama { model, store: vs }),
+                    tokenizer,
+                    None,
+                ))
             }
             Some(format) => {
+                if let Some(cache) = cache.filter(|_| device == Device::Cpu)
+                    && format != WeightFormat::Dense
+                    && PackedLlama::unsupported(&Self::config_of(dir)?).is_none()
+                {
+                    let pack = cache.load(dir, kind, format)?;
+                    return Ok((
+                        Self::Packed(pack.model),
+                        pack.tokenizer_dir,
+                        Some(pack.outcome),
+                    ));
+                }
                 let (model, mut vs, tokenizer) =
                     crate::adapter::load_any(dir, Kind::Float, device)?;
                 if PackedLlama::unsupported(&model.config).is_some() {
                     if kind != Kind::Float {
                         vs.set_kind(kind);
                     }
-                    return Ok((Self::Llama(LoadedLlama { model, store: vs }), tokenizer));
+                    return Ok((
+                        Self::Llama(LoadedLlama { model, store: vs }),
+                        tokenizer,
+                        None,
+                    ));
                 }
                 Ok((
                     Self::Packed(PackedLlama::from_model(&model, kind, format)?),
                     tokenizer,
+                    None,
                 ))
             }
         }
+    }
+
+    /// The configuration of a model folder, or of an adapter's base.
+    fn config_of(dir: &Path) -> Result<Config> {
+        let base = if crate::adapter::is_adapter_dir(dir) {
+            let config = crate::adapter::read_adapter_config(dir)?;
+            crate::adapter::resolve_base_dir(dir, &config, None)?
+        } else {
+            dir.to_path_buf()
+        };
+        Config::from_file(base.join("config.json"))
     }
 
     /// Whether the model runs packed (`false`: dense, as asked or because

@@ -30,6 +30,8 @@
 //! | `weights` | [`WeightFormat`] and the packed weights: fused projections (dense and block copies), norms, layers |
 //! | `model` | [`PackedLlama`]: packing, the LibTorch pass, the choice of path, [`CausalLm`](crate::CausalLm) |
 //! | `host` | the host step: short passes in f32 on the block kernels, reading and writing the KV cache in place |
+//! | `saved` | packed models on disk: [`PackedLlama::save`], and [`PackedLlama::open`], which maps a file and uses it in place |
+//! | `pack_cache` | [`PackCache`]: saved packs under a content hash of their sources, mapped on the next start |
 //! | `threads` | running a pass on rayon's workers and holding LibTorch to one thread meanwhile |
 //! | `inference` | [`InferenceModel`] and [`LoadedLlama`]: dense or packed, chosen at run time |
 //!
@@ -38,10 +40,14 @@
 mod host;
 mod inference;
 mod model;
+mod pack_cache;
+mod saved;
 mod threads;
 mod weights;
 
 pub use crate::cpu::QUANT_MAX_ROWS;
 pub use inference::{InferenceModel, LoadedLlama};
 pub use model::PackedLlama;
+pub use pack_cache::{CachedPack, DEFAULT_MAX_PACKS, PACK_CACHE_ENV, PackCache, PackOutcome};
+pub use saved::PACK_VERSION;
 pub use weights::WeightFormat;

@@ -2,6 +2,7 @@
 //! [`CausalLm`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
@@ -37,6 +38,17 @@ pub struct PackedLlama {
     pub(super) device: Device,
     pub(super) kind: Kind,
     pub(super) format: WeightFormat,
+    /// The file the tensors and blocks above are mapped from ([`open`](Self::open)); declared
+    /// last, so that it is dropped after them.
+    pub(super) _map: Option<Arc<memmap2::Mmap>>,
+}
+
+/// The weights of a [`PackedLlama`], packed or mapped.
+pub(super) struct Parts {
+    pub(super) embed_tokens: Tensor,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Norm,
+    pub(super) lm_head: Proj,
 }
 
 // SAFETY: a `PackedLlama` is built once (`from_model`) and never changed afterwards: no method
@@ -104,27 +116,51 @@ impl PackedLlama {
             max_quant_rows: crate::cpu::tuning().head_quant_max_rows,
             ..Proj::pack("lm_head", head, None, head_format, kind)?
         };
-        Ok(Self {
-            embed_tokens: model.embed_tokens.detach().to_kind(kind),
-            layers,
-            norm: Norm::from(&model.norm, kind)?,
-            lm_head,
-            rotary: model.rotary.shallow_clone(),
-            rope_sign: {
-                let hd = c.head_dim as i64;
-                Tensor::cat(
-                    &[
-                        Tensor::full([hd / 2], -1.0, (kind, model.device)),
-                        Tensor::ones([hd - hd / 2], (kind, model.device)),
-                    ],
-                    0,
-                )
+        Ok(Self::assemble(
+            Parts {
+                embed_tokens: model.embed_tokens.detach().to_kind(kind),
+                layers,
+                norm: Norm::from(&model.norm, kind)?,
+                lm_head,
             },
-            config: c.clone(),
-            device: model.device,
+            c.clone(),
+            model.device,
             kind,
             format,
-        })
+            None,
+        ))
+    }
+
+    /// The model on `parts`, with the rotary tables of `config`.
+    pub(super) fn assemble(
+        parts: Parts,
+        config: Config,
+        device: Device,
+        kind: Kind,
+        format: WeightFormat,
+        map: Option<Arc<memmap2::Mmap>>,
+    ) -> Self {
+        let hd = config.head_dim as i64;
+        let rope_sign = Tensor::cat(
+            &[
+                Tensor::full([hd / 2], -1.0, (kind, device)),
+                Tensor::ones([hd - hd / 2], (kind, device)),
+            ],
+            0,
+        );
+        Self {
+            embed_tokens: parts.embed_tokens,
+            layers: parts.layers,
+            norm: parts.norm,
+            lm_head: parts.lm_head,
+            rotary: RotaryEmbedding::new(&config, device),
+            rope_sign,
+            config,
+            device,
+            kind,
+            format,
+            _map: map,
+        }
     }
 
     /// What of `config` the packed form does not implement (Gemma's norms and activation,

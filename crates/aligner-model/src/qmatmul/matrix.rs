@@ -8,6 +8,7 @@ use super::activations::{ActRow, Activations};
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 use super::blocks::{BLOCK, BlockQ4, BlockQ8, QuantError, check_finite, check_shape};
+use super::slab::Slab;
 use super::{RowDot, TILE, matmul_t, portable};
 
 /// An `(rows, cols)` matrix of Q4_1 blocks.
@@ -15,9 +16,9 @@ use super::{RowDot, TILE, matmul_t, portable};
 pub struct Q4Matrix {
     rows: usize,
     cols: usize,
-    d: Vec<f16>,
-    m: Vec<f16>,
-    qs: Vec<[u8; BLOCK / 2]>,
+    d: Slab<f16>,
+    m: Slab<f16>,
+    qs: Slab<[u8; BLOCK / 2]>,
 }
 
 impl Q4Matrix {
@@ -55,10 +56,38 @@ impl Q4Matrix {
         Ok(Self {
             rows,
             cols,
-            d: blocks.iter().map(|b| b.d).collect(),
-            m: blocks.iter().map(|b| b.m).collect(),
-            qs: blocks.iter().map(|b| b.qs).collect(),
+            d: Slab::Owned(blocks.iter().map(|b| b.d).collect()),
+            m: Slab::Owned(blocks.iter().map(|b| b.m).collect()),
+            qs: Slab::Owned(blocks.iter().map(|b| b.qs).collect()),
         })
+    }
+
+    /// A matrix from its scales, minima and codes, one per block, row-major (for example
+    /// mapped from a saved packed model).
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn from_slabs(
+        rows: usize,
+        cols: usize,
+        d: Slab<f16>,
+        m: Slab<f16>,
+        qs: Slab<[u8; BLOCK / 2]>,
+    ) -> Result<Self, QuantError> {
+        check_shape(qs.len() * BLOCK, rows, cols)?;
+        check_shape(d.len() * BLOCK, rows, cols)?;
+        check_shape(m.len() * BLOCK, rows, cols)?;
+        Ok(Self {
+            rows,
+            cols,
+            d,
+            m,
+            qs,
+        })
+    }
+
+    /// The scales, minima and codes, one per block, row-major.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn slabs(&self) -> (&Slab<f16>, &Slab<f16>, &Slab<[u8; BLOCK / 2]>) {
+        (&self.d, &self.m, &self.qs)
     }
 
     /// The blocks, row-major.
@@ -158,8 +187,8 @@ impl RowDot for Q4Matrix {
 pub struct Q8Matrix {
     rows: usize,
     cols: usize,
-    d: Vec<f16>,
-    qs: Vec<[i8; BLOCK]>,
+    d: Slab<f16>,
+    qs: Slab<[i8; BLOCK]>,
 }
 
 impl Q8Matrix {
@@ -191,16 +220,36 @@ impl Q8Matrix {
         Ok(Self {
             rows,
             cols,
-            d: blocks.iter().map(|b| b.d).collect(),
-            qs: blocks.iter().map(|b| b.qs).collect(),
+            d: Slab::Owned(blocks.iter().map(|b| b.d).collect()),
+            qs: Slab::Owned(blocks.iter().map(|b| b.qs).collect()),
         })
+    }
+
+    /// A matrix from its scales and codes, one per block, row-major (for example mapped from a
+    /// saved packed model).
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn from_slabs(
+        rows: usize,
+        cols: usize,
+        d: Slab<f16>,
+        qs: Slab<[i8; BLOCK]>,
+    ) -> Result<Self, QuantError> {
+        check_shape(qs.len() * BLOCK, rows, cols)?;
+        check_shape(d.len() * BLOCK, rows, cols)?;
+        Ok(Self { rows, cols, d, qs })
+    }
+
+    /// The scales and codes, one per block, row-major.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn slabs(&self) -> (&Slab<f16>, &Slab<[i8; BLOCK]>) {
+        (&self.d, &self.qs)
     }
 
     /// The blocks, row-major.
     pub fn blocks(&self) -> Vec<BlockQ8> {
         self.d
             .iter()
-            .zip(&self.qs)
+            .zip(self.qs.iter())
             .map(|(&d, &qs)| BlockQ8 { d, qs })
             .collect()
     }
@@ -223,7 +272,7 @@ impl Q8Matrix {
     /// The weights back in f32, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.rows * self.cols);
-        for (d, qs) in self.d.iter().zip(&self.qs) {
+        for (d, qs) in self.d.iter().zip(self.qs.iter()) {
             let d = d.to_f32();
             out.extend(qs.iter().map(|&q| d * f32::from(q)));
         }

@@ -19,6 +19,7 @@
 //! | `blocks` | the block formats ([`BlockQ4`], [`BlockQ8`]) and their layout assertions, [`QuantError`] |
 //! | `activations` | activations quantised per block ([`Activations`]) |
 //! | `matrix` | [`Q4Matrix`] and [`Q8Matrix`]: quantisation, storage, and the choice of kernel |
+//! | `slab` | the storage of a matrix's arrays: owned, or mapped from a saved packed model |
 //! | `portable` | the scalar kernels (any CPU) |
 //! | `avx2` | the AVX2 + FMA + F16C kernels (x86-64) |
 //!
@@ -33,6 +34,7 @@ mod avx2;
 mod blocks;
 mod matrix;
 mod portable;
+mod slab;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +42,8 @@ use activations::ActRow;
 pub use activations::Activations;
 pub use blocks::{BLOCK, BlockQ4, BlockQ8, QuantError};
 pub use matrix::{Q4Matrix, Q8Matrix};
+#[cfg(feature = "torch")]
+pub(crate) use slab::{Plain, Slab};
 
 /// Activation rows one weight row is dotted with at once: the weight codes of a block are
 /// unpacked once for all of them.

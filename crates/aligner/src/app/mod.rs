@@ -24,7 +24,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use crate::model::generate::SamplingConfig;
-use crate::model::{DType, InferenceModel, WeightFormat, hub};
+use crate::model::{DType, InferenceModel, PackCache, PackOutcome, WeightFormat, hub};
 
 /// Everything that can go wrong in an application.
 #[derive(Debug, thiserror::Error)]
@@ -208,8 +208,23 @@ pub fn load_for_inference(
         DType::kind,
     );
     let packed = (format != WeightFormat::Dense).then_some(format);
-    InferenceModel::load(dir, kind, device, packed)
-        .context_with(|| format!("loading {}", dir.display()))
+    let cache = PackCache::from_env();
+    let (model, tokenizer, outcome) =
+        InferenceModel::load_cached(dir, kind, device, packed, cache.as_ref())
+            .context_with(|| format!("loading {}", dir.display()))?;
+    match outcome {
+        Some(PackOutcome::NotStored(why)) => {
+            eprintln!("note: the packed {} was not cached ({why})", dir.display());
+        }
+        Some(PackOutcome::Replaced(why)) => {
+            eprintln!(
+                "note: a cached pack of {} could not be opened and was rebuilt ({why})",
+                dir.display()
+            );
+        }
+        _ => {}
+    }
+    Ok((model, tokenizer))
 }
 
 /// `dense` or the packed format of a loaded model.

@@ -1,11 +1,13 @@
 //! The speed benchmarks that `cargo xtask bench` runs and renders into `docs/benchmarks.md`:
 //! [`model`] (decode, prefill and quality of the model forms, beside transformers), [`stream`]
 //! (wall time of the ways to answer) and [`overlap`] (the overlapped loop with a remote-like
-//! upstream). Each returns a [`Bench`]: the JSON results that xtask reads, and the table
+//! upstream) and [`startup`] (the main command's start-up as a process, with and without
+//! the pack cache). Each returns a [`Bench`]: the JSON results that xtask reads, and the table
 //! printed to the console.
 
 pub mod model;
 pub mod overlap;
+pub mod startup;
 pub mod stream;
 
 use std::path::Path;
