@@ -141,6 +141,7 @@ pub fn bench(stream_only: bool, render_only: bool) -> Result<()> {
         stream_paths,
     )?;
     startup()?;
+    versus()?;
     println!("== aligner-rs server");
     let serve_path = out_dir.join("aligner-rs-serve.json");
     let mut serve_args = json(&serve_path);
@@ -178,10 +179,33 @@ pub fn startup() -> Result<()> {
     )
 }
 
+/// `cargo xtask bench --llama-cpp`: runs `bench_versus`, which replaces its section of
+/// docs/benchmarks.md.
+pub fn versus() -> Result<()> {
+    let root = repo_root()?;
+    fetch_model()?;
+    println!("== aligner-rs against llama.cpp");
+    let path = |p: &Path| p.display().to_string();
+    crate::run_example::run(
+        "bench_versus",
+        &[
+            "--json".to_owned(),
+            path(&root.join("target/bench/aligner-rs-versus.json")),
+            "--doc".to_owned(),
+            path(&root.join("docs/benchmarks.md")),
+        ],
+    )
+}
+
 /// The headings of the sections other benchmarks write into the document themselves
-/// (`aligner_serve::bench::HEADING` by `bench_serve --doc`, `aligner::app::bench::startup::HEADING`
-/// by `bench_startup --doc`): a re-render keeps them.
-const OWN_SECTIONS: [&str; 2] = ["## Start-up of the main command", "## Aligning server"];
+/// (`aligner::app::bench::startup::HEADING` by `bench_startup --doc`,
+/// `aligner::app::bench::versus::HEADING` by `bench_versus --doc`, `aligner_serve::bench::HEADING`
+/// by `bench_serve --doc`): a re-render keeps them.
+const OWN_SECTIONS: [&str; 3] = [
+    "## Start-up of the main command",
+    "## Decoding against llama.cpp",
+    "## Aligning server",
+];
 
 /// The section of `doc` under `heading`: from the heading to the next `## ` heading.
 fn section<'d>(doc: &'d str, heading: &str) -> Option<&'d str> {
@@ -630,7 +654,7 @@ mod tests {
     #[test]
     fn the_server_section_is_found_up_to_the_next_heading() {
         let doc = "# B\n\n## Stream\nx\n\n## Aligning server\n\nrows\n\n## Later\ny\n";
-        let server = OWN_SECTIONS[1];
+        let server = OWN_SECTIONS[2];
         assert_eq!(section(doc, server), Some("## Aligning server\n\nrows\n\n"));
         let last = "# B\n\n## Aligning server\n\nrows\n";
         assert_eq!(section(last, server), Some("## Aligning server\n\nrows\n"));

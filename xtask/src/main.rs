@@ -5,7 +5,8 @@
 //! - `cargo xtask fetch-model`: fetch and import the embedded default model only.
 //! - `cargo xtask prepare`: rows to tokenised shards and a manifest.
 //! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md
-//!   (`--startup`: only the main command's start-up, with and without the pack cache).
+//!   (`--startup`: only the main command's start-up, with and without the pack cache;
+//!   `--llama-cpp`: only batch-1 decoding against llama.cpp, alternating).
 //! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
 //! - `cargo xtask stream-data`: Stream Aligner training rows from the upstream's real sentences
 //!   (`aligner::app::stream_data`, through `examples/stream_data.rs` in release mode).
@@ -62,6 +63,10 @@ enum Cmd {
         /// without the pack cache), replacing its section of docs/benchmarks.md.
         #[arg(long, conflicts_with_all = ["stream_only", "render_only"])]
         startup: bool,
+        /// Run only batch-1 decoding against llama.cpp on the same GGUF (`bench_versus`,
+        /// alternating rounds), replacing its section of docs/benchmarks.md.
+        #[arg(long, conflicts_with_all = ["stream_only", "render_only", "startup"])]
+        llama_cpp: bool,
     },
     /// Convert a model folder's PyTorch `.bin` checkpoints to safetensors with torch's
     /// `weights_only` loader in the cached Python environment.
@@ -96,9 +101,12 @@ fn main() -> Result<()> {
             stream_only,
             render_only,
             startup,
+            llama_cpp,
         } => {
             if startup {
                 bench::startup()
+            } else if llama_cpp {
+                bench::versus()
             } else {
                 bench::bench(stream_only, render_only)
             }

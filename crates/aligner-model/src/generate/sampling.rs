@@ -148,7 +148,7 @@ impl Sampler {
         self.apply_penalties(&mut values, context, generated);
         Ok(match self.config.temperature {
             None => argmax(&values),
-            Some(t) => self.sample_from(&mut values, t),
+            Some(t) => self.sample_from(&values, t),
         })
     }
 
@@ -178,47 +178,67 @@ impl Sampler {
         }
     }
 
-    fn sample_from(&mut self, values: &mut [f32], temperature: f64) -> u32 {
+    /// Samples from `values / temperature` restricted to the `top_k` most likely tokens and
+    /// then to the smallest most-likely-first prefix whose probability reaches `top_p`. Only
+    /// that prefix is sorted (most likely first, ties by id): it is found among a partially
+    /// selected few dozen candidates, widened until it is complete, instead of sorting the
+    /// whole vocabulary each token. The draw walks the prefix in that order.
+    fn sample_from(&mut self, values: &[f32], temperature: f64) -> u32 {
         let t = temperature as f32;
+        let rank = |a: &u32, b: &u32| {
+            values[*b as usize]
+                .total_cmp(&values[*a as usize])
+                .then(a.cmp(b))
+        };
         let mut order: Vec<u32> = (0..values.len() as u32).collect();
-        // Most likely first; ties broken by id so that results are reproducible.
-        order.sort_unstable_by(|&a, &b| {
-            values[b as usize]
-                .total_cmp(&values[a as usize])
-                .then(a.cmp(&b))
-        });
-        if let Some(k) = self.config.top_k {
-            order.truncate(k.max(1));
+        let n = self
+            .config
+            .top_k
+            .map_or(order.len(), |k| k.clamp(1, order.len()));
+        if n < order.len() {
+            order.select_nth_unstable_by(n - 1, rank);
+            order.truncate(n);
         }
-        let max = values[order[0] as usize] / t;
-        let mut probs: Vec<f64> = order
-            .iter()
-            .map(|&i| f64::from((values[i as usize] / t - max).exp()))
-            .collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        if let Some(top_p) = self.config.top_p {
-            let mut cumulative = 0.0;
-            let mut keep = probs.len();
-            for (i, p) in probs.iter().enumerate() {
-                cumulative += p;
-                if cumulative >= top_p {
-                    keep = i + 1;
-                    break;
+        let best = order.iter().copied().min_by(rank).unwrap_or(0);
+        let max = values[best as usize] / t;
+        let weight = |i: u32| f64::from((values[i as usize] / t - max).exp());
+        let total: f64 = order.iter().map(|&i| weight(i)).sum();
+        let keep = match self.config.top_p {
+            None => {
+                order.sort_unstable_by(rank);
+                n
+            }
+            Some(top_p) => {
+                let mut m = n.min(64);
+                loop {
+                    if m < n {
+                        order.select_nth_unstable_by(m - 1, rank);
+                    }
+                    order[..m].sort_unstable_by(rank);
+                    let mut cumulative = 0.0;
+                    let reached = order[..m].iter().position(|&id| {
+                        cumulative += weight(id) / total;
+                        cumulative >= top_p
+                    });
+                    match reached {
+                        Some(i) => break i + 1,
+                        None if m == n => break n,
+                        None => m = (m * 4).min(n),
+                    }
                 }
             }
-            probs.truncate(keep);
-            order.truncate(keep);
-        }
+        };
+        let kept = &order[..keep];
+        let probs: Vec<f64> = kept.iter().map(|&i| weight(i) / total).collect();
         let total: f64 = probs.iter().sum();
         let mut r = self.rng.next_f64() * total;
-        for (p, &id) in probs.iter().zip(&order) {
+        for (p, &id) in probs.iter().zip(kept) {
             if r < *p {
                 return id;
             }
             r -= p;
         }
-        order[order.len() - 1]
+        kept[keep - 1]
     }
 }
 
@@ -315,6 +335,84 @@ mod tests {
                 s.sample(&logits(&[5.0, 1.0, 0.0, -1.0]), &[], &[]).unwrap(),
                 0
             );
+        }
+    }
+
+    /// The definition: sort the whole vocabulary, cut to `top_k`, softmax, cut to the `top_p`
+    /// nucleus, draw `u` in `[0, 1)` over what is left, most likely first.
+    fn by_full_sort(
+        values: &[f32],
+        t: f32,
+        top_k: Option<usize>,
+        top_p: Option<f64>,
+        u: f64,
+    ) -> u32 {
+        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            values[b as usize]
+                .total_cmp(&values[a as usize])
+                .then(a.cmp(&b))
+        });
+        order.truncate(top_k.unwrap_or(order.len()).max(1));
+        let max = values[order[0] as usize] / t;
+        let w: Vec<f64> = order
+            .iter()
+            .map(|&i| f64::from((values[i as usize] / t - max).exp()))
+            .collect();
+        let total: f64 = w.iter().sum();
+        let mut probs: Vec<f64> = w.iter().map(|x| x / total).collect();
+        if let Some(p) = top_p {
+            let mut c = 0.0;
+            let keep = probs
+                .iter()
+                .position(|x| {
+                    c += x;
+                    c >= p
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+        }
+        let mut r = u * probs.iter().sum::<f64>();
+        for (p, &id) in probs.iter().zip(&order) {
+            if r < *p {
+                return id;
+            }
+            r -= p;
+        }
+        order[probs.len() - 1]
+    }
+
+    #[test]
+    fn the_partial_selection_draws_what_sorting_everything_draws() {
+        let mut source = Rng::new(11);
+        for case in 0..300 {
+            // Vocabularies of a few to a few thousand tokens, peaked or flat (a flat one makes
+            // the nucleus wider than the first candidates), with ties.
+            let len = 2 + (source.next_f64() * 3000.0) as usize;
+            let spread = [0.1f64, 1.0, 8.0][case % 3];
+            let values: Vec<f32> = (0..len)
+                .map(|_| ((source.next_f64() * 2.0 - 1.0) * spread * 4.0).round() as f32 / 4.0)
+                .collect();
+            let top_k = [None, Some(1), Some(40), Some(len + 5)][case % 4];
+            let top_p = [None, Some(0.9), Some(0.5), Some(1.0)][(case / 4) % 4];
+            let temperature = [0.3, 1.0, 1.7][(case / 16) % 3];
+            let mut s = Sampler::new(SamplingConfig {
+                temperature: Some(temperature),
+                top_k,
+                top_p,
+                seed: case as u64,
+                ..SamplingConfig::default()
+            })
+            .unwrap();
+            let mut rng = Rng::new(case as u64);
+            for _ in 0..3 {
+                let got = s.sample_from(&values, temperature);
+                let want = by_full_sort(&values, temperature as f32, top_k, top_p, rng.next_f64());
+                assert_eq!(
+                    got, want,
+                    "case {case}: {len} tokens, top_k {top_k:?}, top_p {top_p:?}"
+                );
+            }
         }
     }
 

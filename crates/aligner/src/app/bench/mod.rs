@@ -2,13 +2,14 @@
 //! [`model`] (decode, prefill and quality of the model forms, beside transformers), [`stream`]
 //! (wall time of the ways to answer) and [`overlap`] (the overlapped loop with a remote-like
 //! upstream) and [`startup`] (the main command's start-up as a process, with and without
-//! the pack cache). Each returns a [`Bench`]: the JSON results that xtask reads, and the table
+//! the pack cache) and [`versus`] (batch-1 decoding against llama.cpp, alternating). Each returns a [`Bench`]: the JSON results that xtask reads, and the table
 //! printed to the console.
 
 pub mod model;
 pub mod overlap;
 pub mod startup;
 pub mod stream;
+pub mod versus;
 
 use std::path::Path;
 

@@ -61,6 +61,46 @@ fn best_of(n: usize, device: Device, mut f: impl FnMut() -> Result<()>) -> Resul
     Ok(best)
 }
 
+/// Greedy decoding of `new_tokens` tokens after each of `prompts` (EOS ignored).
+fn greedy_decode(
+    model: &impl CausalLm,
+    tokenizer: &ModelTokenizer,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+) -> Result<()> {
+    let config = GenerationConfig {
+        max_new_tokens: new_tokens,
+        ignore_eos: true,
+        ..GenerationConfig::default()
+    };
+    let out = generate(model, tokenizer, prompts, &config, |_, _| {})?;
+    if out
+        .generations
+        .iter()
+        .any(|g| g.token_ids.len() != new_tokens)
+    {
+        return Err(Error::Invalid("generation stopped early".into()));
+    }
+    Ok(())
+}
+
+/// Batch-1 greedy decoding speed: `new_tokens` after `prompt`, divided by the wall time of the
+/// whole call (prompt included), the fastest of `repeats` calls after a warm-up.
+pub(super) fn decode_rate(
+    model: &impl CausalLm,
+    tokenizer: &ModelTokenizer,
+    prompt: &[u32],
+    new_tokens: usize,
+    repeats: usize,
+) -> Result<f64> {
+    let prompts = [prompt.to_vec()];
+    greedy_decode(model, tokenizer, &prompts, new_tokens)?;
+    let seconds = best_of(repeats, model.device(), || {
+        greedy_decode(model, tokenizer, &prompts, new_tokens)
+    })?;
+    Ok(new_tokens as f64 / seconds)
+}
+
 /// Decode (batch 1 and each of `batches`) and prefill speed of `model`, into `results` under
 /// keys ending in `_{name}`; the line of speeds goes to `log`.
 fn measure(
@@ -81,25 +121,10 @@ fn measure(
                 .collect(),
         )
     };
-    let decode = |prompts: &[Vec<u32>], new_tokens: usize| -> Result<()> {
-        let config = GenerationConfig {
-            max_new_tokens: new_tokens,
-            ignore_eos: true,
-            ..GenerationConfig::default()
-        };
-        let out = generate(model, tokenizer, prompts, &config, |_, _| {})?;
-        if out
-            .generations
-            .iter()
-            .any(|g| g.token_ids.len() != new_tokens)
-        {
-            return Err(Error::Invalid("generation stopped early".into()));
-        }
-        Ok(())
+    let decode = |prompts: &[Vec<u32>], new_tokens: usize| {
+        greedy_decode(model, tokenizer, prompts, new_tokens)
     };
-    let prompt = vec![random_prompt()?];
-    decode(&prompt, 128)?;
-    let decode_tps = 128.0 / best_of(2, device, || decode(&prompt, 128))?;
+    let decode_tps = decode_rate(model, tokenizer, &random_prompt()?, 128, 2)?;
     results.insert(format!("decode_tok_s_{name}"), decode_tps.into());
     let mut line = format!("{name}: decode {decode_tps:.1} tok/s");
     for &batch in batches {
@@ -140,7 +165,7 @@ fn weight_bytes(vs: &tch::nn::VarStore) -> usize {
 }
 
 /// Memory read bandwidth in GB/s: the best of 5 sums over a 512 MiB f32 tensor.
-fn read_bandwidth() -> Result<f64> {
+pub(super) fn read_bandwidth() -> Result<f64> {
     let _guard = tch::no_grad_guard();
     let big = Tensor::ones([128 << 20], (Kind::Float, Device::Cpu));
     let _ = big.sum(Kind::Float);

@@ -1,0 +1,54 @@
+//! Batch-1 greedy decoding of the embedded model's GGUF file, ours (packed int4) against
+//! llama.cpp (llama-cpp-python in the cached environment), alternating rounds; medians, spreads,
+//! their ratio and our roofline share (`aligner::app::bench::versus` does the work).
+//!
+//! Run: `cargo run --release --example bench_versus -- --doc docs/benchmarks.md`
+//! (`cargo xtask bench --llama-cpp` runs it).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+use aligner::app::bench::versus;
+use aligner::model::hub;
+use aligner_serve::bench::replace_section;
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Batch-1 decoding against llama.cpp on the same GGUF, alternating")]
+struct Args {
+    /// Alternated rounds.
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Replace (or add) the section of this markdown document.
+    #[arg(long)]
+    doc: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let model_dir = common::model_dir(None)?;
+    let gguf = hub::fetch_gguf(&hub::SMOLLM2_135M_INSTRUCT, &mut |_, _, _| {})?;
+    let options = versus::Options {
+        model_dir,
+        gguf,
+        python: hub::venv_python().context("no Python environment: run `cargo xtask setup`")?,
+        script: common::repo_path("xtask/reference/llamacpp_bench.py"),
+        rounds: args.rounds,
+    };
+    let bench = versus::run(&options, |line| eprintln!("{line}"))?;
+    print!("{}", bench.summary);
+    if let Some(path) = &args.json {
+        bench.save(path)?;
+    }
+    if let Some(doc) = &args.doc {
+        replace_section(doc, versus::HEADING, &bench.summary)
+            .with_context(|| format!("writing {}", doc.display()))?;
+    }
+    Ok(())
+}
