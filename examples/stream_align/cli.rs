@@ -64,7 +64,7 @@ pub struct Args {
     /// Upstream system prompt (default: the chat template's own).
     #[arg(long, conflicts_with = "math")]
     pub system: Option<String>,
-    /// Upstream model folder, Hugging Face layout (default: the embedded SmolLM2-135M-Instruct).
+    /// Upstream model: a Hugging Face layout folder or a GGUF file (imported into the cache once) (default: the embedded SmolLM2-135M-Instruct).
     #[arg(long)]
     pub upstream_dir: Option<PathBuf>,
     /// Aligner: a model folder or a PEFT LoRA adapter folder, prompted as its

@@ -173,8 +173,13 @@ impl AlignerConfig {
         Ok(())
     }
 
-    /// Reads and checks `dir/aligner_config.json`; `Ok(None)` when the folder has none.
+    /// Reads and checks `dir/aligner_config.json`; `Ok(None)` when the folder has none, or when
+    /// `dir` is a file (a model given as one GGUF file).
     pub fn read(dir: &Path) -> Result<Option<Self>> {
+        // A model given as one file (a GGUF) has no folder to keep a record in.
+        if dir.is_file() {
+            return Ok(None);
+        }
         let path = dir.join(ALIGNER_CONFIG_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -428,6 +433,11 @@ mod tests {
             AlignerConfig::resolve(dir.path(), &PromptOverrides::default()).unwrap();
         assert!(!found);
         assert_eq!(config, AlignerConfig::default());
+        // A model given as one file: no record either.
+        let gguf = dir.path().join("model.gguf");
+        std::fs::write(&gguf, b"GGUF").unwrap();
+        assert_eq!(AlignerConfig::read(&gguf).unwrap(), None);
+        std::fs::remove_file(&gguf).unwrap();
         let raw = PromptOverrides {
             chat_template: Some(false),
             ..PromptOverrides::default()

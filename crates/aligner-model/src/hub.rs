@@ -82,6 +82,72 @@ pub fn is_imported(dir: &Path) -> bool {
     .all(|f| dir.join(f).is_file())
 }
 
+/// Whether `path` names a GGUF file (a file whose extension is `gguf`), which the applications
+/// accept wherever they take a model folder ([`ensure_gguf_imported`]).
+pub fn is_gguf_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        && path.is_file()
+}
+
+/// The folder under `models_root` that the GGUF file `gguf` is imported into:
+/// `gguf-<hash>-<stem>`, the hash (SHA-256, 16 hex digits) of the file's canonical path, length
+/// and modification time, so that a changed or replaced file is imported again.
+///
+/// # Errors
+/// The file's metadata cannot be read.
+pub fn gguf_import_dir(models_root: &Path, gguf: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(gguf).map_err(|e| Error::io(gguf, e))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let canonical = std::fs::canonicalize(gguf).map_err(|e| Error::io(gguf, e))?;
+    let key = Sha256::digest(format!(
+        "{}\n{}\n{modified}",
+        canonical.display(),
+        meta.len()
+    ));
+    let stem = gguf
+        .file_stem()
+        .map(|s| {
+            s.to_string_lossy().replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
+                "_",
+            )
+        })
+        .unwrap_or_default();
+    Ok(models_root.join(format!("gguf-{}-{stem}", &hex(&key)[..16])))
+}
+
+/// Imports the GGUF file `gguf` (any architecture and block type [`import_gguf`] reads) into
+/// the cache's `models` folder, unless it was imported before, and returns the folder: what
+/// the applications do with a `.gguf` path given for a model.
+///
+/// # Errors
+/// Those of reading and importing the file, naming it.
+pub fn ensure_gguf_imported(gguf: &Path, progress: ProgressFn<'_>) -> Result<PathBuf> {
+    ensure_gguf_imported_in(&cache_dir().join("models"), gguf, progress)
+}
+
+/// [`ensure_gguf_imported`] into `models_root`.
+///
+/// # Errors
+/// Those of reading and importing the file, naming it.
+pub fn ensure_gguf_imported_in(
+    models_root: &Path,
+    gguf: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf> {
+    let dir = gguf_import_dir(models_root, gguf)?;
+    if !is_imported(&dir) {
+        io::create_dir_all(models_root)?;
+        import_gguf(gguf, &dir, progress)?;
+    }
+    Ok(dir)
+}
+
 /// Returns the folder of the imported default model, fetching and importing it first if needed.
 pub fn ensure_default_model(progress: ProgressFn<'_>) -> Result<PathBuf> {
     ensure_model(&SMOLLM2_135M_INSTRUCT, progress)
@@ -238,4 +304,64 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gguf_file_is_imported_once_under_a_key_of_its_file() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (root, a, b) = (
+            tmp.path().join("models"),
+            tmp.path().join("My Model.Q4_K_M.gguf"),
+            tmp.path().join("other.gguf"),
+        );
+        std::fs::write(&a, b"GGUF?").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&b, b"GGUF?").unwrap_or_else(|e| panic!("{e}"));
+        assert!(is_gguf_file(&a) && !is_gguf_file(tmp.path()));
+        assert!(!is_gguf_file(&tmp.path().join("absent.gguf")));
+        let dir_a = gguf_import_dir(&root, &a).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            dir_a,
+            gguf_import_dir(&root, &a).unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert_ne!(
+            dir_a,
+            gguf_import_dir(&root, &b).unwrap_or_else(|e| panic!("{e}"))
+        );
+        let name = dir_a
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with("gguf-") && name.ends_with("-My_Model.Q4_K_M"),
+            "{name}"
+        );
+
+        // Not a GGUF file: an error naming it, and nothing left behind.
+        let err = ensure_gguf_imported_in(&root, &a, &mut |_, _, _| {})
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("My Model.Q4_K_M.gguf"), "{err}");
+        assert!(!dir_a.exists());
+
+        // A folder imported before is used as it is.
+        std::fs::create_dir_all(&dir_a).unwrap_or_else(|e| panic!("{e}"));
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ] {
+            std::fs::write(dir_a.join(f), b"{}").unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(
+            ensure_gguf_imported_in(&root, &a, &mut |_, _, _| {}).unwrap_or_else(|e| panic!("{e}")),
+            dir_a
+        );
+    }
 }

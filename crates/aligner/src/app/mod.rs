@@ -187,7 +187,8 @@ pub fn weight_format(
     })
 }
 
-/// Loads a model or adapter folder for inference. `dtype` and `weights` left `None` (`auto`)
+/// Loads a model or adapter folder, or a GGUF file (imported into the cache the first time,
+/// [`hub::ensure_gguf_imported`]), for inference. `dtype` and `weights` left `None` (`auto`)
 /// pick, on the CPU, f32 activations with `cpu_format` blocks (the packed model's fast
 /// decoding) and elsewhere bf16 dense weights. Returns the model and its tokenizer folder.
 pub fn load_for_inference(
@@ -208,6 +209,21 @@ pub fn load_for_inference(
         DType::kind,
     );
     let packed = (format != WeightFormat::Dense).then_some(format);
+    let imported;
+    let dir = if hub::is_gguf_file(dir) {
+        let target = hub::gguf_import_dir(&hub::cache_dir().join("models"), dir)?;
+        if !hub::is_imported(&target) {
+            eprintln!(
+                "importing {} into {} (once)",
+                dir.display(),
+                target.display()
+            );
+        }
+        imported = hub::ensure_gguf_imported(dir, &mut |_, _, _| {})?;
+        imported.as_path()
+    } else {
+        dir
+    };
     let cache = PackCache::from_env();
     let (model, tokenizer, outcome) =
         InferenceModel::load_cached(dir, kind, device, packed, cache.as_ref())
