@@ -16,13 +16,13 @@ mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use aligner::app::stream_align::{self as app, Mode, UpstreamRef};
 use aligner::model::{ModelTokenizer, WeightFormat};
 use aligner::stream::preference::PreferenceWriter;
 use aligner::stream::{
-    CorrectorConfig, Event, JsonlWriter, LocalCorrector, LocalUpstream, Record, UpstreamConfig,
+    CorrectorConfig, Event, JsonlWriter, LocalCorrector, LocalUpstream, UpstreamConfig,
 };
 use clap::Parser;
 use cli::Args;
@@ -120,7 +120,8 @@ fn main() -> anyhow::Result<()> {
         .transpose()?;
 
     for question in &questions {
-        let mut printer = Printer::new(args.quiet, mode);
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let printer = app::Printer::new(args.quiet, mode, ansi);
         if !args.quiet {
             eprintln!("Q: {question}\n");
         }
@@ -140,7 +141,7 @@ fn main() -> anyhow::Result<()> {
             w.write_record(&record)?;
         }
         if !args.quiet {
-            summarise(&record, mode);
+            eprintln!("\n{}", app::summary(&record, mode));
         }
     }
     if let (Some(w), Some(path)) = (&pairs, &args.preference_out) {
@@ -157,59 +158,4 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Shows committed text on stdout and, on stderr, the draft the aligner replaced.
-struct Printer {
-    quiet: bool,
-    mode: Mode,
-    ansi: bool,
-}
-
-impl Printer {
-    fn new(quiet: bool, mode: Mode) -> Self {
-        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        Self { quiet, mode, ansi }
-    }
-
-    fn show(&mut self, event: &Event) {
-        let Event::Committed(round) = event else {
-            return;
-        };
-        if round.changed && !self.quiet {
-            let draft = round.last.trim();
-            if self.mode == Mode::Aligner {
-                eprintln!("[draft]\n{draft}\n[aligned]");
-            } else if self.ansi {
-                // Struck through and dim, then the accepted text in the normal colour.
-                eprint!("\x1b[2;9m{draft}\x1b[0m ");
-            } else {
-                eprint!("[-{draft}-] ");
-            }
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(round.committed.as_bytes());
-        let _ = out.flush();
-    }
-}
-
-fn summarise(record: &Record, mode: Mode) {
-    let s = &record.summary;
-    let first = s
-        .first_sentence_ms
-        .map_or("-".to_owned(), |t| format!("{:.2} s", t / 1e3));
-    let upstream_rate = s.upstream_tokens as f64 / (s.upstream_ms / 1e3).max(1e-9);
-    eprintln!(
-        "\n[{mode:?}] {} rounds, {} sentences, {} changed by the aligner, ended by {:?}",
-        s.rounds, s.sentences, s.changed, s.reason
-    );
-    eprintln!(
-        "wall {:.2} s, first sentence {first}; upstream {} tokens in {:.2} s ({upstream_rate:.1} tok/s), aligner {} tokens in {:.2} s; {:.1} tok/s overall",
-        s.wall_ms / 1e3,
-        s.upstream_tokens,
-        s.upstream_ms / 1e3,
-        s.corrector_tokens,
-        s.corrector_ms / 1e3,
-        s.tokens_per_second(),
-    );
 }

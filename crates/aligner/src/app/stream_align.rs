@@ -207,6 +207,82 @@ where
     Ok(record)
 }
 
+/// How the main command shows an answer: the committed text on stdout as each sentence is
+/// accepted, and on stderr the upstream's draft where the aligner replaced it (struck through
+/// and dim on a terminal, `[-draft-]` elsewhere, `[draft] ... [aligned]` for whole answers).
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    quiet: bool,
+    mode: Mode,
+    ansi: bool,
+}
+
+impl Printer {
+    /// A printer for `mode`; `quiet` leaves the drafts out, `ansi` styles them.
+    pub fn new(quiet: bool, mode: Mode, ansi: bool) -> Self {
+        Self { quiet, mode, ansi }
+    }
+
+    /// What to write for `event`: the stderr part (the replaced draft, if shown) and the
+    /// stdout part (the committed text); nothing for events other than a commit.
+    pub fn render(&self, event: &Event) -> Option<(Option<String>, String)> {
+        let Event::Committed(round) = event else {
+            return None;
+        };
+        let draft = (round.changed && !self.quiet).then(|| {
+            let draft = round.last.trim();
+            if self.mode == Mode::Aligner {
+                format!("[draft]\n{draft}\n[aligned]\n")
+            } else if self.ansi {
+                // Struck through and dim, then the accepted text in the normal colour.
+                format!("\x1b[2;9m{draft}\x1b[0m ")
+            } else {
+                format!("[-{draft}-] ")
+            }
+        });
+        Some((draft, round.committed.clone()))
+    }
+
+    /// Writes what [`render`](Self::render) gives to stderr and stdout, flushing stdout so
+    /// that each sentence shows as soon as it is accepted.
+    pub fn show(&self, event: &Event) {
+        use std::io::Write;
+        let Some((draft, committed)) = self.render(event) else {
+            return;
+        };
+        if let Some(draft) = draft {
+            eprint!("{draft}");
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(committed.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// The two summary lines the main command prints after an answer: rounds, sentences, changes
+/// and why it ended; then wall time, time to the first sentence and both models' speeds.
+pub fn summary(record: &Record, mode: Mode) -> String {
+    let s = &record.summary;
+    let first = s
+        .first_sentence_ms
+        .map_or("-".to_owned(), |t| format!("{:.2} s", t / 1e3));
+    let upstream_rate = s.upstream_tokens as f64 / (s.upstream_ms / 1e3).max(1e-9);
+    format!(
+        "[{mode:?}] {} rounds, {} sentences, {} changed by the aligner, ended by {:?}\n\
+         wall {:.2} s, first sentence {first}; upstream {} tokens in {:.2} s ({upstream_rate:.1} tok/s), aligner {} tokens in {:.2} s; {:.1} tok/s overall",
+        s.rounds,
+        s.sentences,
+        s.changed,
+        s.reason,
+        s.wall_ms / 1e3,
+        s.upstream_tokens,
+        s.upstream_ms / 1e3,
+        s.corrector_tokens,
+        s.corrector_ms / 1e3,
+        s.tokens_per_second(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +311,58 @@ mod tests {
             );
         }
         Ok(())
+    }
+
+    #[test]
+    fn the_printer_shows_replaced_drafts_on_stderr_and_every_commit_on_stdout() {
+        use crate::stream::{DraftStop, RoundRecord};
+        let round = |changed: bool| {
+            Event::Committed(RoundRecord {
+                round: 0,
+                prefix: String::new(),
+                last: " The answer is 19. ".into(),
+                correction: "The answer is 14.".into(),
+                committed: "The answer is 14. ".into(),
+                changed,
+                stop: DraftStop::Sentence,
+                upstream_tokens: 6,
+                corrector_tokens: 6,
+                upstream_ms: 1.0,
+                corrector_ms: 1.0,
+                committed_at_ms: 2.0,
+            })
+        };
+        let committed = "The answer is 14. ".to_owned();
+        let show =
+            |quiet, mode, ansi, changed| Printer::new(quiet, mode, ansi).render(&round(changed));
+        assert_eq!(
+            show(false, Mode::Stream, false, true),
+            Some((Some("[-The answer is 19.-] ".into()), committed.clone()))
+        );
+        assert_eq!(
+            show(false, Mode::Stream, true, true),
+            Some((
+                Some("\x1b[2;9mThe answer is 19.\x1b[0m ".into()),
+                committed.clone()
+            ))
+        );
+        assert_eq!(
+            show(false, Mode::Aligner, true, true),
+            Some((
+                Some("[draft]\nThe answer is 19.\n[aligned]\n".into()),
+                committed.clone()
+            ))
+        );
+        assert_eq!(
+            show(false, Mode::Stream, false, false),
+            Some((None, committed.clone()))
+        );
+        assert_eq!(
+            show(true, Mode::Stream, false, true),
+            Some((None, committed))
+        );
+        let done = Event::Done(crate::stream::Summary::default());
+        assert_eq!(Printer::new(false, Mode::Stream, false).render(&done), None);
     }
 
     #[test]
