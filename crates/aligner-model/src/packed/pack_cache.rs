@@ -27,8 +27,9 @@ use crate::{Error, Result};
 /// or `none`): see [`PackCache::from_env`].
 pub const PACK_CACHE_ENV: &str = "ALIGNER_PACK_CACHE";
 
-/// Packs kept by default.
-pub const DEFAULT_MAX_PACKS: usize = 8;
+/// Packs kept by default (each holds its model's dense copy beside the blocks: larger than the
+/// model in f32).
+pub const DEFAULT_MAX_PACKS: usize = 4;
 
 const SOURCES: &str = "sources.json";
 
