@@ -11,8 +11,7 @@ use std::path::PathBuf;
 
 use aligner::model::chat::ChatMessage;
 use aligner::model::generate::{GenerationConfig, SamplingConfig, generate};
-use aligner::model::{DType, Llama, ModelTokenizer};
-use anyhow::Context;
+use aligner::model::{CausalLm, DType, ModelTokenizer, WeightFormat};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -20,12 +19,18 @@ use clap::Parser;
 struct Args {
     /// The prompt (the user message when the chat template is on).
     prompt: String,
-    /// Hugging Face layout model folder (default: the embedded SmolLM2-135M-Instruct).
+    /// The model: a Hugging Face layout folder, a PEFT adapter folder or a GGUF file (default:
+    /// the embedded SmolLM2-135M-Instruct).
     #[arg(long)]
     model_dir: Option<PathBuf>,
-    /// Weights and activations: f32, bf16 or f16.
-    #[arg(long, default_value = "f32", value_parser = common::dtype)]
-    dtype: DType,
+    /// Activations (and dense weights): f32, bf16 or f16 (default: f32 on the CPU, bf16 on a
+    /// GPU).
+    #[arg(long, value_parser = common::dtype)]
+    dtype: Option<DType>,
+    /// Weights: dense, int8 or int4 blocks (default: int4 on the CPU, as the main job's
+    /// upstream; dense elsewhere).
+    #[arg(long, default_value = "auto", value_parser = common::weights)]
+    weights: common::Weights,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto", value_parser = common::device)]
     device: tch::Device,
@@ -70,9 +75,14 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = common::model_dir(args.model_dir.as_deref())?;
-    let tokenizer = ModelTokenizer::from_dir(&dir)?;
-    let (model, _vs) = Llama::load(&dir, args.dtype.kind(), args.device)
-        .with_context(|| format!("loading {}", dir.display()))?;
+    let (model, tokenizer_dir) = common::load_for_inference(
+        &dir,
+        args.device,
+        args.dtype,
+        args.weights,
+        WeightFormat::Int4,
+    )?;
+    let tokenizer = ModelTokenizer::from_dir(&tokenizer_dir)?;
 
     let text = match tokenizer.chat_template()? {
         Some(template) if !args.no_chat_template => {
@@ -117,9 +127,10 @@ fn main() -> anyhow::Result<()> {
     if !args.quiet {
         let s = out.stats;
         eprintln!(
-            "[{} {:?}] prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s ({:?})",
-            args.dtype,
-            args.device,
+            "[{:?} {:?}, {} weights] prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s ({:?})",
+            model.kind(),
+            model.device(),
+            aligner::app::weights_name(&model),
             s.prefill_tokens,
             s.prefill_tokens_per_second(),
             s.decode_tokens,
