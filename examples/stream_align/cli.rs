@@ -46,10 +46,11 @@ impl From<ModeArg> for Mode {
 #[derive(Parser)]
 #[command(
     about = "Answer a question with an upstream model, corrected sentence by sentence by an aligner (Stream Aligner)",
-    after_help = "The default aligner (assets/stream-aligner) was trained on arithmetic word problems \
-answered by SmolLM2-135M-Instruct with the math system prompt (--math): that is where it \
-corrects well. On other questions it is outside its training; point --aligner-dir at another \
-aligner (a model folder or a PEFT LoRA adapter folder) for other domains."
+    after_help = "The default aligner (assets/stream-aligner) was trained to correct \
+SmolLM2-135M-Instruct's arithmetic word problems under the math system prompt (--math) and to \
+keep the sentences of its everyday answers as they are (docs/experiments.md). Point \
+--aligner-dir at another aligner (a model folder, a PEFT LoRA adapter folder or a GGUF file) \
+for other domains."
 )]
 pub struct Args {
     /// The question.
