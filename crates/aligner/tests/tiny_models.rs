@@ -23,6 +23,10 @@ fn generate_matches_transformers(arch: &str) {
             "--quiet",
             "--device",
             "cpu",
+            // The model's own f32 weights: transformers' side is f32 too (the CPU default,
+            // int4 blocks with 8-bit activations, is checked against llama.cpp elsewhere).
+            "--weights",
+            "dense",
             "--max-new-tokens",
         ])
         .arg(greedy["max_new_tokens"].to_string())
