@@ -8,8 +8,6 @@
 use std::path::PathBuf;
 
 use aligner::app::bench::startup;
-use aligner_serve::bench::replace_section;
-use anyhow::Context;
 use clap::Parser;
 
 /// The README's main command, without the program name.
@@ -57,8 +55,7 @@ fn main() -> anyhow::Result<()> {
         bench.save(path)?;
     }
     if let Some(doc) = &args.doc {
-        replace_section(doc, startup::HEADING, &bench.summary)
-            .with_context(|| format!("writing {}", doc.display()))?;
+        bench.save_section(doc, startup::HEADING)?;
     }
     Ok(())
 }

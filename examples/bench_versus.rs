@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 use aligner::app::bench::versus;
 use aligner::model::hub;
-use aligner_serve::bench::replace_section;
 use anyhow::Context;
 use clap::Parser;
 
@@ -47,8 +46,7 @@ fn main() -> anyhow::Result<()> {
         bench.save(path)?;
     }
     if let Some(doc) = &args.doc {
-        replace_section(doc, versus::HEADING, &bench.summary)
-            .with_context(|| format!("writing {}", doc.display()))?;
+        bench.save_section(doc, versus::HEADING)?;
     }
     Ok(())
 }

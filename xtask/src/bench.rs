@@ -167,12 +167,18 @@ pub fn startup() -> Result<()> {
     if !status.success() {
         bail!("building stream_align failed ({status})");
     }
+    run_into_doc(&root, "bench_startup", "aligner-rs-startup.json")
+}
+
+/// Runs the benchmark example `name`, which writes its JSON to `target/bench/{json}` and
+/// replaces its own section of docs/benchmarks.md (`--json`, `--doc`).
+fn run_into_doc(root: &Path, name: &str, json: &str) -> Result<()> {
     let path = |p: &Path| p.display().to_string();
     crate::run_example::run(
-        "bench_startup",
+        name,
         &[
             "--json".to_owned(),
-            path(&root.join("target/bench/aligner-rs-startup.json")),
+            path(&root.join("target/bench").join(json)),
             "--doc".to_owned(),
             path(&root.join("docs/benchmarks.md")),
         ],
@@ -185,16 +191,7 @@ pub fn versus() -> Result<()> {
     let root = repo_root()?;
     fetch_model()?;
     println!("== aligner-rs against llama.cpp");
-    let path = |p: &Path| p.display().to_string();
-    crate::run_example::run(
-        "bench_versus",
-        &[
-            "--json".to_owned(),
-            path(&root.join("target/bench/aligner-rs-versus.json")),
-            "--doc".to_owned(),
-            path(&root.join("docs/benchmarks.md")),
-        ],
-    )
+    run_into_doc(&root, "bench_versus", "aligner-rs-versus.json")
 }
 
 /// The headings of the sections other benchmarks write into the document themselves

@@ -65,6 +65,16 @@ pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
     serde_json::from_str(&text).map_err(|e| Error::json(&path, e))
 }
 
+/// The folder whose `config.json` and weights the model or adapter folder `dir` is built on:
+/// the adapter's base ([`resolve_base_dir`]), or `dir` itself for a model.
+pub(crate) fn base_of(dir: &Path) -> Result<PathBuf> {
+    if is_adapter_dir(dir) {
+        resolve_base_dir(dir, &read_adapter_config(dir)?, None)
+    } else {
+        Ok(dir.to_path_buf())
+    }
+}
+
 /// The base folder of the adapter in `dir` with `config` ([`PeftAdapter::base_dir`]), without
 /// reading its weights.
 pub(crate) fn resolve_base_dir(

@@ -116,13 +116,7 @@ impl InferenceModel {
 
     /// The configuration of a model folder, or of an adapter's base.
     fn config_of(dir: &Path) -> Result<Config> {
-        let base = if crate::adapter::is_adapter_dir(dir) {
-            let config = crate::adapter::read_adapter_config(dir)?;
-            crate::adapter::resolve_base_dir(dir, &config, None)?
-        } else {
-            dir.to_path_buf()
-        };
-        Config::from_file(base.join("config.json"))
+        Config::from_file(crate::adapter::base_of(dir)?.join("config.json"))
     }
 
     /// Whether the model runs packed (`false`: dense, as asked or because

@@ -125,18 +125,17 @@ impl PackCache {
             files.extend(weights.into_iter().map(|f| ("weights", f)));
             Ok(files)
         };
-        if is_adapter_dir(dir) {
-            let config = crate::adapter::read_adapter_config(dir)?;
-            let base = crate::adapter::resolve_base_dir(dir, &config, None)?;
-            let mut files = vec![
+        let base = crate::adapter::base_of(dir)?;
+        let mut files = if is_adapter_dir(dir) {
+            vec![
                 ("adapter config", dir.join(ADAPTER_CONFIG)),
                 ("adapter weights", dir.join(ADAPTER_WEIGHTS)),
-            ];
-            files.extend(model_files(&base)?);
-            Ok((files, base))
+            ]
         } else {
-            Ok((model_files(dir)?, dir.to_path_buf()))
-        }
+            Vec::new()
+        };
+        files.extend(model_files(&base)?);
+        Ok((files, base))
     }
 
     /// The key of `dir` packed as `format` for activations of `kind`: a hex SHA-256 (see the
@@ -196,10 +195,7 @@ impl PackCache {
             memo.retain(|path, _| Path::new(path).exists());
             let _ = crate::io::write_json(&index_path, &memo);
         }
-        let key = Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let key = crate::hub::hex(&Sha256::digest(text.as_bytes()));
         Ok((key, base))
     }
 

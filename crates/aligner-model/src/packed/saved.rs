@@ -5,14 +5,15 @@
 //! The file holds every tensor the packed model reads: the embedding, the norms, and for each
 //! fused projection its dense copy, its bias and its blocks (`q4.d`, `q4.m`, `q4.qs` or `q8.d`,
 //! `q8.qs`, one entry per block). Its metadata records the pack version, the weight format, the
-//! activation dtype, the model's `config.json` and the norms' epsilon. Safetensors aligns every
-//! tensor for its element type, so the mapped bytes are used as they are.
+//! activation dtype, the model's `config.json` and the norms' epsilon. Every tensor starts at a
+//! multiple of 64 bytes ([`ALIGN`]), so the mapped bytes are used as they are.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::tensor::Metadata;
+use safetensors::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{PackedLlama, Parts};
@@ -67,7 +68,7 @@ fn tensor_bytes(t: &Tensor) -> &[u8] {
     if len == 0 {
         return &[];
     }
-    // SAFETY: callers pass contiguous CPU tensors (checked by `contiguous_cpu`), whose storage
+    // SAFETY: callers pass contiguous CPU tensors (`Writer::tensor` makes them so), whose storage
     // holds `numel` initialised elements from `data_ptr`, alive as long as `t`.
     unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<u8>(), len) }
 }
@@ -277,8 +278,9 @@ impl PackedLlama {
         // SAFETY: the map is read-only and private; packs are written once under a fresh name
         // (atomically) and never modified in place, which is what mapping them relies on.
         let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
-        let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
-        let st = SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
+        // The header is parsed (and its offsets checked against the file's length) once.
+        let (header_len, header) =
+            SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |key: &str| {
             meta.get(key)
@@ -309,11 +311,12 @@ impl PackedLlama {
         }
 
         let reader = Reader {
-            st: &st,
+            header: &header,
+            data_start: 8 + header_len,
             map: &map,
             path,
         };
-        let tensor = |name: &str| reader.tensor(name, dtype_of(kind)?);
+        let tensor = |name: &str| reader.tensor(name, kind);
         let norm = |name: &str, eps: f64| -> Result<Norm> {
             let weight = tensor(name)?;
             Ok(Norm {
@@ -330,9 +333,9 @@ impl PackedLlama {
             let (rows, cols) = dense.size2()?;
             let (rows, cols) = (rows as usize, cols as usize);
             let bias_name = format!("{name}.bias");
-            let bias = st
-                .tensor(&bias_name)
-                .is_ok()
+            let bias = header
+                .info(&bias_name)
+                .is_some()
                 .then(|| tensor(&bias_name))
                 .transpose()?;
             let bias_host = bias
@@ -409,46 +412,40 @@ impl PackedLlama {
 
 /// Views of a mapped pack's tensors, checked for dtype and place.
 struct Reader<'a> {
-    st: &'a SafeTensors<'a>,
+    header: &'a Metadata,
+    /// Where the data (offset 0 of the header's offsets) starts in the file.
+    data_start: usize,
     map: &'a Arc<memmap2::Mmap>,
     path: &'a Path,
 }
 
 impl Reader<'_> {
-    fn view(&self, name: &str, dtype: Dtype) -> Result<(TensorView<'_>, std::ops::Range<usize>)> {
-        let bad = |reason: String| Error::Safetensors {
+    fn bad(&self, reason: String) -> Error {
+        Error::Safetensors {
             path: self.path.to_path_buf(),
             reason,
-        };
-        let view = self
-            .st
-            .tensor(name)
-            .map_err(|_| bad(format!("no tensor `{name}`")))?;
-        if view.dtype() != dtype {
-            return Err(bad(format!(
-                "`{name}` is {:?}, expected {dtype:?}",
-                view.dtype()
-            )));
         }
-        let start = view.data().as_ptr() as usize - self.map.as_ptr() as usize;
-        let range = start..start + view.data().len();
-        Ok((view, range))
     }
 
-    /// A tensor on the mapped bytes (no copy).
-    fn tensor(&self, name: &str, dtype: Dtype) -> Result<Tensor> {
-        let (view, range) = self.view(name, dtype)?;
-        let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
-        let kind = match dtype {
-            Dtype::BF16 => Kind::BFloat16,
-            Dtype::F16 => Kind::Half,
-            _ => Kind::Float,
-        };
+    /// The shape and byte range in the file of the tensor `name`, which must be `dtype`.
+    fn view(&self, name: &str, dtype: Dtype) -> Result<(&[usize], std::ops::Range<usize>)> {
+        let info = self
+            .header
+            .info(name)
+            .ok_or_else(|| self.bad(format!("no tensor `{name}`")))?;
+        if info.dtype != dtype {
+            return Err(self.bad(format!("`{name}` is {:?}, expected {dtype:?}", info.dtype)));
+        }
+        let (start, end) = info.data_offsets;
+        Ok((&info.shape, self.data_start + start..self.data_start + end))
+    }
+
+    /// A tensor of `kind` on the mapped bytes (no copy).
+    fn tensor(&self, name: &str, kind: Kind) -> Result<Tensor> {
+        let (shape, range) = self.view(name, dtype_of(kind)?)?;
+        let shape: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
         if !range.start.is_multiple_of(kind.elt_size_in_bytes()) {
-            return Err(Error::Safetensors {
-                path: self.path.to_path_buf(),
-                reason: format!("`{name}` is not aligned"),
-            });
+            return Err(self.bad(format!("`{name}` is not aligned")));
         }
         // SAFETY: `range` lies inside the map (safetensors checked the offsets against the
         // file's length) and holds `shape`'s elements of `kind`, aligned for it. The tensor
@@ -469,9 +466,6 @@ impl Reader<'_> {
     /// An array of blocks' parts on the mapped bytes (no copy).
     fn slab<T: Plain>(&self, name: &str, dtype: Dtype) -> Result<Slab<T>> {
         let (_, range) = self.view(name, dtype)?;
-        Slab::mapped(self.map, range).map_err(|e| Error::Safetensors {
-            path: self.path.to_path_buf(),
-            reason: format!("`{name}`: {e}"),
-        })
+        Slab::mapped(self.map, range).map_err(|e| self.bad(format!("`{name}`: {e}")))
     }
 }

@@ -211,15 +211,13 @@ pub fn load_for_inference(
     let packed = (format != WeightFormat::Dense).then_some(format);
     let imported;
     let dir = if hub::is_gguf_file(dir) {
-        let target = hub::gguf_import_dir(&hub::cache_dir().join("models"), dir)?;
-        if !hub::is_imported(&target) {
-            eprintln!(
-                "importing {} into {} (once)",
-                dir.display(),
-                target.display()
-            );
-        }
-        imported = hub::ensure_gguf_imported(dir, &mut |_, _, _| {})?;
+        // The import reports progress only when it runs: say so once.
+        let mut said = false;
+        imported = hub::ensure_gguf_imported(dir, &mut |_, _, _| {
+            if !std::mem::replace(&mut said, true) {
+                eprintln!("importing {} into the cache (once)", dir.display());
+            }
+        })?;
         imported.as_path()
     } else {
         dir

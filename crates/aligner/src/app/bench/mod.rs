@@ -45,6 +45,16 @@ impl Bench {
         }
         write_json(path, &self.json, "")
     }
+
+    /// Replaces (or adds) the section under `heading` of the markdown document `doc` with the
+    /// summary, for the benchmarks whose summary is that section.
+    ///
+    /// # Errors
+    /// Reading or writing the document failed.
+    pub fn save_section(&self, doc: &Path, heading: &str) -> Result<()> {
+        aligner_serve::bench::replace_section(doc, heading, &self.summary)
+            .map_err(|e| super::Error::io(doc, e))
+    }
 }
 
 /// `a / b`, with `b` kept off zero.

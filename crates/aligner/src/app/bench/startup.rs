@@ -213,11 +213,8 @@ fn report(with: &[Run], without: &[Run], packs_mib: f64, options: &Options) -> B
          on disk, mapped in place; most of it is the dense f32 copy each packed model keeps for \
          long passes (prompts), beside its blocks.\n"
     ));
-    let summary = md.clone();
-    Bench {
-        json,
-        summary: summary + "\n",
-    }
+    md.push('\n');
+    Bench { json, summary: md }
 }
 
 #[cfg(test)]
