@@ -1,4 +1,4 @@
-//! The model's hot paths on SmolLM2-135M's shapes: one decoding step (batch 1 and eight
+//! The model's hot paths on SmolLM2-135M's shapes: one decoding step (batch 1, 4, 8 and 16
 //! sequences with their own caches, `CausalLm::decode_step`) for the packed int4 / int8 model and
 //! the f32 `Llama`, a 512-token prefill, and a draft verification pass (75 tokens after a cached
 //! prompt) with logits at every position or only at the last 21 (`CausalLm::forward_tail`). Uses the embedded model when `cargo xtask setup` has
@@ -43,7 +43,7 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode_step");
     group.sample_size(20);
     for (name, lm) in models {
-        for rows in [1usize, 8] {
+        for rows in [1usize, 4, 8, 16] {
             group.throughput(Throughput::Elements(rows as u64));
             group.bench_function(format!("{name}/{rows}"), |b| {
                 let mut caches: Vec<KvCache> = (0..rows).map(|_| primed(lm)).collect();

@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::{ActRow, BLOCK};
+use super::{ActRow, BLOCK, TILE};
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -17,34 +17,6 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-/// Up to eight f16s from `h[k..]` as f32s, zero-padded past the end.
-#[target_feature(enable = "avx2,f16c")]
-fn load8(h: &[f16], k: usize) -> __m256 {
-    let n = (h.len() - k).min(8);
-    if n == 8 {
-        // SAFETY: `h[k..k + 8]` holds 8 f16s (16 bytes); unaligned load.
-        return _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h[k..k + 8].as_ptr().cast()) });
-    }
-    let mut buf = [f16::ZERO; 8];
-    buf[..n].copy_from_slice(&h[k..k + n]);
-    // SAFETY: `buf` holds 8 f16s (16 bytes); unaligned load.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(buf.as_ptr().cast()) })
-}
-
-/// Up to eight f32s from `v[k..]`, zero-padded past the end.
-#[target_feature(enable = "avx2")]
-fn loadf8(v: &[f32], k: usize) -> __m256 {
-    let n = (v.len() - k).min(8);
-    if n == 8 {
-        // SAFETY: `v[k..k + 8]` holds 8 f32s; unaligned load.
-        return unsafe { _mm256_loadu_ps(v[k..k + 8].as_ptr()) };
-    }
-    let mut buf = [0f32; 8];
-    buf[..n].copy_from_slice(&v[k..k + n]);
-    // SAFETY: `buf` holds 8 f32s; unaligned load.
-    unsafe { _mm256_loadu_ps(buf.as_ptr()) }
 }
 
 /// One f16 as f32 through F16C (exact, like [`f16::to_f32`], which is an out-of-line call
@@ -123,34 +95,26 @@ fn min_terms(m: &[f16], x: ActRow<'_>) -> f32 {
     hsum(mins) + tail
 }
 
+/// The row of blocks `(d, qs)` times `x` with the block scales in `scratch` (from [`scales`]),
+/// before any minimum term: one pass over the codes.
+///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_q4_row(
-    d: &[f16],
-    m: &[f16],
-    qs: &[[u8; BLOCK / 2]],
-    x: ActRow<'_>,
-    scratch: &mut [f32],
-) -> f32 {
-    let mins = scales(d, Some(m), x, scratch);
-    let mask = _mm_set1_epi8(0x0F);
+unsafe fn dot_row<C: Codes>(qs: &[C], x: ActRow<'_>, scratch: &[f32]) -> f32 {
     let ones = _mm256_set1_epi16(1);
     let n = qs.len().min(x.qs.len()).min(scratch.len());
     // The block's integer dot product, scaled, added to `acc`.
     let block = |k: usize, acc: __m256| {
-        // SAFETY: a block's codes are 16 bytes and the activations' 32; unaligned loads.
-        let (raw, xs) = unsafe {
-            (
-                _mm_loadu_si128(qs[k].as_ptr().cast()),
+        // SAFETY: `k < n`; the activations' codes are 32 bytes, unaligned load; the CPU runs
+        // AVX2 (the caller's contract).
+        let pairs = unsafe {
+            C::pairs(
+                qs[k].unpack(),
                 _mm256_loadu_si256(x.qs[k].as_ptr().cast()),
             )
         };
-        let lo = _mm_and_si128(raw, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
-        let codes = _mm256_set_m128i(hi, lo);
-        // Codes are 0..=15 and activations -127..=127: pair sums fit in i16.
-        let pairs = _mm256_maddubs_epi16(codes, xs);
         let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
         _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc)
     };
@@ -166,176 +130,174 @@ pub(super) unsafe fn dot_q4_row(
     if k < n {
         even = block(k, even);
     }
-    hsum(_mm256_add_ps(even, odd)) + mins
-}
-
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_q8_row(
-    d: &[f16],
-    qs: &[[i8; BLOCK]],
-    x: ActRow<'_>,
-    scratch: &mut [f32],
-) -> f32 {
-    scales(d, None, x, scratch);
-    let ones = _mm256_set1_epi16(1);
-    let n = qs.len().min(x.qs.len()).min(scratch.len());
-    let block = |k: usize, acc: __m256| {
-        // SAFETY: both code arrays are 32 bytes; unaligned loads.
-        let (ws, xs) = unsafe {
-            (
-                _mm256_loadu_si256(qs[k].as_ptr().cast()),
-                _mm256_loadu_si256(x.qs[k].as_ptr().cast()),
-            )
-        };
-        // maddubs wants an unsigned operand: |w| times x with w's sign.
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(xs, ws));
-        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc)
-    };
-    // As in `dot_q4_row`: even and odd blocks, in registers.
-    let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut k = 0;
-    while k + 1 < n {
-        even = block(k, even);
-        odd = block(k + 1, odd);
-        k += 2;
-    }
-    if k < n {
-        even = block(k, even);
-    }
     hsum(_mm256_add_ps(even, odd))
 }
 
-/// The per-block products of the weight scales `d[k..k + 8]` (as f32s) and each activation
-/// row's scales.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn group_scales<const N: usize>(dw: __m256, xs: &[ActRow<'_>; N], k: usize) -> [[f32; 8]; N] {
-    let mut out = [[0f32; 8]; N];
-    for (o, x) in out.iter_mut().zip(xs) {
-        // SAFETY: `o` holds 8 f32s; unaligned store.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(dw, loadf8(x.d, k))) };
-    }
-    out
+/// A block's codes as one operand pair of `maddubs` with each activation row's codes.
+pub(super) trait Codes {
+    /// The codes unpacked once for all the rows of a tile.
+    type Unpacked: Copy;
+    /// # Safety
+    /// The CPU must support AVX2.
+    unsafe fn unpack(&self) -> Self::Unpacked;
+    /// The i16 pair sums of the unpacked codes times the activation codes `x`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    unsafe fn pairs(w: Self::Unpacked, x: __m256i) -> __m256i;
 }
 
-/// `out[j] = ` the Q4_1 row `(d, m, qs)` times `xs[j]`. Blocks go eight at a time: their
-/// scales are converted and multiplied with each row's in one vector, then each block's
-/// codes are unpacked once for all `N` rows. Every operation on a row is the one
-/// [`dot_q4_row`] does, in the same order: a row's result is bit for bit the same alone or
-/// in a tile.
+impl Codes for [u8; BLOCK / 2] {
+    type Unpacked = __m256i;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn unpack(&self) -> __m256i {
+        let mask = _mm_set1_epi8(0x0F);
+        // SAFETY: a block's codes are 16 bytes; unaligned load.
+        let raw = unsafe { _mm_loadu_si128(self.as_ptr().cast()) };
+        let lo = _mm_and_si128(raw, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
+        _mm256_set_m128i(hi, lo)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pairs(w: __m256i, x: __m256i) -> __m256i {
+        // Codes are 0..=15 and activations -127..=127: pair sums fit in i16.
+        _mm256_maddubs_epi16(w, x)
+    }
+}
+
+impl Codes for [i8; BLOCK] {
+    /// The codes and their absolute values.
+    type Unpacked = (__m256i, __m256i);
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn unpack(&self) -> (__m256i, __m256i) {
+        // SAFETY: a block's codes are 32 bytes; unaligned load.
+        let ws = unsafe { _mm256_loadu_si256(self.as_ptr().cast()) };
+        (ws, _mm256_sign_epi8(ws, ws))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pairs((ws, abs): (__m256i, __m256i), x: __m256i) -> __m256i {
+        // maddubs wants an unsigned operand: |w| times x with w's sign.
+        _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x, ws))
+    }
+}
+
+/// `out[j] = ` the row of blocks `(d, qs)` times `xs[j]`, before any minimum term. Blocks go
+/// eight at a time: their scales are multiplied with each row's, then each block's codes are
+/// unpacked once for all `N` rows. Every operation on a row is the one [`dot_row`] does after
+/// [`scales`], in the same order (even and odd blocks in two sums): a row's result is bit for
+/// bit the same alone or in a tile.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row,
-/// and `out` at least `N` values.
+/// The CPU must support AVX2, FMA and F16C; `d` and `qs` hold one entry per block of the row,
+/// and so does every row of `xs`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_q4<const N: usize>(
+unsafe fn dot_tile<C: Codes, const N: usize>(
     d: &[f16],
-    m: &[f16],
-    qs: &[[u8; BLOCK / 2]],
-    xs: [ActRow<'_>; N],
-    out: &mut [f32],
-) {
-    let mask = _mm_set1_epi8(0x0F);
+    qs: &[C],
+    xs: &[ActRow<'_>; N],
+) -> [f32; N] {
     let ones = _mm256_set1_epi16(1);
-    let nb = qs.len();
-    if xs
-        .iter()
-        .any(|x| x.qs.len() < nb || x.d.len() < nb || x.s.len() < nb)
-    {
-        return;
+    let nb = qs.len().min(d.len());
+    if xs.iter().any(|x| x.qs.len() < nb || x.d.len() < nb) {
+        return [0.0; N];
     }
     let xp: [*const [i8; BLOCK]; N] = std::array::from_fn(|j| xs[j].qs.as_ptr());
-    // Two accumulators per row (even and odd blocks) when there are few rows, to shorten
-    // the chain of dependent FMAs; more rows give independent chains anyway.
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
-    let mut k0 = 0;
-    while k0 < nb {
-        let scales = group_scales(load8(d, k0), &xs, k0);
-        let n = (nb - k0).min(8);
-        let block = |b: usize, acc: &mut [__m256; N]| {
-            let k = k0 + b;
-            // SAFETY: a block's codes are 16 bytes; unaligned load.
-            let raw = unsafe { _mm_loadu_si128(qs[k].as_ptr().cast()) };
-            let lo = _mm_and_si128(raw, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
-            let codes = _mm256_set_m128i(hi, lo);
+    let (mut even, mut odd) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+    // One block `k` (the `b`th of its group) into `acc`.
+    macro_rules! block {
+        ($k:expr, $scales:expr, $b:expr, $acc:expr) => {{
+            // SAFETY: `k < nb`; the CPU runs AVX2 (the caller's contract).
+            let w = unsafe { qs[$k].unpack() };
             for j in 0..N {
                 // SAFETY: every row has at least `nb` blocks of 32 bytes (checked above);
                 // unaligned load.
-                let xq = unsafe { _mm256_loadu_si256(xp[j].add(k).cast()) };
-                // Codes are 0..=15 and activations -127..=127: pair sums fit in i16.
-                let pairs = _mm256_maddubs_epi16(codes, xq);
+                let xq = unsafe { _mm256_loadu_si256(xp[j].add($k).cast()) };
+                let pairs = unsafe { C::pairs(w, xq) };
                 let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-                acc[j] = _mm256_fmadd_ps(sums, _mm256_set1_ps(scales[j][b]), acc[j]);
+                $acc[j] = _mm256_fmadd_ps(sums, _mm256_set1_ps($scales[j][$b]), $acc[j]);
             }
-        };
-        let mut b = 0;
-        while b + 1 < n {
-            block(b, &mut acc[0]);
-            block(b + 1, &mut acc[1]);
-            b += 2;
-        }
-        if b < n {
-            block(b, &mut acc[0]);
-        }
-        k0 += 8;
+        }};
     }
-    for j in 0..N {
-        out[j] = hsum(_mm256_add_ps(acc[0][j], acc[1][j])) + min_terms(m, xs[j]);
-    }
-}
-
-/// `out[j] = ` the Q8_0 row `(d, qs)` times `xs[j]`, like [`dot_q4`] (and bit for bit
-/// [`dot_q8_row`]).
-///
-/// # Safety
-/// As for [`dot_q4`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_q8<const N: usize>(
-    d: &[f16],
-    qs: &[[i8; BLOCK]],
-    xs: [ActRow<'_>; N],
-    out: &mut [f32],
-) {
-    let ones = _mm256_set1_epi16(1);
-    let nb = qs.len();
-    if xs.iter().any(|x| x.qs.len() < nb || x.d.len() < nb) {
-        return;
-    }
-    let xp: [*const [i8; BLOCK]; N] = std::array::from_fn(|j| xs[j].qs.as_ptr());
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
     let mut k0 = 0;
     while k0 < nb {
-        let scales = group_scales(load8(d, k0), &xs, k0);
         let n = (nb - k0).min(8);
-        let block = |b: usize, acc: &mut [__m256; N]| {
-            let k = k0 + b;
-            // SAFETY: a block's codes are 32 bytes; unaligned load.
-            let ws = unsafe { _mm256_loadu_si256(qs[k].as_ptr().cast()) };
-            // maddubs wants an unsigned operand: |w| times x with w's sign.
-            let abs = _mm256_sign_epi8(ws, ws);
-            for j in 0..N {
-                // SAFETY: as in `dot_q4`.
-                let xq = unsafe { _mm256_loadu_si256(xp[j].add(k).cast()) };
-                let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(xq, ws));
-                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-                acc[j] = _mm256_fmadd_ps(sums, _mm256_set1_ps(scales[j][b]), acc[j]);
+        // The products `d[k] * x.d[k]` of the group's blocks for each row: eight in one
+        // vector, or one by one for a last group of fewer (the same products either way).
+        // Written out here: as a function of its own it was not inlined.
+        let mut scales = [[0f32; 8]; N];
+        if n == 8 {
+            let dw = load8_full(d, k0);
+            for (o, x) in scales.iter_mut().zip(xs) {
+                let s = _mm256_mul_ps(dw, loadf8_full(x.d, k0));
+                // SAFETY: `o` holds 8 f32s; unaligned store.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), s) };
             }
-        };
+        } else {
+            for (o, x) in scales.iter_mut().zip(xs) {
+                for (b, o) in o[..n].iter_mut().enumerate() {
+                    *o = f16_to_f32(d[k0 + b]) * x.d[k0 + b];
+                }
+            }
+        }
         let mut b = 0;
         while b + 1 < n {
-            block(b, &mut acc[0]);
-            block(b + 1, &mut acc[1]);
+            block!(k0 + b, scales, b, even);
+            block!(k0 + b + 1, scales, b + 1, odd);
             b += 2;
         }
         if b < n {
-            block(b, &mut acc[0]);
+            block!(k0 + b, scales, b, even);
         }
         k0 += 8;
     }
-    for j in 0..N {
-        out[j] = hsum(_mm256_add_ps(acc[0][j], acc[1][j]));
+    std::array::from_fn(|j| hsum(_mm256_add_ps(even[j], odd[j])))
+}
+
+/// `out[j] = ` the row `(d, m, qs)` times `xs[j]` for every row of `xs` (`out` holds at least
+/// as many values), with Q4_1's minimum term where `m` is given. One row alone takes its scales
+/// first, then one pass over the codes (fastest alone); more are taken a tile of up to
+/// [`TILE`] rows at a time ([`dot_tile`]), with the same result for each row.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `d`, `m`, `qs` and every row of `xs` hold one
+/// entry per block of the row, and `scratch` at least as many values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows<C: Codes>(
+    d: &[f16],
+    m: Option<&[f16]>,
+    qs: &[C],
+    xs: &[ActRow<'_>],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY (every call below): the caller's contract.
+    let tile = |sums: &[f32], xs: &[ActRow<'_>], out: &mut [f32]| {
+        for ((o, s), x) in out.iter_mut().zip(sums).zip(xs) {
+            *o = s + m.map_or(0.0, |m| min_terms(m, *x));
+        }
+    };
+    match xs {
+        [] => {}
+        [a] => {
+            let mins = scales(d, m, *a, scratch);
+            out[0] = unsafe { dot_row(qs, *a, scratch) } + mins;
+        }
+        [a, b] => tile(&unsafe { dot_tile(d, qs, &[*a, *b]) }, xs, out),
+        [a, b, c] => tile(&unsafe { dot_tile(d, qs, &[*a, *b, *c]) }, xs, out),
+        [a, b, c, e] => tile(&unsafe { dot_tile(d, qs, &[*a, *b, *c, *e]) }, xs, out),
+        _ => {
+            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
+                unsafe { dot_rows(d, m, qs, xs, out, scratch) };
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use super::activations::{ActRow, Activations};
 use super::avx2;
 use super::blocks::{BLOCK, BlockQ4, BlockQ8, QuantError, check_finite, check_shape};
 use super::slab::Slab;
-use super::{RowDot, TILE, matmul_t, portable};
+use super::{RowDot, matmul_t, portable};
 
 /// An `(rows, cols)` matrix of Q4_1 blocks.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,23 +156,9 @@ impl RowDot for Q4Matrix {
         if crate::cpu::avx2_kernels() {
             let (d, m, qs) = (&self.d[w.clone()], &self.m[w.clone()], &self.qs[w]);
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); every slice
-            // holds one entry per block of the row.
-            unsafe {
-                match xs {
-                    // One row: scales first, then one pass over the codes (fastest alone).
-                    [a] => out[0] = avx2::dot_q4_row(d, m, qs, *a, &mut scratch[..nb]),
-                    [a, b] => avx2::dot_q4::<2>(d, m, qs, [*a, *b], out),
-                    [a, b, c] => avx2::dot_q4::<3>(d, m, qs, [*a, *b, *c], out),
-                    [a, b, c, e] => avx2::dot_q4::<4>(d, m, qs, [*a, *b, *c, *e], out),
-                    [] => {}
-                    // More than a tile: a tile at a time (the caller passes at most one).
-                    _ => {
-                        for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
-                            self.dot_rows(r, xs, out, scratch);
-                        }
-                    }
-                }
-            }
+            // holds one entry per block of the row, as does every activation row, and
+            // `scratch` at least one value per block.
+            unsafe { avx2::dot_rows(d, Some(m), qs, xs, out, &mut scratch[..nb]) };
             return;
         }
         let _ = scratch;
@@ -308,21 +294,7 @@ impl RowDot for Q8Matrix {
         if crate::cpu::avx2_kernels() {
             let (d, qs) = (&self.d[w.clone()], &self.qs[w]);
             // SAFETY: as for Q4Matrix::dot_rows.
-            unsafe {
-                match xs {
-                    [a] => out[0] = avx2::dot_q8_row(d, qs, *a, &mut scratch[..nb]),
-                    [a, b] => avx2::dot_q8::<2>(d, qs, [*a, *b], out),
-                    [a, b, c] => avx2::dot_q8::<3>(d, qs, [*a, *b, *c], out),
-                    [a, b, c, e] => avx2::dot_q8::<4>(d, qs, [*a, *b, *c, *e], out),
-                    [] => {}
-                    // More than a tile: a tile at a time (the caller passes at most one).
-                    _ => {
-                        for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
-                            self.dot_rows(r, xs, out, scratch);
-                        }
-                    }
-                }
-            }
+            unsafe { avx2::dot_rows(d, None, qs, xs, out, &mut scratch[..nb]) };
             return;
         }
         let _ = scratch;
