@@ -38,6 +38,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use aligner_model::{CausalLm, ModelTokenizer};
@@ -47,7 +48,7 @@ use crate::local::{
 };
 use crate::machine::{Corrector, Draft, Event, MachineConfig, StreamMachine, Upstream};
 use crate::record::Record;
-use crate::{Error, Result};
+use crate::{Conversation, Error, Result};
 
 /// A fixed number of (upstream, corrector) slots that answer questions together.
 pub struct StreamBatch<'m, U: CausalLm, C: Corrector> {
@@ -73,7 +74,13 @@ impl<U: CausalLm, C: Corrector> std::fmt::Debug for StreamBatch<'_, U, C> {
 pub struct NoUpstream;
 
 impl Upstream for NoUpstream {
-    fn draft(&mut self, _question: &str, _accepted: &str, _max_tokens: usize) -> Result<Draft> {
+    fn draft_conversation(
+        &mut self,
+        _conversation: &Conversation,
+        _accepted: &str,
+        _max_tokens: usize,
+        _cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
         Err(Error::Protocol {
             component: "batch",
             reason: "a machine asked for a draft outside the batched drafting step".into(),

@@ -23,9 +23,9 @@
 //!
 //! Single questions keep working everywhere: `StreamMachine::new(question, ..)` and every
 //! function taking `impl Into<Conversation>` accept a `&str` or `String`, and an
-//! [`Upstream`](crate::Upstream) that only implements `draft(question, ..)` keeps answering
-//! single questions; it refuses conversations of several turns with [`Error::Unsupported`]
-//! instead of silently dropping the history.
+//! [`Upstream`](crate::Upstream) that only knows questions answers
+//! single questions through [`Conversation::require_single`], which refuses conversations of
+//! several turns with [`Error::Unsupported`] instead of silently dropping the history.
 //!
 //! ```
 //! use aligner_model::chat::ChatMessage;
@@ -138,6 +138,19 @@ impl Conversation {
             [only] if only.role == "user" => Some(&only.content),
             _ => None,
         }
+    }
+
+    /// [`single_question`](Self::single_question), or [`Error::Unsupported`] for any other
+    /// conversation: how an upstream that answers single questions only refuses a conversation
+    /// rather than drop its history.
+    pub fn require_single(&self) -> Result<&str> {
+        self.single_question().ok_or_else(|| {
+            Error::Unsupported(
+                "this upstream answers single questions only, not a conversation with a system \
+                 message or earlier turns"
+                    .into(),
+            )
+        })
     }
 
     /// Whether there are earlier turns before the last user message.

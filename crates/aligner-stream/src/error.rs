@@ -43,7 +43,7 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// A draft was stopped early through its cancellation flag
-    /// ([`Upstream::draft_cancellable`](crate::Upstream::draft_cancellable)); its result is not
+    /// ([`Upstream::draft_conversation`](crate::Upstream::draft_conversation) with a cancel flag); its result is not
     /// wanted.
     #[error("the draft was cancelled")]
     Cancelled,

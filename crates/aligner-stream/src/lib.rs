@@ -21,13 +21,23 @@
 //!   reference prefixes, resumably.
 //!
 //! ```
-//! use aligner_stream::{Correction, Corrector, Draft, DraftStop, MachineConfig, StreamMachine, Upstream};
+//! use std::sync::atomic::AtomicBool;
+//!
+//! use aligner_stream::{
+//!     Conversation, Correction, Corrector, Draft, DraftStop, MachineConfig, StreamMachine, Upstream,
+//! };
 //!
 //! /// An upstream that writes a fixed answer, one sentence per call (a model would continue
 //! /// `accepted`, which ends with the corrected sentence).
 //! struct Fixed(std::vec::IntoIter<&'static str>);
 //! impl Upstream for Fixed {
-//!     fn draft(&mut self, _q: &str, _accepted: &str, _max: usize) -> aligner_stream::Result<Draft> {
+//!     fn draft_conversation(
+//!         &mut self,
+//!         _conversation: &Conversation,
+//!         _accepted: &str,
+//!         _max: usize,
+//!         _cancel: Option<&AtomicBool>,
+//!     ) -> aligner_stream::Result<Draft> {
 //!         let text = self.0.next().unwrap_or_default().to_owned();
 //!         let stop = if self.0.len() == 0 { DraftStop::Eos } else { DraftStop::Sentence };
 //!         Ok(Draft { tokens: text.len(), text, stop })

@@ -75,28 +75,9 @@ impl RemoteUpstream {
 }
 
 impl Upstream for RemoteUpstream {
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
-        self.draft_conversation(&Conversation::single(question), accepted, max_tokens, None)
-    }
-
     /// Checks `cancel` before the request and at every streamed chunk, and closes the stream
     /// once it is set, so the server stops generating. (A server that sends nothing is only
     /// noticed at the next chunk or the client's read timeout.)
-    fn draft_cancellable(
-        &mut self,
-        question: &str,
-        accepted: &str,
-        max_tokens: usize,
-        cancel: &AtomicBool,
-    ) -> Result<Draft> {
-        self.draft_conversation(
-            &Conversation::single(question),
-            accepted,
-            max_tokens,
-            Some(cancel),
-        )
-    }
-
     fn draft_conversation(
         &mut self,
         conversation: &Conversation,
@@ -148,28 +129,9 @@ impl ChatUpstream {
 }
 
 impl Upstream for ChatUpstream {
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
-        self.draft_conversation(&Conversation::single(question), accepted, max_tokens, None)
-    }
-
-    /// As [`RemoteUpstream`]'s: checked before the request and at every chunk.
-    fn draft_cancellable(
-        &mut self,
-        question: &str,
-        accepted: &str,
-        max_tokens: usize,
-        cancel: &AtomicBool,
-    ) -> Result<Draft> {
-        self.draft_conversation(
-            &Conversation::single(question),
-            accepted,
-            max_tokens,
-            Some(cancel),
-        )
-    }
-
     /// Errors with [`Error::Unsupported`] when `accepted` is not empty and the server has no
-    /// prefix continuation ([`ChatPrefill::None`]).
+    /// prefix continuation ([`ChatPrefill::None`]). `cancel` is checked as
+    /// [`RemoteUpstream`]'s: before the request and at every chunk.
     fn draft_conversation(
         &mut self,
         conversation: &Conversation,

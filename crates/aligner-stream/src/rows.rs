@@ -17,12 +17,20 @@
 //! ```
 //! use aligner_data::math::MathProblem;
 //! use aligner_stream::rows::{RowsConfig, step_rows};
-//! use aligner_stream::{Draft, DraftStop, Upstream};
+//! use std::sync::atomic::AtomicBool;
+//!
+//! use aligner_stream::{Conversation, Draft, DraftStop, Upstream};
 //!
 //! /// Always writes the same wrong sentence.
 //! struct Sloppy;
 //! impl Upstream for Sloppy {
-//!     fn draft(&mut self, _q: &str, _accepted: &str, _max: usize) -> aligner_stream::Result<Draft> {
+//!     fn draft_conversation(
+//!         &mut self,
+//!         _conversation: &Conversation,
+//!         _accepted: &str,
+//!         _max: usize,
+//!         _cancel: Option<&AtomicBool>,
+//!     ) -> aligner_stream::Result<Draft> {
 //!         Ok(Draft { text: "So 2 + 2 = 5 apples. ".into(), tokens: 9, stop: DraftStop::Sentence })
 //!     }
 //! }

@@ -234,12 +234,14 @@ fn a_conversation_reaches_the_upstream_whole_and_the_corrector_as_one_question()
 fn single_question_upstreams_refuse_conversations() {
     struct Plain;
     impl Upstream for Plain {
-        fn draft(
+        fn draft_conversation(
             &mut self,
-            _q: &str,
+            conversation: &Conversation,
             _a: &str,
             _m: usize,
+            _cancel: Option<&std::sync::atomic::AtomicBool>,
         ) -> aligner_stream::Result<aligner_stream::Draft> {
+            conversation.require_single()?;
             unreachable!("the conversation is refused before drafting")
         }
     }

@@ -496,25 +496,6 @@ impl<M: CausalLm> LocalUpstream<'_, M> {
 }
 
 impl<M: CausalLm> Upstream for LocalUpstream<'_, M> {
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
-        self.draft_until(&Conversation::single(question), accepted, max_tokens, None)
-    }
-
-    fn draft_cancellable(
-        &mut self,
-        question: &str,
-        accepted: &str,
-        max_tokens: usize,
-        cancel: &AtomicBool,
-    ) -> Result<Draft> {
-        self.draft_until(
-            &Conversation::single(question),
-            accepted,
-            max_tokens,
-            Some(cancel),
-        )
-    }
-
     /// Renders the whole conversation with the chat template (its system message replacing
     /// the configured one).
     fn draft_conversation(

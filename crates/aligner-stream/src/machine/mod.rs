@@ -27,12 +27,21 @@
 //! drive it with scripted fakes, and [`crate::local`] has the model-backed implementations.
 //!
 //! ```
+//! use std::sync::atomic::AtomicBool;
+//!
+//! use aligner_stream::Conversation;
 //! use aligner_stream::machine::{Correction, Corrector, Draft, DraftStop, MachineConfig, StreamMachine, Upstream};
 //!
 //! /// Writes a fixed answer one sentence per call.
 //! struct Script(Vec<&'static str>);
 //! impl Upstream for Script {
-//!     fn draft(&mut self, _q: &str, _accepted: &str, _max: usize) -> aligner_stream::Result<Draft> {
+//!     fn draft_conversation(
+//!         &mut self,
+//!         _conversation: &Conversation,
+//!         _accepted: &str,
+//!         _max: usize,
+//!         _cancel: Option<&AtomicBool>,
+//!     ) -> aligner_stream::Result<Draft> {
 //!         let text = self.0.remove(0).to_owned();
 //!         let stop = if self.0.is_empty() { DraftStop::Eos } else { DraftStop::Sentence };
 //!         Ok(Draft { text, tokens: 3, stop })
@@ -91,53 +100,32 @@ pub struct Correction {
 
 /// The model that writes the answer.
 pub trait Upstream {
-    /// Continues the answer to `question` whose accepted text so far is `accepted` (which may
-    /// differ from what this upstream wrote: it ends with the corrected sentence), and returns
-    /// the next sentence. It stops at the first sentence boundary (see [`crate::segment`]), at
-    /// EOS, or after `max_tokens` (>= 1) generated tokens, and says which in [`Draft::stop`].
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft>;
-
-    /// [`draft`](Self::draft) that may stop early, with [`Error::Cancelled`], once `cancel` is
-    /// set. [`StreamMachine::run_overlapped`] writes the next sentence with it while the
-    /// corrector checks the current one, and cancels it when the corrector changes that
-    /// sentence (the text it continues). The default ignores `cancel`.
-    fn draft_cancellable(
-        &mut self,
-        question: &str,
-        accepted: &str,
-        max_tokens: usize,
-        cancel: &AtomicBool,
-    ) -> Result<Draft> {
-        let _ = cancel;
-        self.draft(question, accepted, max_tokens)
-    }
-
-    /// [`draft`](Self::draft) (or, with `cancel`, [`draft_cancellable`](Self::draft_cancellable))
-    /// for a [`Conversation`]: the upstream continues the answer to its last user message,
-    /// seeing the whole conversation. [`StreamMachine`] and the [modes](crate::modes) call
-    /// this one.
+    /// Continues the answer to the last user message of `conversation`, whose accepted text so
+    /// far is `accepted` (which may differ from what this upstream wrote: it ends with the
+    /// corrected sentence), and returns the next sentence. It stops at the first sentence
+    /// boundary (see [`crate::segment`]), at EOS, or after `max_tokens` (>= 1) generated
+    /// tokens, and says which in [`Draft::stop`]. [`StreamMachine`] and the
+    /// [modes](crate::modes) call this.
     ///
-    /// The default answers a conversation that is one user message through `draft` with that
-    /// question, and refuses any other with [`Error::Unsupported`] rather than drop the
-    /// history; upstreams that can see a conversation override it.
+    /// With `cancel`, it may stop early, with [`Error::Cancelled`], once `cancel` is set:
+    /// [`StreamMachine::run_overlapped`] writes the next sentence this way while the corrector
+    /// checks the current one, and cancels it when the corrector changes that sentence (the
+    /// text it continues). An upstream that cannot stop early may ignore it.
+    ///
+    /// An upstream that answers single questions only takes the question with
+    /// [`Conversation::require_single`], which refuses any other conversation with
+    /// [`Error::Unsupported`] rather than drop its history.
     fn draft_conversation(
         &mut self,
         conversation: &Conversation,
         accepted: &str,
         max_tokens: usize,
         cancel: Option<&AtomicBool>,
-    ) -> Result<Draft> {
-        let Some(question) = conversation.single_question() else {
-            return Err(Error::Unsupported(
-                "this upstream answers single questions only, not a conversation with a system \
-                 message or earlier turns"
-                    .into(),
-            ));
-        };
-        match cancel {
-            Some(cancel) => self.draft_cancellable(question, accepted, max_tokens, cancel),
-            None => self.draft(question, accepted, max_tokens),
-        }
+    ) -> Result<Draft>;
+
+    /// [`draft_conversation`](Self::draft_conversation) for one question, not cancellable.
+    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+        self.draft_conversation(&Conversation::single(question), accepted, max_tokens, None)
     }
 
     /// Whether the upstream can continue a partial answer that ends with text it did not write
@@ -213,20 +201,6 @@ pub trait Corrector {
 }
 
 impl<T: Upstream + ?Sized> Upstream for &mut T {
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
-        (**self).draft(question, accepted, max_tokens)
-    }
-
-    fn draft_cancellable(
-        &mut self,
-        question: &str,
-        accepted: &str,
-        max_tokens: usize,
-        cancel: &AtomicBool,
-    ) -> Result<Draft> {
-        (**self).draft_cancellable(question, accepted, max_tokens, cancel)
-    }
-
     fn draft_conversation(
         &mut self,
         conversation: &Conversation,
@@ -786,7 +760,7 @@ impl StreamMachine {
     /// - while the corrector checks a sentence, the upstream already writes the next one,
     ///   continuing the sentence as drafted. If the corrector keeps the sentence, that draft is
     ///   the next round's, with no wait; if it changes it, the draft is cancelled
-    ///   ([`Upstream::draft_cancellable`]) and the next round drafts from the corrected text as
+    ///   ([`Upstream::draft_conversation`] with a cancel flag) and the next round drafts from the corrected text as
     ///   usual.
     ///
     /// Events come in the same order as from `run`, each as soon as it happens: a committed

@@ -34,7 +34,14 @@ impl FakeLm {
 }
 
 impl Upstream for FakeLm {
-    fn draft(&mut self, _q: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+    fn draft_conversation(
+        &mut self,
+        conversation: &Conversation,
+        accepted: &str,
+        max_tokens: usize,
+        _cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        conversation.require_single()?;
         self.caps.push(max_tokens);
         let common = self
             .cache
@@ -89,7 +96,14 @@ impl Upstream for FakeLm {
 struct Endless;
 
 impl Upstream for Endless {
-    fn draft(&mut self, _q: &str, _accepted: &str, max_tokens: usize) -> Result<Draft> {
+    fn draft_conversation(
+        &mut self,
+        conversation: &Conversation,
+        _accepted: &str,
+        max_tokens: usize,
+        _cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        conversation.require_single()?;
         Ok(Draft {
             text: "Blah. ".into(),
             tokens: 6.min(max_tokens),
@@ -267,7 +281,14 @@ fn a_changed_correction_truncates_to_the_common_prefix() {
 fn the_corrector_sees_the_accepted_prefix_and_skips_blank_drafts() {
     struct Blank(u8);
     impl Upstream for Blank {
-        fn draft(&mut self, _q: &str, _a: &str, _m: usize) -> Result<Draft> {
+        fn draft_conversation(
+            &mut self,
+            conversation: &Conversation,
+            _a: &str,
+            _m: usize,
+            _cancel: Option<&AtomicBool>,
+        ) -> Result<Draft> {
+            conversation.require_single()?;
             self.0 += 1;
             let (text, stop) = match self.0 {
                 1 => ("Hi. ", DraftStop::Sentence),
@@ -542,7 +563,23 @@ struct Pure {
 }
 
 impl Upstream for Pure {
-    fn draft(&mut self, _q: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+    fn draft_conversation(
+        &mut self,
+        conversation: &Conversation,
+        accepted: &str,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        conversation.require_single()?;
+        if let Some(cancel) = cancel.filter(|_| self.wait_for_cancel) {
+            let t = Instant::now();
+            while !cancel.load(Ordering::Relaxed) {
+                assert!(t.elapsed() < Duration::from_secs(10), "never cancelled");
+                std::thread::yield_now();
+            }
+            self.cancelled += 1;
+            return Err(Error::Cancelled);
+        }
         self.calls += 1;
         let n = accepted.matches('.').count() + accepted.matches("\n\n").count();
         let text = self.sentences.get(n).copied().unwrap_or_default();
@@ -556,25 +593,6 @@ impl Upstream for Pure {
             tokens: text.len().min(max_tokens),
             stop,
         })
-    }
-
-    fn draft_cancellable(
-        &mut self,
-        q: &str,
-        accepted: &str,
-        max_tokens: usize,
-        cancel: &AtomicBool,
-    ) -> Result<Draft> {
-        if !self.wait_for_cancel {
-            return self.draft(q, accepted, max_tokens);
-        }
-        let t = Instant::now();
-        while !cancel.load(Ordering::Relaxed) {
-            assert!(t.elapsed() < Duration::from_secs(10), "never cancelled");
-            std::thread::yield_now();
-        }
-        self.cancelled += 1;
-        Err(Error::Cancelled)
     }
 }
 

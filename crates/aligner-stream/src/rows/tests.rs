@@ -1,6 +1,9 @@
+use std::sync::atomic::AtomicBool;
+
 use aligner_data::math::{GenerateConfig, generate_splits};
 
 use super::*;
+use crate::Conversation;
 use crate::machine::Draft;
 
 /// An upstream that writes `Guess N.` as its sentence number N (counted in the accepted text)
@@ -11,7 +14,14 @@ struct Guesser {
 }
 
 impl Upstream for Guesser {
-    fn draft(&mut self, question: &str, accepted: &str, max_tokens: usize) -> Result<Draft> {
+    fn draft_conversation(
+        &mut self,
+        conversation: &Conversation,
+        accepted: &str,
+        max_tokens: usize,
+        _cancel: Option<&AtomicBool>,
+    ) -> Result<Draft> {
+        let question = conversation.require_single()?;
         self.calls.push((question.to_owned(), accepted.to_owned()));
         let n = crate::segment::sentences(accepted).count();
         if question.contains("quiet") && n >= 1 {
@@ -309,7 +319,14 @@ fn a_damaged_file_is_an_error_not_silently_dropped() {
 fn a_separate_answer_upstream_writes_the_whole_answers() {
     struct Fixed;
     impl Upstream for Fixed {
-        fn draft(&mut self, _q: &str, _accepted: &str, _max: usize) -> Result<Draft> {
+        fn draft_conversation(
+            &mut self,
+            conversation: &Conversation,
+            _accepted: &str,
+            _max: usize,
+            _cancel: Option<&AtomicBool>,
+        ) -> Result<Draft> {
+            conversation.require_single()?;
             Ok(Draft {
                 text: "All at once.".into(),
                 tokens: 3,
