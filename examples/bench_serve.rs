@@ -39,6 +39,10 @@ struct Args {
     /// Requests per client in the throughput measurement.
     #[arg(long, default_value_t = 2)]
     requests_per_client: usize,
+    /// The numbers of concurrent clients of the throughput measurement (the first is the
+    /// baseline of the ratio).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    clients: Vec<usize>,
     /// Where the JSON result goes.
     #[arg(long, default_value = "target/bench/serve.json")]
     json: PathBuf,
@@ -161,7 +165,7 @@ fn main() -> anyhow::Result<()> {
 
     // (b) Throughput at 1, 8 and 32 concurrent clients.
     let mut throughput = Vec::new();
-    for clients in [1usize, 8, 32] {
+    for &clients in &args.clients {
         let count = |answer: &str| Ok(engine.upstream_tokenizer.encode(answer, false)?.len());
         let t = concurrent_clients(
             &base,
