@@ -248,55 +248,117 @@ unsafe fn dot_tile<C: Codes, const N: usize>(
                 }
             }
         }
-        let mut b = 0;
-        while b + 1 < n {
-            block!(k0 + b, scales, b, even);
-            block!(k0 + b + 1, scales, b + 1, odd);
-            b += 2;
-        }
-        if b < n {
-            block!(k0 + b, scales, b, even);
+        if n == 8 {
+            // A whole group: a loop the compiler unrolls.
+            for b in (0..8).step_by(2) {
+                block!(k0 + b, scales, b, even);
+                block!(k0 + b + 1, scales, b + 1, odd);
+            }
+        } else {
+            let mut b = 0;
+            while b + 1 < n {
+                block!(k0 + b, scales, b, even);
+                block!(k0 + b + 1, scales, b + 1, odd);
+                b += 2;
+            }
+            if b < n {
+                block!(k0 + b, scales, b, even);
+            }
         }
         k0 += 8;
     }
     std::array::from_fn(|j| hsum(_mm256_add_ps(even[j], odd[j])))
 }
 
-/// `out[j] = ` the row `(d, m, qs)` times `xs[j]` for every row of `xs` (`out` holds at least
-/// as many values), with Q4_1's minimum term where `m` is given. One row alone takes its scales
-/// first, then one pass over the codes (fastest alone); more are taken a tile of up to
-/// [`TILE`] rows at a time ([`dot_tile`]), with the same result for each row.
+/// `out[r * xs.len() + j] = ` weight row `r` of `(d, m, qs)` (rows of `nb` blocks, Q4_1's
+/// minimum term where `m` is given) times `xs[j]`, for the first `out.len() / xs.len()` weight
+/// rows. One activation row takes each weight row's scales first, then one pass over its codes
+/// (fastest alone); more are taken a tile of up to [`TILE`] rows at a time ([`dot_tile`]), with
+/// the same result for each row. The loop over weight rows is here, inside the kernels' target
+/// features, so that a weight row costs no call of its own.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `d`, `m`, `qs` and every row of `xs` hold one
-/// entry per block of the row, and `scratch` at least as many values.
+/// The CPU must support AVX2, FMA and F16C; every row of `xs` holds `nb` blocks, `scratch` at
+/// least `nb` values, and `d`, `m` and `qs` `nb` entries per weight row written.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_rows<C: Codes>(
+pub(super) unsafe fn dot_block<C: Codes>(
     d: &[f16],
     m: Option<&[f16]>,
     qs: &[C],
+    nb: usize,
     xs: &[ActRow<'_>],
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
+    let n = xs.len();
+    if n == 0 || nb == 0 {
+        return;
+    }
+    let count = (out.len() / n)
+        .min(qs.len() / nb)
+        .min(d.len() / nb)
+        .min(m.map_or(usize::MAX, |m| m.len() / nb));
+    let block = Block { d, m, qs, nb, count };
+    let mut first = 0;
     // SAFETY (every call below): the caller's contract.
-    let tile = |sums: &[f32], xs: &[ActRow<'_>], out: &mut [f32]| {
-        for ((o, s), x) in out.iter_mut().zip(sums).zip(xs) {
-            *o = s + m.map_or(0.0, |m| min_terms(m, *x));
+    for tile in xs.chunks(TILE) {
+        match *tile {
+            [a] => {
+                for r in 0..count {
+                    let (d, m, qs) = block.row(r);
+                    let mins = scales(d, m, a, scratch);
+                    out[r * n + first] = unsafe { dot_row(qs, a, scratch) } + mins;
+                }
+            }
+            [a, b] => unsafe { block.tiles([a, b], out, n, first) },
+            [a, b, c] => unsafe { block.tiles([a, b, c], out, n, first) },
+            [a, b, c, e] => unsafe { block.tiles([a, b, c, e], out, n, first) },
+            _ => {}
         }
-    };
-    match xs {
-        [] => {}
-        [a] => {
-            let mins = scales(d, m, *a, scratch);
-            out[0] = unsafe { dot_row(qs, *a, scratch) } + mins;
-        }
-        [a, b] => tile(&unsafe { dot_tile(d, qs, &[*a, *b]) }, xs, out),
-        [a, b, c] => tile(&unsafe { dot_tile(d, qs, &[*a, *b, *c]) }, xs, out),
-        [a, b, c, e] => tile(&unsafe { dot_tile(d, qs, &[*a, *b, *c, *e]) }, xs, out),
-        _ => {
-            for (xs, out) in xs.chunks(TILE).zip(out.chunks_mut(TILE)) {
-                unsafe { dot_rows(d, m, qs, xs, out, scratch) };
+        first += tile.len();
+    }
+}
+
+/// The first `count` weight rows of a matrix's scales, minima and codes.
+struct Block<'a, C> {
+    d: &'a [f16],
+    m: Option<&'a [f16]>,
+    qs: &'a [C],
+    nb: usize,
+    count: usize,
+}
+
+impl<C: Codes> Block<'_, C> {
+    /// Row `r`'s scales, minima and codes.
+    #[inline]
+    fn row(&self, r: usize) -> (&[f16], Option<&[f16]>, &[C]) {
+        let w = r * self.nb..(r + 1) * self.nb;
+        (
+            &self.d[w.clone()],
+            self.m.map(|m| &m[w.clone()]),
+            &self.qs[w],
+        )
+    }
+
+    /// `out[r * n + first + j] = ` row `r` times `xs[j]`, for every row.
+    ///
+    /// # Safety
+    /// As for [`dot_block`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tiles<const N: usize>(
+        &self,
+        xs: [ActRow<'_>; N],
+        out: &mut [f32],
+        n: usize,
+        first: usize,
+    ) {
+        for r in 0..self.count {
+            let (d, m, qs) = self.row(r);
+            // SAFETY: the caller's contract.
+            let sums = unsafe { dot_tile(d, qs, &xs) };
+            for (j, (sum, x)) in sums.iter().zip(&xs).enumerate() {
+                out[r * n + first + j] = sum + m.map_or(0.0, |m| min_terms(m, *x));
             }
         }
     }

@@ -149,22 +149,20 @@ impl RowDot for Q4Matrix {
         self.cols
     }
 
-    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
+    fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
         let nb = self.cols / BLOCK;
-        let w = r * nb..(r + 1) * nb;
+        let w = first * nb..self.qs.len();
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::avx2_kernels() {
             let (d, m, qs) = (&self.d[w.clone()], &self.m[w.clone()], &self.qs[w]);
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); every slice
-            // holds one entry per block of the row, as does every activation row, and
-            // `scratch` at least one value per block.
-            unsafe { avx2::dot_rows(d, Some(m), qs, xs, out, &mut scratch[..nb]) };
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); the slices
+            // hold `nb` entries per row from `first` on, as every activation row holds `nb`
+            // blocks, and `scratch` at least `nb` values.
+            unsafe { avx2::dot_block(d, Some(m), qs, nb, xs, out, &mut scratch[..nb]) };
             return;
         }
-        let _ = scratch;
-        for (o, x) in out.iter_mut().zip(xs) {
-            *o = self.dot_scalar(r, *x);
-        }
+        let _ = (scratch, w);
+        dot_block_scalar(xs, out, |r, x| self.dot_scalar(first + r, x));
     }
 }
 
@@ -287,19 +285,30 @@ impl RowDot for Q8Matrix {
         self.cols
     }
 
-    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
+    fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
         let nb = self.cols / BLOCK;
-        let w = r * nb..(r + 1) * nb;
+        let w = first * nb..self.qs.len();
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::avx2_kernels() {
             let (d, qs) = (&self.d[w.clone()], &self.qs[w]);
-            // SAFETY: as for Q4Matrix::dot_rows.
-            unsafe { avx2::dot_rows(d, None, qs, xs, out, &mut scratch[..nb]) };
+            // SAFETY: as for Q4Matrix::dot_block.
+            unsafe { avx2::dot_block(d, None, qs, nb, xs, out, &mut scratch[..nb]) };
             return;
         }
-        let _ = scratch;
+        let _ = (scratch, w);
+        dot_block_scalar(xs, out, |r, x| self.dot_scalar(first + r, x));
+    }
+}
+
+/// `out[r * xs.len() + j] = dot(r, xs[j])` for the rows `out` has room for: the portable
+/// kernels' [`RowDot::dot_block`].
+fn dot_block_scalar(xs: &[ActRow<'_>], out: &mut [f32], dot: impl Fn(usize, ActRow<'_>) -> f32) {
+    if xs.is_empty() {
+        return;
+    }
+    for (r, out) in out.chunks_exact_mut(xs.len()).enumerate() {
         for (o, x) in out.iter_mut().zip(xs) {
-            *o = self.dot_scalar(r, *x);
+            *o = dot(r, *x);
         }
     }
 }

@@ -53,10 +53,10 @@ const TILE: usize = 4;
 trait RowDot: Sync {
     fn rows(&self) -> usize;
     fn cols(&self) -> usize;
-    /// `out[j] = ` row `r` times `xs[j]`, for `out.len() >= xs.len()`; the codes of a block are
-    /// unpacked once for up to [`TILE`] rows of `xs` (more are taken a tile at a time).
-    /// `scratch` holds at least one f32 per block.
-    fn dot_rows(&self, r: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]);
+    /// `out[i * xs.len() + j] = ` row `first + i` times `xs[j]`, for the `out.len() / xs.len()`
+    /// rows from `first` on; the codes of a block are unpacked once for up to [`TILE`] rows of
+    /// `xs` (more are taken a tile at a time). `scratch` holds at least one f32 per block.
+    fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]);
 }
 
 /// Output rows computed per rayon task.
@@ -79,11 +79,7 @@ fn matmul_t(w: &impl RowDot, x: &Activations, out: &mut [f32]) -> Result<(), Qua
         .enumerate()
         .for_each(|(task, out)| {
             let mut scratch = vec![0f32; w.cols() / BLOCK];
-            for (r, out) in out.chunks_mut(m).enumerate() {
-                for (out, xs) in out.chunks_mut(TILE).zip(rows.chunks(TILE)) {
-                    w.dot_rows(task * ROWS_PER_TASK + r, xs, out, &mut scratch);
-                }
-            }
+            w.dot_block(task * ROWS_PER_TASK, &rows, out, &mut scratch);
         });
     Ok(())
 }

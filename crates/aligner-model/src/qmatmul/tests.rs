@@ -103,27 +103,32 @@ fn rows_in_a_tile_equal_rows_alone() {
     }
 }
 
-/// `dot_rows` given more than a tile of rows (which `matmul_t` never does) still writes every
-/// output, each the same bits as its row alone, in release builds as in debug ones.
+/// `dot_block` over several weight rows from an offset, with more than a tile of activation
+/// rows and a last partial tile, writes every output, each the same bits as its pair alone,
+/// in release builds as in debug ones.
 #[test]
-fn more_than_a_tile_of_rows_is_taken_a_tile_at_a_time() {
-    let (rows, cols, m) = (3, 96, 2 * TILE + 1);
+fn blocks_of_rows_equal_each_row_alone() {
+    let (rows, cols, m) = (5, 96, 2 * TILE + 1);
     let x = values(m, cols, 13);
     let xq = Activations::quantize(&x, cols).unwrap();
     let xs: Vec<ActRow<'_>> = (0..m).map(|i| xq.row(i)).collect();
     let q4 = Q4Matrix::from_f32(&values(rows, cols, 14), rows, cols).unwrap();
     let q8 = Q8Matrix::from_f32(&values(rows, cols, 15), rows, cols).unwrap();
     let mut scratch = vec![0f32; cols / BLOCK];
-    for r in 0..rows {
-        let (mut all4, mut all8) = (vec![f32::NAN; m], vec![f32::NAN; m]);
-        q4.dot_rows(r, &xs, &mut all4, &mut scratch);
-        q8.dot_rows(r, &xs, &mut all8, &mut scratch);
-        for (i, x) in xs.iter().enumerate() {
-            let (mut one4, mut one8) = ([0f32], [0f32]);
-            q4.dot_rows(r, std::slice::from_ref(x), &mut one4, &mut scratch);
-            q8.dot_rows(r, std::slice::from_ref(x), &mut one8, &mut scratch);
-            assert_eq!(all4[i].to_bits(), one4[0].to_bits(), "q4 [{r}, {i}]");
-            assert_eq!(all8[i].to_bits(), one8[0].to_bits(), "q8 [{r}, {i}]");
+    for first in 0..rows {
+        let n = rows - first;
+        let (mut all4, mut all8) = (vec![f32::NAN; n * m], vec![f32::NAN; n * m]);
+        q4.dot_block(first, &xs, &mut all4, &mut scratch);
+        q8.dot_block(first, &xs, &mut all8, &mut scratch);
+        for r in 0..n {
+            for (i, x) in xs.iter().enumerate() {
+                let (mut one4, mut one8) = ([0f32], [0f32]);
+                q4.dot_block(first + r, std::slice::from_ref(x), &mut one4, &mut scratch);
+                q8.dot_block(first + r, std::slice::from_ref(x), &mut one8, &mut scratch);
+                let at = r * m + i;
+                assert_eq!(all4[at].to_bits(), one4[0].to_bits(), "q4 [{first}+{r}, {i}]");
+                assert_eq!(all8[at].to_bits(), one8[0].to_bits(), "q8 [{first}+{r}, {i}]");
+            }
         }
     }
 }
