@@ -45,9 +45,6 @@ fn main() -> anyhow::Result<()> {
         device: args.device,
     };
     let bench = model::run(&options, |line| println!("{line}"))?;
-    if let Some(path) = &args.json {
-        bench.save(path)?;
-    }
-    println!("{}", bench.summary);
+    bench.publish(args.json.as_deref(), None)?;
     Ok(())
 }

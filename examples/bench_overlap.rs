@@ -52,9 +52,6 @@ fn main() -> anyhow::Result<()> {
         repeats: args.repeats,
     };
     let bench = overlap::run(&options, |line| eprintln!("{line}"))?;
-    print!("{}", bench.summary);
-    if let Some(path) = &args.json {
-        bench.save(path)?;
-    }
+    bench.publish(args.json.as_deref(), None)?;
     Ok(())
 }

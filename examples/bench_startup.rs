@@ -50,12 +50,7 @@ fn main() -> anyhow::Result<()> {
         rounds: args.rounds,
     };
     let bench = startup::run(&options, |line| eprintln!("{line}"))?;
-    print!("{}", bench.summary);
-    if let Some(path) = &args.json {
-        bench.save(path)?;
-    }
-    if let Some(doc) = &args.doc {
-        bench.save_section(doc, startup::HEADING)?;
-    }
+    let section = args.doc.as_deref().map(|doc| (doc, startup::HEADING));
+    bench.publish(args.json.as_deref(), section)?;
     Ok(())
 }

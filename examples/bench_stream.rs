@@ -74,9 +74,6 @@ fn main() -> anyhow::Result<()> {
         threads: args.threads,
     };
     let bench = stream::run(&options, |line| eprintln!("{line}"))?;
-    print!("{}", bench.summary);
-    if let Some(path) = &args.json {
-        bench.save(path)?;
-    }
+    bench.publish(args.json.as_deref(), None)?;
     Ok(())
 }

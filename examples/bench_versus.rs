@@ -41,12 +41,7 @@ fn main() -> anyhow::Result<()> {
         rounds: args.rounds,
     };
     let bench = versus::run(&options, |line| eprintln!("{line}"))?;
-    print!("{}", bench.summary);
-    if let Some(path) = &args.json {
-        bench.save(path)?;
-    }
-    if let Some(doc) = &args.doc {
-        bench.save_section(doc, versus::HEADING)?;
-    }
+    let section = args.doc.as_deref().map(|doc| (doc, versus::HEADING));
+    bench.publish(args.json.as_deref(), section)?;
     Ok(())
 }

@@ -65,26 +65,15 @@ pub fn setup(with_model: bool) -> Result<()> {
             missing.join(" "),
             venv.display()
         );
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--progress-bar",
-                "off",
-            ])
-            .args(&missing)
-            .status()
-            .with_context(|| format!("running {} -m pip", python.display()))?;
-        if !status.success() {
-            bail!(
-                "pip install {} failed ({status}). Check that this machine reaches the Python package index, \
-                 or delete {} and run `cargo xtask setup` again",
-                missing.join(" "),
+        pip_install(
+            &python,
+            &missing,
+            &format!(
+                "check that this machine reaches the Python package index, or delete {} and run \
+                 `cargo xtask setup` again",
                 venv.display()
-            );
-        }
+            ),
+        )?;
         state = probe(&python)?;
         if let Some((name, version)) = PACKAGES.iter().find(|(n, v)| state.version(n) != Some(*v)) {
             bail!(
@@ -125,6 +114,15 @@ fn install_server_packages(python: &Path, state: &PythonState) -> Result<()> {
         "installing {} for the server tests (llama.cpp builds from source: several minutes)",
         missing.join(" ")
     );
+    pip_install(
+        python,
+        &missing,
+        "llama-cpp-python needs a C++ compiler (Debian: apt-get install build-essential)",
+    )
+}
+
+/// `python -m pip install` of `requirements`; a failure says `hint`.
+fn pip_install(python: &Path, requirements: &[String], hint: &str) -> Result<()> {
     let status = Command::new(python)
         .args([
             "-m",
@@ -134,14 +132,13 @@ fn install_server_packages(python: &Path, state: &PythonState) -> Result<()> {
             "--progress-bar",
             "off",
         ])
-        .args(&missing)
+        .args(requirements)
         .status()
         .with_context(|| format!("running {} -m pip", python.display()))?;
     if !status.success() {
         bail!(
-            "pip install {} failed ({status}); llama-cpp-python needs a C++ compiler \
-             (Debian: apt-get install build-essential)",
-            missing.join(" ")
+            "pip install {} failed ({status}): {hint}",
+            requirements.join(" ")
         );
     }
     Ok(())

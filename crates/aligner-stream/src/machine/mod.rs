@@ -494,6 +494,26 @@ impl StreamMachine {
         Ok(self.enter(next, event, started))
     }
 
+    /// The draft and upstream time of the Correcting state; in any other state, a protocol
+    /// error saying `what` happened out of turn.
+    fn correcting(&self, what: &str) -> Result<(&Draft, Duration)> {
+        match &self.state {
+            State::Correcting {
+                draft,
+                upstream_time,
+            } => Ok((draft, *upstream_time)),
+            _ => Err(self.out_of_turn(what)),
+        }
+    }
+
+    /// The protocol error of `what` happening in a state that does not take it.
+    fn out_of_turn(&self, what: &str) -> Error {
+        Error::Protocol {
+            component: "machine",
+            reason: format!("{what} in state {:?}", self.state),
+        }
+    }
+
     /// The Correcting transition's state and event, for `correction` of `draft`.
     fn corrected(
         &self,
@@ -626,10 +646,7 @@ impl StreamMachine {
     /// tokens, in `elapsed` upstream time. Errors if the machine is not waiting for a draft.
     pub fn supply_draft(&mut self, draft: Draft, elapsed: Duration) -> Result<Option<Event>> {
         let Some(max_tokens) = self.draft_budget() else {
-            return Err(Error::Protocol {
-                component: "machine",
-                reason: format!("a draft was supplied in state {:?}", self.state),
-            });
+            return Err(self.out_of_turn("a draft was supplied"));
         };
         self.started.get_or_insert_with(Instant::now);
         let (next, event) = self.take_draft(draft, max_tokens, elapsed);
@@ -666,18 +683,9 @@ impl StreamMachine {
         correction: Correction,
         elapsed: Duration,
     ) -> Result<Option<Event>> {
-        let State::Correcting {
-            draft,
-            upstream_time,
-        } = &self.state
-        else {
-            return Err(Error::Protocol {
-                component: "machine",
-                reason: format!("a correction was supplied in state {:?}", self.state),
-            });
-        };
         let started = *self.started.get_or_insert_with(Instant::now);
-        let (next, event) = self.corrected(draft, *upstream_time, correction, elapsed);
+        let (draft, upstream_time) = self.correcting("a correction was supplied")?;
+        let (next, event) = self.corrected(draft, upstream_time, correction, elapsed);
         Ok(self.enter(next, event, started))
     }
 
@@ -860,17 +868,8 @@ impl StreamMachine {
         started: Instant,
         emit: &mut impl FnMut(Option<Event>) -> bool,
     ) -> Result<bool> {
-        let State::Correcting {
-            draft,
-            upstream_time,
-        } = &self.state
-        else {
-            return Err(Error::Protocol {
-                component: "machine",
-                reason: format!("correct_ahead in state {:?}", self.state),
-            });
-        };
-        let (draft, upstream_time) = (draft.clone(), *upstream_time);
+        let (draft, upstream_time) = self.correcting("correct_ahead")?;
+        let draft = draft.clone();
         // The next round's cap, as the Drafting step will compute it (nothing it depends on
         // changes before then); none when this sentence ends the answer (EOS, or a stop text that
         // a kept draft would commit) or a limit ends the run.

@@ -55,6 +55,26 @@ impl Bench {
         aligner_serve::bench::replace_section(doc, heading, &self.summary)
             .map_err(|e| super::Error::io(doc, e))
     }
+
+    /// What a benchmark's command line does with its result: prints the summary, writes the
+    /// JSON to `json` and, with `section`, replaces that document's section under its heading
+    /// with the summary (see [`save`](Self::save) and [`save_section`](Self::save_section)).
+    ///
+    /// # Errors
+    /// Writing a file failed.
+    pub fn publish(&self, json: Option<&Path>, section: Option<(&Path, &str)>) -> Result<()> {
+        print!("{}", self.summary);
+        if !self.summary.ends_with('\n') {
+            println!();
+        }
+        if let Some(path) = json {
+            self.save(path)?;
+        }
+        if let Some((doc, heading)) = section {
+            self.save_section(doc, heading)?;
+        }
+        Ok(())
+    }
 }
 
 /// `a / b`, with `b` kept off zero.
