@@ -434,12 +434,16 @@ impl CausalLm for PackedLlama {
         }
         let group = QUANT_MAX_ROWS as usize;
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let logits = on_workers(|| {
-            ids.chunks(group)
+        // The concatenation too runs on the worker with LibTorch on one thread: a LibTorch
+        // operation this large on the caller's thread would start OpenMP's threads, which then
+        // spin for a while after it and take the cores from the next step's kernels.
+        on_workers(|| {
+            let logits = ids
+                .chunks(group)
                 .zip(caches.chunks_mut(group))
                 .map(|(ids, caches)| self.lm_head.forward(&self.host_step(ids, 1, caches)?, true))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        Ok(Tensor::f_cat(&logits, 0)?)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::f_cat(&logits, 0)?)
+        })
     }
 }
