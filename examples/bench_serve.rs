@@ -14,11 +14,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aligner::app::bench::Bench;
 use aligner::data::template::MATH_SYSTEM_PROMPT;
 use aligner::model::generate::SamplingConfig;
 use aligner::model::{ModelTokenizer, WeightFormat};
 use aligner::serve::bench::{
-    Sample, concurrent_clients, machine_now, render, streamed_request, write_section,
+    HEADING, Sample, concurrent_clients, machine_now, render, streamed_request,
 };
 use aligner::serve::{Engine, ServeConfig, Server};
 use aligner::stream::{
@@ -187,14 +188,11 @@ fn main() -> anyhow::Result<()> {
         machine_now().2
     );
     let result = render(&machine, &rounds, &throughput, args.max_tokens);
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&result.json)?)?;
-    println!("{}", result.markdown);
-    if let Some(doc) = &args.doc {
-        write_section(doc, &result.markdown)?;
-        eprintln!("wrote {}", doc.display());
-    }
+    let bench = Bench {
+        json: result.json.as_object().cloned().unwrap_or_default(),
+        summary: result.markdown,
+    };
+    let section = args.doc.as_deref().map(|doc| (doc, HEADING));
+    bench.publish(Some(&args.json), section)?;
     Ok(())
 }

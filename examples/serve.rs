@@ -109,15 +109,13 @@ fn main() -> anyhow::Result<()> {
         api_key,
         ..ServeConfig::default()
     };
-    let system = if args.math {
-        Some(MATH_SYSTEM_PROMPT.to_owned())
+    let (system, stop_after) = if args.math {
+        (
+            Some(MATH_SYSTEM_PROMPT.to_owned()),
+            vec!["The answer is".into()],
+        )
     } else {
-        args.system.clone()
-    };
-    let stop_after = if args.math {
-        vec!["The answer is".to_owned()]
-    } else {
-        Vec::new()
+        (args.system.clone(), Vec::new())
     };
     let (device, dtype) = (args.device, args.dtype);
     let factory = args.remote.factory(&upstream_dir, system.clone())?;
@@ -180,22 +178,18 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.bind).await?;
+        let modes: Vec<&str> = config.modes.iter().map(|m| m.as_str()).collect();
+        let auth = if config.api_key.is_some() {
+            ", bearer token required"
+        } else {
+            ""
+        };
         eprintln!(
-            "serving on http://{}/v1 (modes {}; {} slots, queue {}{}); Ctrl-C or SIGTERM stops",
+            "serving on http://{}/v1 (modes {}; {} slots, queue {}{auth}); Ctrl-C or SIGTERM stops",
             listener.local_addr()?,
-            config
-                .modes
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            modes.join(", "),
             config.slots,
             config.queue_capacity,
-            if config.api_key.is_some() {
-                ", bearer token required"
-            } else {
-                ""
-            }
         );
         server
             .serve(listener, aligner::serve::shutdown_signal())

@@ -22,16 +22,7 @@ use std::path::PathBuf;
 use aligner::app::train::{Note, TrainOptions, run};
 use aligner::model::LoraSpec;
 use aligner::train::{Precision, TrainConfig};
-use clap::{Parser, ValueEnum};
-
-#[derive(Clone, Copy, ValueEnum)]
-enum PrecisionArg {
-    /// bf16 where the device computes it natively (CUDA, AVX-512 BF16 or AMX CPUs), else f32.
-    Auto,
-    F32,
-    Bf16,
-    F16,
-}
+use clap::Parser;
 
 #[derive(Parser)]
 #[command(about = "Fine-tune an aligner on correction rows")]
@@ -86,9 +77,10 @@ struct Args {
     /// Truncate rows to this many tokens.
     #[arg(long, default_value_t = 512)]
     max_length: usize,
-    /// Compute precision (master weights and optimizer state stay f32).
-    #[arg(long, value_enum, default_value = "auto")]
-    precision: PrecisionArg,
+    /// Compute precision: auto (bf16 where the device computes it natively, else f32), f32,
+    /// bf16 or f16 (master weights and optimizer state stay f32).
+    #[arg(long, default_value = "auto")]
+    precision: Precision,
     /// Recompute decoder layers in the backward pass to save memory.
     #[arg(long)]
     gradient_checkpointing: bool,
@@ -118,12 +110,7 @@ fn config_from(args: &Args) -> anyhow::Result<TrainConfig> {
         return Ok(TrainConfig::from_file(path)?);
     }
     let mut c = TrainConfig::default();
-    c.model.precision = match args.precision {
-        PrecisionArg::Auto => Precision::Auto,
-        PrecisionArg::F32 => Precision::F32,
-        PrecisionArg::Bf16 => Precision::Bf16,
-        PrecisionArg::F16 => Precision::F16,
-    };
+    c.model.precision = args.precision;
     c.model.gradient_checkpointing = args.gradient_checkpointing;
     c.model.lora = args.lora_rank.map(|rank| LoraSpec {
         rank,

@@ -13,14 +13,6 @@ use clap::{Parser, ValueEnum};
 use crate::common;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PreferenceArg {
-    /// `{"prompt", "chosen", "rejected"}` strings.
-    Standard,
-    /// The same keys holding chat message lists.
-    Conversational,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
     /// Sentence by sentence: the upstream continues from each corrected sentence.
     Stream,
@@ -135,9 +127,10 @@ pub struct Args {
     /// trainers (TRL's DPOTrainer reads both styles) to this JSON Lines file.
     #[arg(long)]
     pub preference_out: Option<PathBuf>,
-    /// Layout of the preference pairs.
-    #[arg(long, value_enum, default_value_t = PreferenceArg::Standard)]
-    pub preference_style: PreferenceArg,
+    /// Layout of the preference pairs: standard (`{"prompt", "chosen", "rejected"}` strings) or
+    /// conversational (the same keys holding chat message lists).
+    #[arg(long, default_value = "standard")]
+    pub preference_style: PreferenceStyle,
     /// Also write pairs whose two answers are equal.
     #[arg(long)]
     pub keep_ties: bool,
@@ -146,15 +139,6 @@ pub struct Args {
     pub quiet: bool,
     #[command(flatten)]
     pub remote: common::upstream::RemoteArgs,
-}
-
-impl From<PreferenceArg> for PreferenceStyle {
-    fn from(style: PreferenceArg) -> Self {
-        match style {
-            PreferenceArg::Standard => PreferenceStyle::Standard,
-            PreferenceArg::Conversational => PreferenceStyle::Conversational,
-        }
-    }
 }
 
 impl Args {

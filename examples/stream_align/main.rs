@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
         corrector_config,
     )?;
     let mut records = args.records.as_ref().map(JsonlWriter::create).transpose()?;
-    let style = args.preference_style.into();
+    let style = args.preference_style;
     let mut pairs = args
         .preference_out
         .as_ref()

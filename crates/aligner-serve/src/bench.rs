@@ -330,12 +330,6 @@ pub fn render(
     Report { json, markdown: md }
 }
 
-/// Replaces the [`HEADING`] section of the markdown document at `path` (up to the next `## `
-/// heading) with `section`, or appends it.
-pub fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
-    replace_section(path, HEADING, section)
-}
-
 /// Replaces the section under `heading` (a `## ` line) of the markdown document at `path`, up
 /// to the next `## ` heading, with `section`, or appends it; the document is written atomically.
 pub fn replace_section(path: &Path, heading: &str, section: &str) -> std::io::Result<()> {
@@ -367,13 +361,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let doc = dir.join("b.md");
         std::fs::write(&doc, "# B\n\n## A\n\na\n").unwrap();
-        write_section(&doc, &format!("{HEADING}\n\nfirst\n")).unwrap();
+        replace_section(&doc, HEADING, &format!("{HEADING}\n\nfirst\n")).unwrap();
         std::fs::write(
             &doc,
             std::fs::read_to_string(&doc).unwrap() + "\n## Z\n\nz\n",
         )
         .unwrap();
-        write_section(&doc, &format!("{HEADING}\n\nsecond\n")).unwrap();
+        replace_section(&doc, HEADING, &format!("{HEADING}\n\nsecond\n")).unwrap();
         assert_eq!(
             std::fs::read_to_string(&doc).unwrap(),
             format!("# B\n\n## A\n\na\n\n{HEADING}\n\nsecond\n\n## Z\n\nz\n")

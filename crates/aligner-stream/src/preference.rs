@@ -38,6 +38,43 @@ pub enum PreferenceStyle {
     Conversational,
 }
 
+impl PreferenceStyle {
+    /// The style's name: `standard` or `conversational` (as in JSON).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Conversational => "conversational",
+        }
+    }
+}
+
+impl std::fmt::Display for PreferenceStyle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PreferenceStyle {
+    type Err = String;
+
+    /// `standard` or `conversational`, in any case.
+    ///
+    /// ```
+    /// use aligner_stream::preference::PreferenceStyle;
+    ///
+    /// assert_eq!("Conversational".parse(), Ok(PreferenceStyle::Conversational));
+    /// assert_eq!(PreferenceStyle::Standard.to_string().parse(), Ok(PreferenceStyle::Standard));
+    /// assert!("chat".parse::<PreferenceStyle>().is_err());
+    /// ```
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Self::Standard, Self::Conversational]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown preference style {s:?} (standard or conversational)"))
+    }
+}
+
 /// One preference pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreferencePair {

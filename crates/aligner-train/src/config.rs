@@ -99,6 +99,29 @@ impl std::fmt::Display for Precision {
     }
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    /// The names [`Precision::as_str`] gives (`auto`, `f32`, `bf16`, `f16`), in any case.
+    ///
+    /// ```
+    /// use aligner_train::Precision;
+    ///
+    /// assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+    /// assert_eq!(" F32".parse::<Precision>(), Ok(Precision::F32));
+    /// for p in [Precision::Auto, Precision::F32, Precision::Bf16, Precision::F16] {
+    ///     assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+    /// }
+    /// assert!("fp8".parse::<Precision>().unwrap_err().contains("fp8"));
+    /// ```
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Self::Auto, Self::F32, Self::Bf16, Self::F16]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown precision {s:?} (auto, f32, bf16 or f16)"))
+    }
+}
+
 /// How the model is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -109,12 +109,8 @@ unsafe fn dot_row<C: Codes>(qs: &[C], x: ActRow<'_>, scratch: &[f32]) -> f32 {
     let block = |k: usize, acc: __m256| {
         // SAFETY: `k < n`; the activations' codes are 32 bytes, unaligned load; the CPU runs
         // AVX2 (the caller's contract).
-        let pairs = unsafe {
-            C::pairs(
-                qs[k].unpack(),
-                _mm256_loadu_si256(x.qs[k].as_ptr().cast()),
-            )
-        };
+        let pairs =
+            unsafe { C::pairs(qs[k].unpack(), _mm256_loadu_si256(x.qs[k].as_ptr().cast())) };
         let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
         _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc)
     };
@@ -298,7 +294,13 @@ pub(super) unsafe fn dot_block<C: Codes>(
         .min(qs.len() / nb)
         .min(d.len() / nb)
         .min(m.map_or(usize::MAX, |m| m.len() / nb));
-    let block = Block { d, m, qs, nb, count };
+    let block = Block {
+        d,
+        m,
+        qs,
+        nb,
+        count,
+    };
     let mut first = 0;
     // SAFETY (every call below): the caller's contract.
     for tile in xs.chunks(TILE) {

@@ -126,8 +126,16 @@ fn blocks_of_rows_equal_each_row_alone() {
                 q4.dot_block(first + r, std::slice::from_ref(x), &mut one4, &mut scratch);
                 q8.dot_block(first + r, std::slice::from_ref(x), &mut one8, &mut scratch);
                 let at = r * m + i;
-                assert_eq!(all4[at].to_bits(), one4[0].to_bits(), "q4 [{first}+{r}, {i}]");
-                assert_eq!(all8[at].to_bits(), one8[0].to_bits(), "q8 [{first}+{r}, {i}]");
+                assert_eq!(
+                    all4[at].to_bits(),
+                    one4[0].to_bits(),
+                    "q4 [{first}+{r}, {i}]"
+                );
+                assert_eq!(
+                    all8[at].to_bits(),
+                    one8[0].to_bits(),
+                    "q8 [{first}+{r}, {i}]"
+                );
             }
         }
     }
