@@ -68,10 +68,13 @@ impl std::str::FromStr for PreferenceStyle {
     /// assert!("chat".parse::<PreferenceStyle>().is_err());
     /// ```
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [Self::Standard, Self::Conversational]
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown preference style {s:?} (standard or conversational)"))
+        match s.trim().to_ascii_lowercase().as_str() {
+            "standard" => Ok(Self::Standard),
+            "conversational" => Ok(Self::Conversational),
+            _ => Err(format!(
+                "unknown preference style {s:?} (standard or conversational)"
+            )),
+        }
     }
 }
 

@@ -115,10 +115,13 @@ impl std::str::FromStr for Precision {
     /// assert!("fp8".parse::<Precision>().unwrap_err().contains("fp8"));
     /// ```
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [Self::Auto, Self::F32, Self::Bf16, Self::F16]
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown precision {s:?} (auto, f32, bf16 or f16)"))
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("unknown precision {s:?} (auto, f32, bf16 or f16)")),
+        }
     }
 }
 
