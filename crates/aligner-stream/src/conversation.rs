@@ -23,9 +23,9 @@
 //!
 //! Single questions keep working everywhere: `StreamMachine::new(question, ..)` and every
 //! function taking `impl Into<Conversation>` accept a `&str` or `String`, and an
-//! [`Upstream`](crate::Upstream) that only knows questions answers
-//! single questions through [`Conversation::require_single`], which refuses conversations of
-//! several turns with [`Error::Unsupported`] instead of silently dropping the history.
+//! [`Upstream`](crate::Upstream) that only knows questions answers single questions through
+//! [`Conversation::require_single`], which refuses conversations of several turns with
+//! [`Error::Unsupported`] instead of silently dropping the history.
 //!
 //! ```
 //! use aligner_model::chat::ChatMessage;

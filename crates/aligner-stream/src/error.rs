@@ -42,9 +42,9 @@ pub enum Error {
     /// answers single questions only.
     #[error("unsupported: {0}")]
     Unsupported(String),
-    /// A draft was stopped early through its cancellation flag
-    /// ([`Upstream::draft_conversation`](crate::Upstream::draft_conversation) with a cancel flag); its result is not
-    /// wanted.
+    /// A draft was stopped early through its cancellation flag (the `cancel` of
+    /// [`Upstream::draft_conversation`](crate::Upstream::draft_conversation)); its result is
+    /// not wanted.
     #[error("the draft was cancelled")]
     Cancelled,
     /// Writing records failed.

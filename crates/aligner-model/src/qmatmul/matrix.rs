@@ -150,10 +150,10 @@ impl RowDot for Q4Matrix {
     }
 
     fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
-        let nb = self.cols / BLOCK;
-        let w = first * nb..self.qs.len();
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::avx2_kernels() {
+            let nb = self.cols / BLOCK;
+            let w = first * nb..self.qs.len();
             let (d, m, qs) = (&self.d[w.clone()], &self.m[w.clone()], &self.qs[w]);
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); the slices
             // hold `nb` entries per row from `first` on, as every activation row holds `nb`
@@ -161,7 +161,7 @@ impl RowDot for Q4Matrix {
             unsafe { avx2::dot_block(d, Some(m), qs, nb, xs, out, &mut scratch[..nb]) };
             return;
         }
-        let _ = (scratch, w);
+        let _ = scratch;
         dot_block_scalar(xs, out, |r, x| self.dot_scalar(first + r, x));
     }
 }
@@ -286,16 +286,16 @@ impl RowDot for Q8Matrix {
     }
 
     fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
-        let nb = self.cols / BLOCK;
-        let w = first * nb..self.qs.len();
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::avx2_kernels() {
+            let nb = self.cols / BLOCK;
+            let w = first * nb..self.qs.len();
             let (d, qs) = (&self.d[w.clone()], &self.qs[w]);
             // SAFETY: as for Q4Matrix::dot_block.
             unsafe { avx2::dot_block(d, None, qs, nb, xs, out, &mut scratch[..nb]) };
             return;
         }
-        let _ = (scratch, w);
+        let _ = scratch;
         dot_block_scalar(xs, out, |r, x| self.dot_scalar(first + r, x));
     }
 }

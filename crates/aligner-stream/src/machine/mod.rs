@@ -330,6 +330,28 @@ pub enum State {
     Done(DoneReason),
 }
 
+impl State {
+    /// The draft and upstream time of the Correcting state; in any other state, a protocol
+    /// error saying `what` happened out of turn.
+    fn correcting(&self, what: &str) -> Result<(&Draft, Duration)> {
+        match self {
+            State::Correcting {
+                draft,
+                upstream_time,
+            } => Ok((draft, *upstream_time)),
+            _ => Err(self.out_of_turn(what)),
+        }
+    }
+
+    /// The protocol error of `what` happening in this state, which does not take it.
+    fn out_of_turn(&self, what: &str) -> Error {
+        Error::Protocol {
+            component: "machine",
+            reason: format!("{what} in state {self:?}"),
+        }
+    }
+}
+
 /// What a transition did, for display and logging.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -494,26 +516,6 @@ impl StreamMachine {
         Ok(self.enter(next, event, started))
     }
 
-    /// The draft and upstream time of the Correcting state; in any other state, a protocol
-    /// error saying `what` happened out of turn.
-    fn correcting(&self, what: &str) -> Result<(&Draft, Duration)> {
-        match &self.state {
-            State::Correcting {
-                draft,
-                upstream_time,
-            } => Ok((draft, *upstream_time)),
-            _ => Err(self.out_of_turn(what)),
-        }
-    }
-
-    /// The protocol error of `what` happening in a state that does not take it.
-    fn out_of_turn(&self, what: &str) -> Error {
-        Error::Protocol {
-            component: "machine",
-            reason: format!("{what} in state {:?}", self.state),
-        }
-    }
-
     /// The Correcting transition's state and event, for `correction` of `draft`.
     fn corrected(
         &self,
@@ -646,7 +648,7 @@ impl StreamMachine {
     /// tokens, in `elapsed` upstream time. Errors if the machine is not waiting for a draft.
     pub fn supply_draft(&mut self, draft: Draft, elapsed: Duration) -> Result<Option<Event>> {
         let Some(max_tokens) = self.draft_budget() else {
-            return Err(self.out_of_turn("a draft was supplied"));
+            return Err(self.state.out_of_turn("a draft was supplied"));
         };
         self.started.get_or_insert_with(Instant::now);
         let (next, event) = self.take_draft(draft, max_tokens, elapsed);
@@ -683,8 +685,8 @@ impl StreamMachine {
         correction: Correction,
         elapsed: Duration,
     ) -> Result<Option<Event>> {
+        let (draft, upstream_time) = self.state.correcting("a correction was supplied")?;
         let started = *self.started.get_or_insert_with(Instant::now);
-        let (draft, upstream_time) = self.correcting("a correction was supplied")?;
         let (next, event) = self.corrected(draft, upstream_time, correction, elapsed);
         Ok(self.enter(next, event, started))
     }
@@ -768,8 +770,8 @@ impl StreamMachine {
     /// - while the corrector checks a sentence, the upstream already writes the next one,
     ///   continuing the sentence as drafted. If the corrector keeps the sentence, that draft is
     ///   the next round's, with no wait; if it changes it, the draft is cancelled
-    ///   ([`Upstream::draft_conversation`] with a cancel flag) and the next round drafts from the corrected text as
-    ///   usual.
+    ///   ([`Upstream::draft_conversation`] with a cancel flag) and the next round drafts from
+    ///   the corrected text as usual.
     ///
     /// Events come in the same order as from `run`, each as soon as it happens: a committed
     /// sentence is reported before the draft of the next one is waited for. With an upstream
@@ -868,7 +870,7 @@ impl StreamMachine {
         started: Instant,
         emit: &mut impl FnMut(Option<Event>) -> bool,
     ) -> Result<bool> {
-        let (draft, upstream_time) = self.correcting("correct_ahead")?;
+        let (draft, upstream_time) = self.state.correcting("correct_ahead")?;
         let draft = draft.clone();
         // The next round's cap, as the Drafting step will compute it (nothing it depends on
         // changes before then); none when this sentence ends the answer (EOS, or a stop text that
