@@ -1,6 +1,6 @@
-//! Training throughput, measured the way `xtask/reference/transformers_bench.py` measures transformers:
-//! forward + backward + AdamW step on batch 4 x 256 random tokens (labels = inputs), tokens per
-//! second of the best of 2 steps after a warm-up step.
+//! Training throughput, measured the way `xtask/reference/transformers_bench.py` measures
+//! transformers: forward + backward + AdamW step on batches of random tokens (labels = inputs;
+//! 4 x 256 unless `--shapes`), tokens per second of the best of 2 steps after a warm-up step.
 //!
 //! Run: `cargo run --release --example bench_train -- --json target/bench/train.json`
 //!
@@ -20,7 +20,7 @@ use clap::Parser;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Parser)]
-#[command(about = "Measure training tokens/s (batch 4 x 256)")]
+#[command(about = "Measure training tokens/s (batch 4 x 256, or --shapes)")]
 struct Args {
     /// Hugging Face layout model folder (default: the embedded SmolLM2-135M-Instruct).
     #[arg(long)]
@@ -34,6 +34,9 @@ struct Args {
     /// Also measure with per-layer gradient checkpointing.
     #[arg(long)]
     checkpointing: bool,
+    /// Batch shapes as BATCHxSEQ, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4x256", value_parser = shape)]
+    shapes: Vec<(usize, usize)>,
     /// Write the results as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -43,7 +46,6 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = common::model_dir(args.model_dir.as_deref())?;
     tch::manual_seed(0);
-    let (batch, seq) = (4usize, 256usize);
     let mut results = serde_json::Map::new();
     results.insert("threads".into(), tch::get_num_threads().into());
     results.insert("device".into(), format!("{:?}", args.device).into());
@@ -59,7 +61,11 @@ fn main() -> anyhow::Result<()> {
     if args.checkpointing {
         variants.extend(precisions.iter().map(|&p| (p, true)));
     }
-    for (precision, checkpointing) in variants {
+    let runs = args
+        .shapes
+        .iter()
+        .flat_map(|&shape| variants.iter().map(move |&v| (shape, v)));
+    for ((batch, seq), (precision, checkpointing)) in runs {
         let (model, vs) = Llama::load(&dir, Kind::Float, args.device)?;
         let vocab = model.config().vocab_size as i64;
         let rows: Vec<TokenizedRow> = (0..batch)
@@ -115,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         let tps = (batch * seq) as f64 / best;
         let name = precision.as_str();
         let key = format!(
-            "train_tok_s_{name}{}_b4s256",
+            "train_tok_s_{name}{}_b{batch}s{seq}",
             if checkpointing { "_ckpt" } else { "" }
         );
         println!("{key}: {tps:.1} tok/s");
@@ -130,6 +136,15 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{json}");
     Ok(())
+}
+
+/// `BATCHxSEQ`, e.g. `4x256`.
+fn shape(s: &str) -> Result<(usize, usize), String> {
+    let (b, t) = s.split_once('x').ok_or("expected BATCHxSEQ, e.g. 4x256")?;
+    Ok((
+        b.parse().map_err(|e| format!("batch `{b}`: {e}"))?,
+        t.parse().map_err(|e| format!("sequence `{t}`: {e}"))?,
+    ))
 }
 
 /// A fresh folder for a throw-away run under the system temp dir.

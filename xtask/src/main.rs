@@ -15,12 +15,15 @@
 //! - `cargo xtask math-eval`: math accuracy of the upstream alone, with a whole-answer Aligner,
 //!   with a Stream Aligner, and of the aligner alone (`aligner::app::math_eval`, through
 //!   `examples/math_eval.rs` in release mode).
+//! - `cargo xtask gpu-kit`: a folder of at most 60 MiB that runs the GPU tests and benchmarks on
+//!   a GPU host with Python torch and no Rust toolchain (docs/gpu.md).
 //!
 //! The tasks that need LibTorch run their example as a release subprocess (`run_example`, which
 //! says why xtask does not link the library itself).
 
 mod bench;
 mod convert;
+mod gpu_kit;
 mod math_data;
 mod prepare;
 mod run_example;
@@ -84,6 +87,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the GPU kit: stripped GPU tests and benchmarks, carried configs and tokenizer, and
+    /// `run.sh` for a GPU host with Python torch but no Rust (docs/gpu.md).
+    GpuKit(gpu_kit::GpuKitArgs),
     /// Math accuracy: upstream alone, + whole-answer Aligner, + Stream Aligner, aligner alone.
     /// Runs `examples/math_eval.rs` in release mode; every argument is passed on (`--help` there).
     #[command(disable_help_flag = true)]
@@ -113,6 +119,7 @@ fn main() -> Result<()> {
         }
         Cmd::Prepare(args) => prepare::run(args),
         Cmd::Convert(args) => convert::run(args),
+        Cmd::GpuKit(args) => gpu_kit::run(args),
         Cmd::MathData(args) => math_data::run(args),
         Cmd::StreamData { args } => run_example::run("stream_data", &args),
         Cmd::MathEval { args } => run_example::run("math_eval", &args),

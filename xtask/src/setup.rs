@@ -8,8 +8,8 @@ use aligner_model::hub;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// The exact PyTorch release whose LibTorch `tch` 0.26 links against.
-const TORCH: &str = "2.13.0";
+/// The exact PyTorch release whose LibTorch `tch` 0.24 links against (docs/gpu.md says why 2.11).
+const TORCH: &str = "2.11.0";
 /// Numerical references, pinned so that parity tests compare against a fixed implementation.
 const PACKAGES: &[(&str, &str)] = &[
     ("torch", TORCH),

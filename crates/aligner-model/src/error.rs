@@ -163,6 +163,10 @@ pub enum Error {
     /// A caller passed an argument that cannot work (empty batch, bad option, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The CUDA kernels could not run: no driver, no device, NVRTC missing or failing, or a
+    /// launch that failed.
+    #[error("CUDA: {0}")]
+    Cuda(String),
     /// A LibTorch operation failed.
     #[cfg(feature = "torch")]
     #[error(transparent)]

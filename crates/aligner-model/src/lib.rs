@@ -44,6 +44,8 @@ mod cache;
 #[cfg(feature = "torch")]
 mod causal_lm;
 #[cfg(feature = "torch")]
+pub mod cuda;
+#[cfg(feature = "torch")]
 mod decode;
 #[cfg(feature = "torch")]
 pub mod device;

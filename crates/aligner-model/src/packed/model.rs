@@ -12,6 +12,7 @@ use super::weights::{Layer, Norm, Proj, WeightFormat, pack_fused};
 use crate::cache::KvCache;
 use crate::causal_lm::{check_decode_step, decode_each};
 use crate::config::Config;
+use crate::cuda::Kernels;
 use crate::llama::{RotaryEmbedding, check_input, pass_context};
 use crate::{CausalLm, Error, Llama, Positions, Result};
 
@@ -38,6 +39,9 @@ pub struct PackedLlama {
     pub(super) device: Device,
     pub(super) kind: Kind,
     pub(super) format: WeightFormat,
+    /// The CUDA kernels a model packed on a CUDA device decodes with (its projections hold
+    /// them too); `None` on the CPU.
+    pub(super) kernels: Option<Arc<Kernels>>,
     /// The file the tensors and blocks above are mapped from ([`open`](Self::open)); declared
     /// last, so that it is dropped after them.
     pub(super) _map: Option<Arc<memmap2::Mmap>>,
@@ -80,6 +84,14 @@ impl PackedLlama {
         }
         let _guard = tch::no_grad_guard();
         let c = &model.config;
+        // On a CUDA device the blocks are multiplied by our CUDA kernels.
+        let kernels = match (model.device, format) {
+            (Device::Cuda(ordinal), WeightFormat::Int4 | WeightFormat::Int8) => {
+                Some(Arc::new(Kernels::new(ordinal)?))
+            }
+            _ => None,
+        };
+        let k = kernels.as_ref();
         let layers = model
             .layers
             .iter()
@@ -94,16 +106,18 @@ impl PackedLlama {
                         &[&a.q_proj, &a.k_proj, &a.v_proj],
                         format,
                         kind,
+                        k,
                     )?,
-                    o: pack_fused(&name("self_attn.o_proj"), &[&a.o_proj], format, kind)?,
+                    o: pack_fused(&name("self_attn.o_proj"), &[&a.o_proj], format, kind, k)?,
                     post_norm: Norm::from(&l.post_attention_layernorm, kind)?,
                     gate_up: pack_fused(
                         &name("mlp.gate_up_proj"),
                         &[&m.gate_proj, &m.up_proj],
                         format,
                         kind,
+                        k,
                     )?,
-                    down: pack_fused(&name("mlp.down_proj"), &[&m.down_proj], format, kind)?,
+                    down: pack_fused(&name("mlp.down_proj"), &[&m.down_proj], format, kind, k)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -114,9 +128,9 @@ impl PackedLlama {
         };
         let lm_head = Proj {
             max_quant_rows: crate::cpu::tuning().head_quant_max_rows,
-            ..Proj::pack("lm_head", head, None, head_format, kind)?
+            ..Proj::pack("lm_head", head, None, head_format, kind, k)?
         };
-        Ok(Self::assemble(
+        let mut packed = Self::assemble(
             Parts {
                 embed_tokens: model.embed_tokens.detach().to_kind(kind),
                 layers,
@@ -128,7 +142,9 @@ impl PackedLlama {
             kind,
             format,
             None,
-        ))
+        );
+        packed.kernels = kernels;
+        Ok(packed)
     }
 
     /// The model on `parts`, with the rotary tables of `config`.
@@ -159,6 +175,7 @@ impl PackedLlama {
             device,
             kind,
             format,
+            kernels: None,
             _map: map,
         }
     }
@@ -240,12 +257,13 @@ impl PackedLlama {
         pass: &LayerPass<'_>,
     ) -> Result<Tensor> {
         let LayerPass { ctx, rope, blocks } = *pass;
+        let kernels = self.kernels.as_deref().filter(|_| blocks);
         let c = &self.config;
         let (nh, nkv, hd) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64);
         let (b, t, _) = xs.size3().unwrap_or((0, 0, 0));
         let qkv = layer
             .qkv
-            .forward(&layer.input_norm.forward(xs), blocks)?
+            .forward(&layer.input_norm.forward_on(xs, kernels)?, blocks)?
             .view([b, t, nh + 2 * nkv, hd]);
         // Queries and keys get their rotation in one pass: `x cos + roll(x, half) sin±`.
         let qk = qkv.narrow(2, 0, nh + nkv);
@@ -283,10 +301,10 @@ impl PackedLlama {
             .transpose(1, 2)
             .reshape([b, t, nh * hd])
         };
-        let h = xs + layer.o.forward(&y, blocks)?;
-        let gate_up = layer
-            .gate_up
-            .forward(&layer.post_norm.forward(&h), blocks)?;
+        let (normed, h) = layer
+            .post_norm
+            .add_forward(layer.o.forward(&y, blocks)?, xs, kernels)?;
+        let gate_up = layer.gate_up.forward(&normed, blocks)?;
         let inter = c.intermediate_size as i64;
         let act = gate_up.narrow(-1, 0, inter).silu() * gate_up.narrow(-1, inter, inter);
         Ok(h + layer.down.forward(&act, blocks)?)
@@ -320,7 +338,9 @@ impl PackedLlama {
     /// pass gets its own.
     fn head(&self, hidden: &Tensor, threads: Option<SerialTorch>) -> Result<Tensor> {
         let rows = hidden.numel() as i64 / self.config.hidden_size.max(1) as i64;
-        let _threads = threads.or_else(|| self.lm_head.uses_blocks(rows).then(SerialTorch::new));
+        let on_cpu = self.device == Device::Cpu;
+        let _threads =
+            threads.or_else(|| (on_cpu && self.lm_head.uses_blocks(rows)).then(SerialTorch::new));
         // Contiguous for callers that read the logits as a plain buffer.
         Ok(self.lm_head.forward(hidden, true)?.contiguous())
     }
@@ -329,6 +349,10 @@ impl PackedLlama {
     /// a decoding step of at most [`QUANT_MAX_ROWS`] rows, or a pass of at most
     /// [`short_pass_rows`] tokens in all.
     fn on_blocks(&self, b: i64, t: i64) -> bool {
+        if self.device != Device::Cpu {
+            // The CUDA kernels serve decoding steps; longer passes go to cuBLAS.
+            return t == 1 && b <= QUANT_MAX_ROWS;
+        }
         if t == 1 {
             b <= QUANT_MAX_ROWS
         } else {
@@ -345,7 +369,7 @@ impl PackedLlama {
         let (b, t) = check_input(&self.config, input_ids, cache)?;
         // Through the LM head as well: the guard lives until the caller's forward returns.
         let blocks = self.format != WeightFormat::Dense && self.on_blocks(b, t);
-        let threads = blocks.then(SerialTorch::new);
+        let threads = (blocks && self.device == Device::Cpu).then(SerialTorch::new);
         let host = blocks
             && self.host_eligible((b * t) as usize)
             && (t == 1 || (b == 1 && cache.key_mask().is_none()));

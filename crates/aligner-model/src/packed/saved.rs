@@ -370,6 +370,7 @@ impl PackedLlama {
                 bias,
                 bias_host,
                 blocks,
+                cuda: None,
                 max_quant_rows,
             })
         };

@@ -2,10 +2,12 @@
 //! norms and layers.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
 use super::QUANT_MAX_ROWS;
+use crate::cuda::{CudaMatrix, CudaQ4Matrix, CudaQ8Matrix, Kernels};
 use crate::llama::{Linear, RmsNorm, dense_product};
 use crate::qmatmul::{Activations, Q4Matrix, Q8Matrix, QuantError};
 use crate::{Error, Result};
@@ -71,19 +73,30 @@ pub(super) struct Proj {
     /// The bias in f32 on the host, for the block kernels.
     pub(super) bias_host: Option<Vec<f32>>,
     pub(super) blocks: Option<Blocks>,
-    /// Longest pass on `blocks`; longer ones use `dense`.
+    /// The blocks on a CUDA device, for a model packed there (`blocks` is then `None`).
+    pub(super) cuda: Option<Box<CudaProj>>,
+    /// Longest pass on `blocks` (or `cuda`); longer ones use `dense`.
     pub(super) max_quant_rows: i64,
+}
+
+/// A projection's blocks on a CUDA device and the kernels that multiply with them.
+#[derive(Debug)]
+pub(super) struct CudaProj {
+    pub(super) matrix: CudaMatrix,
+    pub(super) kernels: Arc<Kernels>,
 }
 
 impl Proj {
     /// Packs `weight` `(out, in)` as `blocks` (`None`, Q4 or Q8) for activations of `kind`.
-    /// Quantisation is computed from the weights in f32. `name` goes into errors.
+    /// Quantisation is computed from the weights in f32. `name` goes into errors. A weight on a
+    /// CUDA device is quantised on the CPU and its blocks go back to the device, for `kernels`.
     pub(super) fn pack(
         name: &str,
         weight: &Tensor,
         bias: Option<&Tensor>,
         blocks: WeightFormat,
         kind: Kind,
+        kernels: Option<&Arc<Kernels>>,
     ) -> Result<Self> {
         let (rows, cols) = weight.size2()?;
         let bias = bias.map(|b| b.to_kind(kind));
@@ -91,13 +104,15 @@ impl Proj {
         let quantised = match blocks {
             WeightFormat::Dense => None,
             format => {
-                if weight.device() != Device::Cpu {
+                let on_cuda = matches!(weight.device(), Device::Cuda(_));
+                if weight.device() != Device::Cpu && !(on_cuda && kernels.is_some()) {
                     return Err(Error::InvalidArgument(format!(
-                        "{name}: quantised weights run on the CPU only, the model is on {:?}",
+                        "{name}: quantised weights run on the CPU or, with the CUDA kernels, on a \
+                         CUDA device; the model is on {:?}",
                         weight.device()
                     )));
                 }
-                let values = Vec::<f32>::try_from(w32.view([-1]))?;
+                let values = Vec::<f32>::try_from(w32.view([-1]).to_device(Device::Cpu))?;
                 let (rows, cols) = (rows as usize, cols as usize);
                 let err = |e: QuantError| {
                     Error::InvalidArgument(format!("{name}: cannot quantise as {format}: {e}"))
@@ -115,11 +130,24 @@ impl Proj {
             )?),
             None => None,
         };
+        let (blocks, cuda) = match (quantised, kernels) {
+            (Some(b), Some(kernels)) if weight.device() != Device::Cpu => {
+                let device = weight.device();
+                let matrix = match &b {
+                    Blocks::Q4(m) => CudaMatrix::Q4(CudaQ4Matrix::upload(m, device)),
+                    Blocks::Q8(m) => CudaMatrix::Q8(CudaQ8Matrix::upload(m, device)),
+                };
+                let kernels = Arc::clone(kernels);
+                (None, Some(Box::new(CudaProj { matrix, kernels })))
+            }
+            (b, _) => (b, None),
+        };
         Ok(Self {
             dense: w32.to_kind(kind),
             bias,
             bias_host,
-            blocks: quantised,
+            blocks,
+            cuda,
             max_quant_rows: QUANT_MAX_ROWS,
         })
     }
@@ -168,7 +196,7 @@ impl Proj {
 
     /// Whether a pass of `rows` rows runs on the block kernels.
     pub(super) fn uses_blocks(&self, rows: i64) -> bool {
-        self.blocks.is_some() && rows <= self.max_quant_rows
+        (self.blocks.is_some() || self.cuda.is_some()) && rows <= self.max_quant_rows
     }
 
     /// `blocks`: whether the pass may run on the block kernels (it does if it is short enough
@@ -182,6 +210,14 @@ impl Proj {
         let mut shape = xs.size();
         shape.pop();
         shape.push(self.out_dim() as i64);
+        if let Some(cuda) = &self.cuda {
+            let x = xs.to_kind(Kind::Float).reshape([rows, in_dim]).contiguous();
+            let mut ys = cuda.kernels.matvec(&cuda.matrix, &x)?;
+            if let Some(b) = &self.bias {
+                ys += b.to_kind(Kind::Float);
+            }
+            return Ok(ys.view(shape.as_slice()).to_kind(xs.kind()));
+        }
         let x = Vec::<f32>::try_from(xs.to_kind(Kind::Float).reshape([-1]))?;
         let ys = self.matmul_rows(&x, rows as usize)?;
         Ok(Tensor::from_slice(&ys)
@@ -195,6 +231,7 @@ impl Proj {
         let size = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
         self.bias.as_ref().map_or(0, size)
             + match &self.blocks {
+                None if self.cuda.is_some() => self.cuda.as_ref().map_or(0, |c| c.matrix.bytes()),
                 None => size(&self.dense),
                 Some(Blocks::Q4(m)) => m.bytes(),
                 Some(Blocks::Q8(m)) => m.bytes(),
@@ -208,6 +245,7 @@ pub(super) fn pack_fused(
     linears: &[&Linear],
     format: WeightFormat,
     kind: Kind,
+    kernels: Option<&Arc<Kernels>>,
 ) -> Result<Proj> {
     if linears.iter().any(|l| l.lora.is_some()) {
         return Err(Error::InvalidArgument(format!(
@@ -229,7 +267,7 @@ pub(super) fn pack_fused(
     } else {
         None
     };
-    Proj::pack(name, &weight, bias.as_ref(), format, kind)
+    Proj::pack(name, &weight, bias.as_ref(), format, kind, kernels)
 }
 
 #[derive(Debug)]
@@ -253,6 +291,43 @@ impl Norm {
     pub(super) fn forward(&self, xs: &Tensor) -> Tensor {
         let width = self.weight.size()[0];
         xs.rms_norm([width], Some(&self.weight), Some(self.eps))
+    }
+
+    /// [`forward`](Self::forward) by the CUDA kernel when `kernels` is given and `xs` is f32.
+    pub(super) fn forward_on(&self, xs: &Tensor, kernels: Option<&Kernels>) -> Result<Tensor> {
+        match kernels {
+            Some(k) if xs.kind() == Kind::Float => {
+                k.rms_norm(&xs.contiguous(), None, &self.weight, self.eps)
+            }
+            _ => Ok(self.forward(xs)),
+        }
+    }
+
+    /// `(norm(x + residual), x + residual)`: the residual stream's sum and its norm, in one
+    /// CUDA kernel when `kernels` is given and the tensors are f32 (`x` is then overwritten
+    /// with the sum and returned as it).
+    pub(super) fn add_forward(
+        &self,
+        x: Tensor,
+        residual: &Tensor,
+        kernels: Option<&Kernels>,
+    ) -> Result<(Tensor, Tensor)> {
+        match kernels {
+            Some(k) if x.kind() == Kind::Float && x.is_contiguous() => {
+                let mut sum = x;
+                let normed = k.rms_norm(
+                    &residual.contiguous(),
+                    Some(&mut sum),
+                    &self.weight,
+                    self.eps,
+                )?;
+                Ok((normed, sum))
+            }
+            _ => {
+                let sum = residual + x;
+                Ok((self.forward(&sum), sum))
+            }
+        }
     }
 }
 

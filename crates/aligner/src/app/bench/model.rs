@@ -236,6 +236,11 @@ pub fn run(args: &Options, mut log: impl FnMut(&str)) -> Result<Bench> {
     results.insert("threads".into(), tch::get_num_threads().into());
     results.insert("device".into(), format!("{:?}", args.device).into());
     results.insert("read_gb_s".into(), read_bandwidth()?.into());
+    // A GPU's decoding is measured at batch 32 as well (docs/gpu.md's table).
+    let dense_batches: &[usize] = match args.device {
+        Device::Cuda(_) => &[32],
+        _ => &[],
+    };
     for dtype in &args.dtypes {
         let (model, vs) = Llama::load(&dir, dtype.kind(), args.device)?;
         let bytes = weight_bytes(&vs);
@@ -245,7 +250,7 @@ pub fn run(args: &Options, mut log: impl FnMut(&str)) -> Result<Bench> {
             &tokenizer,
             &name,
             args.device,
-            &[],
+            dense_batches,
             &mut results,
             &mut log,
         )?;
