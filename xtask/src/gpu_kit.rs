@@ -194,17 +194,17 @@ fn libtorch_version(root: &Path) -> Result<String> {
     let file = libtorch.join("version.py");
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("reading {} (run `cargo xtask setup`)", file.display()))?;
+    version_of(&text).with_context(|| format!("no __version__ in {}", file.display()))
+}
+
+/// The release in torch's `version.py` (`__version__ = '2.11.0+cu130'` gives `2.11.0`).
+fn version_of(text: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("__version__ = "))
-        .map(|v| {
-            v.trim_matches(['\'', '"'])
-                .split('+')
-                .next()
-                .unwrap_or("")
-                .to_owned()
-        })
+        .map(|v| v.trim().trim_matches(['\'', '"']))
+        .and_then(|v| v.split('+').next())
         .filter(|v| !v.is_empty())
-        .with_context(|| format!("no __version__ in {}", file.display()))
+        .map(str::to_owned)
 }
 
 /// SmolLM2-1.7B's shapes on the embedded model's config (same tokenizer and vocabulary).
@@ -241,4 +241,56 @@ fn folder_size(dir: &Path) -> Result<u64> {
         };
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_release_is_read_from_torch_version_py() {
+        let text =
+            "from typing import Optional\n__version__ = '2.11.0+cu130'\ngit_version = 'abc'\n";
+        assert_eq!(version_of(text).as_deref(), Some("2.11.0"));
+        assert_eq!(
+            version_of("__version__ = \"2.13.0\"").as_deref(),
+            Some("2.13.0")
+        );
+        assert_eq!(version_of("cuda = '13.0'"), None);
+        assert_eq!(version_of("__version__ = ''"), None);
+    }
+
+    #[test]
+    fn the_large_config_keeps_the_tokenizer_and_changes_the_shapes() {
+        let dir = std::env::temp_dir().join(format!("gpu_kit_test_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("config.json");
+        std::fs::write(
+            &small,
+            r#"{"model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30,
+                "vocab_size": 49152, "bos_token_id": 1, "eos_token_id": 2}"#,
+        )
+        .unwrap();
+        let large: serde_json::Value =
+            serde_json::from_str(&large_config(&small).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(large["num_attention_heads"], 32);
+        assert_eq!(large["head_dim"], 64);
+        for same in ["model_type", "vocab_size", "bos_token_id", "eos_token_id"] {
+            assert!(large[same] != serde_json::Value::Null, "{same} kept");
+        }
+        assert_eq!(large["vocab_size"], 49152);
+        // Its parameters (attention with as many key/value heads as query heads, the MLP, two
+        // norms per layer, a tied embedding): SmolLM2-1.7B's count.
+        let get = |key: &str| large[key].as_u64().unwrap();
+        let (h, i, l, v) = (
+            get("hidden_size"),
+            get("intermediate_size"),
+            get("num_hidden_layers"),
+            get("vocab_size"),
+        );
+        assert_eq!(get("num_key_value_heads"), get("num_attention_heads"));
+        let params = l * (4 * h * h + 3 * h * i + 2 * h) + v * h + h;
+        assert!((1_650_000_000..1_750_000_000).contains(&params), "{params}");
+    }
 }
