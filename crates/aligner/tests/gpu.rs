@@ -450,6 +450,10 @@ fn the_packed_model_decodes_on_cuda_with_the_kernels() {
         let a = packed.forward_last(&prompt, &mut ours, None).unwrap();
         let b = reference.forward_last(&prompt, &mut theirs, None).unwrap();
         assert!(relative_error(&a, &b) < 1e-4, "{format} prefill");
+        let kernels = packed
+            .cuda_kernels()
+            .expect("packed on CUDA with the kernels");
+        let launched = kernels.launches();
         let mut next = a.argmax(-1, false).int64_value(&[0]);
         for step in 0..8 {
             let t = Tensor::from_slice(&[next]).unsqueeze(0).to_device(device);
@@ -460,6 +464,33 @@ fn the_packed_model_decodes_on_cuda_with_the_kernels() {
             assert!(error < 1e-3, "{format} step {step}: {error}");
             next = b.argmax(-1, false).int64_value(&[0]);
         }
+        // Each step ran on the kernels: per layer the input norm, qkv, o, the fused residual
+        // norm, gate_up and down; then the head.
+        let per_step = 6 * config.num_layers as u64 + 1;
+        assert_eq!(
+            kernels.launches() - launched,
+            8 * per_step,
+            "{format}: steps on the kernels"
+        );
+
+        // Two rows of one batched cache: one launch takes both.
+        let two = Tensor::cat(&[&prompt, &prompt.flip([1])], 0);
+        let (mut ours, mut theirs) = (packed.new_cache(2), reference.new_cache(2));
+        let _ = packed.forward_last(&two, &mut ours, None).unwrap();
+        let _ = reference.forward_last(&two, &mut theirs, None).unwrap();
+        let step = Tensor::from_slice(&[5i64, 6])
+            .view([2, 1])
+            .to_device(device);
+        let launched = kernels.launches();
+        let a = packed.forward_last(&step, &mut ours, None).unwrap();
+        let b = reference.forward_last(&step, &mut theirs, None).unwrap();
+        assert_eq!(
+            kernels.launches() - launched,
+            per_step,
+            "{format}: one launch per product"
+        );
+        assert!(relative_error(&a, &b) < 1e-3, "{format} two rows");
+
         // Several sequences in one call.
         let mut caches = [packed.new_cache(1), packed.new_cache(1)];
         for cache in &mut caches {

@@ -7,8 +7,11 @@
 
 #define BLOCK 32
 #define WARP 32
-// The most activation rows one launch of a matrix-vector product takes (a decode batch).
-#define MAX_ROWS 16
+// MAX_ROWS, the most activation rows one launch of a matrix-vector product takes (a decode
+// batch), comes from the compiler's options: aligner_model::cuda::MAX_ROWS is its one place.
+#ifndef MAX_ROWS
+#error "MAX_ROWS must be defined (-DMAX_ROWS=...), as aligner_model::cuda::compile does"
+#endif
 
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f;

@@ -59,7 +59,10 @@ fn cuda_error(what: &str, e: impl std::fmt::Display) -> Error {
 pub fn compile(major: u32, minor: u32) -> Result<String> {
     load_nvrtc()?;
     let options = CompileOptions {
-        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+        options: vec![
+            format!("--gpu-architecture=compute_{major}{minor}"),
+            format!("-DMAX_ROWS={MAX_ROWS}"),
+        ],
         name: Some("kernels.cu".into()),
         ..Default::default()
     };
@@ -100,8 +103,18 @@ fn load_nvrtc() -> Result<()> {
                 if !nvrtc.is_file() {
                     continue;
                 }
-                for name in ["libnvrtc-builtins.so.13.0", "libnvrtc.so.13"] {
-                    let path = folder.join(name);
+                // The built-in headers library carries the toolkit's minor version in its name.
+                let builtins = std::fs::read_dir(folder)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("libnvrtc-builtins.so.13"))
+                    });
+                for path in builtins.into_iter().chain([nvrtc]) {
                     // SAFETY: NVIDIA's compiler libraries have no initialisers that depend on
                     // the process; they stay loaded for its lifetime.
                     match unsafe { libloading::Library::new(&path) } {
@@ -124,6 +137,7 @@ fn load_nvrtc() -> Result<()> {
 /// The compiled kernels on one CUDA device.
 pub struct Kernels {
     ordinal: usize,
+    launches: std::sync::atomic::AtomicU64,
     context: Arc<CudaContext>,
     q4_1: CudaFunction,
     q8_0: CudaFunction,
@@ -175,6 +189,7 @@ impl Kernels {
         };
         Ok(Self {
             ordinal,
+            launches: std::sync::atomic::AtomicU64::new(0),
             q4_1: function(KERNELS[0])?,
             q8_0: function(KERNELS[1])?,
             rms_norm: function(KERNELS[2])?,
@@ -186,6 +201,16 @@ impl Kernels {
     /// The CUDA device the kernels run on.
     pub fn device(&self) -> Device {
         Device::Cuda(self.ordinal)
+    }
+
+    /// Kernel launches so far: how a caller (or a test) sees that work ran on these kernels.
+    pub fn launches(&self) -> u64 {
+        self.launches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_launch(&self) {
+        self.launches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// LibTorch's current stream on this device, borrowed.
@@ -277,6 +302,7 @@ impl Kernels {
             // the kernel reads and writes for these arguments.
             unsafe { launch.launch(matvec_config(rows)) }
                 .map_err(|e| cuda_error("launching a matrix-vector product", e))?;
+            self.count_launch();
         }
         Ok(out)
     }
@@ -341,6 +367,7 @@ impl Kernels {
         };
         // SAFETY: checked contiguous f32 buffers of `rows * hidden` values (weight: `hidden`).
         unsafe { launch.launch(config) }.map_err(|e| cuda_error("launching rms_norm", e))?;
+        self.count_launch();
         Ok(out)
     }
 
@@ -396,6 +423,7 @@ impl Kernels {
         };
         // SAFETY: checked contiguous buffers; every position indexes a row of the tables.
         unsafe { launch.launch(config) }.map_err(|e| cuda_error("launching rotary", e))?;
+        self.count_launch();
         // `positions` is freed by LibTorch's caching allocator on the same stream, after the
         // kernel that reads it.
         drop(positions);

@@ -126,8 +126,14 @@ impl PackedLlama {
             WeightFormat::Int4 => WeightFormat::Int8,
             other => other,
         };
+        // On the CPU the head's blocks pay off for more rows than the layers' (`cpu::Tuning`); on
+        // a CUDA device a launch takes `QUANT_MAX_ROWS` rows, beyond which cuBLAS is faster.
+        let head_rows = match model.device {
+            Device::Cpu => crate::cpu::tuning().head_quant_max_rows,
+            _ => QUANT_MAX_ROWS,
+        };
         let lm_head = Proj {
-            max_quant_rows: crate::cpu::tuning().head_quant_max_rows,
+            max_quant_rows: head_rows,
             ..Proj::pack("lm_head", head, None, head_format, kind, k)?
         };
         let mut packed = Self::assemble(
@@ -226,6 +232,11 @@ impl PackedLlama {
     /// The weight format.
     pub fn format(&self) -> WeightFormat {
         self.format
+    }
+
+    /// The CUDA kernels a model packed on a CUDA device decodes with; `None` on the CPU.
+    pub fn cuda_kernels(&self) -> Option<&Kernels> {
+        self.kernels.as_deref()
     }
 
     /// Bytes of weights read per decoding step (projections, LM head and norms; the embedding

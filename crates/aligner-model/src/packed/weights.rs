@@ -210,7 +210,7 @@ impl Proj {
         let mut shape = xs.size();
         shape.pop();
         shape.push(self.out_dim() as i64);
-        if let Some(cuda) = &self.cuda {
+        if let Some(cuda) = self.cuda.as_ref().filter(|_| rows > 0) {
             let x = xs.to_kind(Kind::Float).reshape([rows, in_dim]).contiguous();
             let mut ys = cuda.kernels.matvec(&cuda.matrix, &x)?;
             if let Some(b) = &self.bias {
