@@ -360,14 +360,11 @@ impl PackedLlama {
     /// a decoding step of at most [`QUANT_MAX_ROWS`] rows, or a pass of at most
     /// [`short_pass_rows`] tokens in all.
     fn on_blocks(&self, b: i64, t: i64) -> bool {
-        if self.device != Device::Cpu {
-            // The CUDA kernels serve decoding steps; longer passes go to cuBLAS.
-            return t == 1 && b <= QUANT_MAX_ROWS;
-        }
         if t == 1 {
             b <= QUANT_MAX_ROWS
         } else {
-            b * t <= short_pass_rows()
+            // On a CUDA device the kernels serve decoding steps only; longer passes go to cuBLAS.
+            self.device == Device::Cpu && b * t <= short_pass_rows()
         }
     }
 

@@ -104,8 +104,7 @@ impl Proj {
         let quantised = match blocks {
             WeightFormat::Dense => None,
             format => {
-                let on_cuda = matches!(weight.device(), Device::Cuda(_));
-                if weight.device() != Device::Cpu && !(on_cuda && kernels.is_some()) {
+                if weight.device() != Device::Cpu && kernels.is_none() {
                     return Err(Error::InvalidArgument(format!(
                         "{name}: quantised weights run on the CPU or, with the CUDA kernels, on a \
                          CUDA device; the model is on {:?}",
@@ -230,11 +229,11 @@ impl Proj {
     pub(super) fn bytes(&self) -> usize {
         let size = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
         self.bias.as_ref().map_or(0, size)
-            + match &self.blocks {
-                None if self.cuda.is_some() => self.cuda.as_ref().map_or(0, |c| c.matrix.bytes()),
-                None => size(&self.dense),
-                Some(Blocks::Q4(m)) => m.bytes(),
-                Some(Blocks::Q8(m)) => m.bytes(),
+            + match (&self.blocks, &self.cuda) {
+                (Some(Blocks::Q4(m)), _) => m.bytes(),
+                (Some(Blocks::Q8(m)), _) => m.bytes(),
+                (None, Some(c)) => c.matrix.bytes(),
+                (None, None) => size(&self.dense),
             }
     }
 }
