@@ -51,6 +51,20 @@ fn kernels(c: &mut Criterion) {
             b.iter(|| q8.matmul_t(black_box(&xq), &mut out))
         });
     }
+    // Several activation rows at once (a batched decoding step, a drafted sentence): each
+    // block's codes are unpacked once for a tile of rows.
+    for m in [4, 16] {
+        for (name, rows, cols) in [("gate_up", 3072, 576), ("lm_head", 49152, 576)] {
+            let w = values(rows * cols, rows as u64);
+            let xq = Activations::quantize(&values(m * cols, 9), cols).expect("whole blocks");
+            let q4 = Q4Matrix::from_f32(&w, rows, cols).expect("whole blocks");
+            let mut out = vec![0f32; rows * m];
+            group.throughput(Throughput::Bytes(q4.bytes() as u64));
+            group.bench_function(format!("q4_1/{name}/x{m}"), |b| {
+                b.iter(|| q4.matmul_t(black_box(&xq), &mut out))
+            });
+        }
+    }
     let x = values(1536, 3);
     group.throughput(Throughput::Elements(x.len() as u64));
     group.bench_function("quantize/1536", |b| {

@@ -66,6 +66,7 @@ pub fn setup(with_model: bool) -> Result<()> {
         pip_install(
             &python,
             &missing,
+            None,
             &format!(
                 "check that this machine reaches the Python package index, or delete {} and run \
                  `cargo xtask setup` again",
@@ -98,30 +99,73 @@ pub fn setup(with_model: bool) -> Result<()> {
     Ok(())
 }
 
-/// Installs the missing [`SERVER_PACKAGES`].
+/// The CMake arguments llama.cpp is built with (for the CPU it is built on, as by default)
+/// without its AMX kernels: on Intel Sapphire-Rapids-class machines here they crash llama.cpp
+/// on the embedded Q4_1 model (a segfault in `ggml_backend_amx_mul_mat`, llama-cpp-python
+/// 0.3.36), and other CPUs lack AMX anyway. GCC and Clang let these flags win over the build's
+/// `-march=native` whatever their order.
+const LLAMA_CPP_CMAKE_ARGS: &str = "-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' \
+     -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'";
+
+/// A file in the environment holding the CMake arguments its llama.cpp was built with: an
+/// environment whose llama.cpp was built otherwise (by an earlier setup) is rebuilt.
+const LLAMA_CPP_BUILD_MARKER: &str = "llama-cpp-build.txt";
+
+/// Installs the missing [`SERVER_PACKAGES`], and rebuilds llama.cpp where it was built with
+/// other arguments than [`LLAMA_CPP_CMAKE_ARGS`].
 fn install_server_packages(python: &Path, state: &PythonState) -> Result<()> {
-    let missing: Vec<String> = SERVER_PACKAGES
-        .iter()
-        .filter(|(name, _, version)| state.version(name) != Some(*version))
-        .map(|(_, requirement, version)| format!("{requirement}=={version}"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+    let venv = hub::venv_dir();
+    let marker = venv.join(LLAMA_CPP_BUILD_MARKER);
+    let built_as = std::fs::read_to_string(&marker).unwrap_or_default();
+    for (name, requirement, version) in SERVER_PACKAGES {
+        let installed = state.version(name) == Some(*version);
+        let is_llama = *name == "llama-cpp-python";
+        if installed && (!is_llama || built_as == LLAMA_CPP_CMAKE_ARGS) {
+            continue;
+        }
+        let mut args = vec![format!("{requirement}=={version}")];
+        if !is_llama {
+            println!("installing {requirement}=={version} for the server tests");
+        } else {
+            // A fresh build: pip's cache of built wheels does not key on CMAKE_ARGS.
+            args.push("--no-cache-dir".into());
+            if installed {
+                println!("rebuilding llama.cpp without its AMX kernels (several minutes)");
+                args.extend(["--force-reinstall".into(), "--no-deps".into()]);
+            } else {
+                println!(
+                    "installing {requirement}=={version} for the server tests (llama.cpp builds \
+                     from source: several minutes)"
+                );
+            }
+        }
+        let env = is_llama.then_some(("CMAKE_ARGS", LLAMA_CPP_CMAKE_ARGS));
+        pip_install(
+            python,
+            &args,
+            env,
+            "llama-cpp-python needs a C++ compiler (Debian: apt-get install build-essential)",
+        )?;
+        if is_llama {
+            aligner_data::atomic::write(&marker, LLAMA_CPP_CMAKE_ARGS.as_bytes())
+                .with_context(|| format!("writing {}", marker.display()))?;
+        }
     }
-    println!(
-        "installing {} for the server tests (llama.cpp builds from source: several minutes)",
-        missing.join(" ")
-    );
-    pip_install(
-        python,
-        &missing,
-        "llama-cpp-python needs a C++ compiler (Debian: apt-get install build-essential)",
-    )
+    Ok(())
 }
 
-/// `python -m pip install` of `requirements`; a failure says `hint`.
-fn pip_install(python: &Path, requirements: &[String], hint: &str) -> Result<()> {
-    let status = Command::new(python)
+/// `python -m pip install` of `requirements` (with `env` set, if given); a failure says `hint`.
+fn pip_install(
+    python: &Path,
+    requirements: &[String],
+    env: Option<(&str, &str)>,
+    hint: &str,
+) -> Result<()> {
+    let mut command = Command::new(python);
+    if let Some((key, value)) = env {
+        command.env(key, value);
+    }
+    let status = command
         .args([
             "-m",
             "pip",
