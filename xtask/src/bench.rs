@@ -272,7 +272,7 @@ fn write_doc(
              were re-run on their own by `cargo xtask bench --stream-only`, on {} ({} cores; {}).",
             cpu_model(),
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-            cpu_vector_flags()
+            aligner_model::cpu::vector_flags()
         );
         doc
     };
@@ -318,36 +318,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// The CPU's vector extensions that decide matrix-product speed (AVX2, AVX-512, bf16, AMX).
-fn cpu_vector_flags() -> String {
-    let flags = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("flags"))
-                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        })
-        .unwrap_or_default();
-    let wanted = [
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512_bf16",
-        "avx512_vnni",
-        "amx_bf16",
-    ];
-    let found: Vec<&str> = wanted
-        .iter()
-        .copied()
-        .filter(|w| flags.iter().any(|f| f == w))
-        .collect();
-    if found.is_empty() {
-        "no AVX2".into()
-    } else {
-        found.join(", ")
-    }
-}
-
 fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -388,7 +358,7 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
         s,
         "Machine: {} ({cores} cores; {}), LibTorch threads: {}.\n",
         cpu_model(),
-        cpu_vector_flags(),
+        aligner_model::cpu::vector_flags(),
         ours.get("threads").unwrap_or(&Value::Null)
     );
     let _ = writeln!(s, "| measurement | aligner-rs | transformers | ratio |");

@@ -224,6 +224,32 @@ pub fn native_bf16() -> bool {
         })
 }
 
+/// The CPU's vector extensions that decide matrix-product speed, as `/proc/cpuinfo` names them
+/// (for example `avx2, fma, avx512f, avx512_vnni, amx_bf16`; `no AVX2` where none is listed):
+/// what benchmark reports name beside the CPU model.
+pub fn vector_flags() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let wanted = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_vnni",
+        "amx_bf16",
+    ];
+    let found: Vec<&str> = wanted.into_iter().filter(|w| flags.contains(w)).collect();
+    if found.is_empty() {
+        "no AVX2".into()
+    } else {
+        found.join(", ")
+    }
+}
+
 /// Whether the `flags` lines of a `/proc/cpuinfo` text list a native bf16 feature.
 fn cpu_flags_have_bf16(cpuinfo: &str) -> bool {
     cpuinfo

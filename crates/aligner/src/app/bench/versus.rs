@@ -151,7 +151,8 @@ fn report(ours: &[f64], theirs: &[f64], bytes: usize, read_gb_s: f64, options: &
     let md = format!(
         "{HEADING}\n\nBatch-1 greedy decoding of the embedded model's GGUF file ({}), {} rounds \
          alternating our packed int4 model (the file's own Q4_1 blocks, Q8_0 head) with \
-         llama.cpp (llama-cpp-python, {cores} threads); {NEW_TOKENS} tokens from the same 16 \
+         llama.cpp (llama-cpp-python, {cores} threads, built from source for this CPU by `cargo \
+         xtask setup`, without its AMX kernels); {NEW_TOKENS} tokens from the same 16 \
          prompt tokens, each figure the fastest of 2 calls after a warm-up (`bench_versus`; \
          {cpu}, {cores} cores, load {load}).\n\n\
          | | median (min–max), tok/s |\n|---|---:|\n\
