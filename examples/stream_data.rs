@@ -32,11 +32,14 @@ struct Args {
     /// (default: data/math/train.jsonl in the repository, from `cargo xtask math-data`).
     #[arg(long)]
     problems: Option<PathBuf>,
-    /// Identity rows instead: the upstream answers the 400 everyday training questions
+    /// Identity rows instead: the upstream answers the 500 everyday training questions
     /// (`aligner::data::everyday::train`) as the main job would, and each of its sentences,
     /// after its real prefix, becomes a row that keeps it (default --out: data/stream-everyday).
     #[arg(long, conflicts_with_all = ["problems", "identity_share", "greedy_whole"])]
     everyday: bool,
+    /// With --everyday: only the questions of this category (code, how-to, advice, ...).
+    #[arg(long, requires = "everyday")]
+    category: Option<aligner::data::everyday::Category>,
     /// Output folder (default: data/stream-math in the repository).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -84,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         model_dir: Some(common::model_dir(args.model_dir.as_deref())?),
         problems: args.problems,
         everyday: args.everyday,
+        category: args.category,
         out: args.out,
         limit: args.limit,
         identity_share: args.identity_share,

@@ -16,13 +16,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("accelerate", "1.15.0"),
 ];
 
-/// Packages of the server tests, as (name, pip requirement, version): the official `openai`
-/// client streaming from our server, and llama.cpp's OpenAI-compatible server as a real upstream
-/// (`llama-cpp-python` builds llama.cpp from source: several minutes on the first setup).
-const SERVER_PACKAGES: &[(&str, &str, &str)] = &[
-    ("openai", "openai", "3.63.0"),
-    ("llama-cpp-python", "llama-cpp-python[server]", "0.3.36"),
-];
+/// The official `openai` client, (name, version): the server tests stream from our server with it.
+const OPENAI: (&str, &str) = ("openai", "3.63.0");
+/// llama.cpp's OpenAI-compatible server, (name, version), a real upstream in the server tests
+/// (installed with its `[server]` extra; it builds llama.cpp from source: several minutes on the
+/// first setup).
+const LLAMA_CPP: (&str, &str) = ("llama-cpp-python", "0.3.36");
 
 /// Prints the versions of the pinned packages and where torch lives, one `name=value` per line.
 const PROBE: &str = r#"
@@ -111,47 +110,50 @@ const LLAMA_CPP_CMAKE_ARGS: &str = "-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8
 /// environment whose llama.cpp was built otherwise (by an earlier setup) is rebuilt.
 const LLAMA_CPP_BUILD_MARKER: &str = "llama-cpp-build.txt";
 
-/// Installs the missing [`SERVER_PACKAGES`], and rebuilds llama.cpp where it was built with
-/// other arguments than [`LLAMA_CPP_CMAKE_ARGS`].
+/// Installs the packages of the server tests ([`OPENAI`], [`LLAMA_CPP`]) where missing.
 fn install_server_packages(python: &Path, state: &PythonState) -> Result<()> {
-    let venv = hub::venv_dir();
-    let marker = venv.join(LLAMA_CPP_BUILD_MARKER);
-    let built_as = std::fs::read_to_string(&marker).unwrap_or_default();
-    for (name, requirement, version) in SERVER_PACKAGES {
-        let installed = state.version(name) == Some(*version);
-        let is_llama = *name == "llama-cpp-python";
-        if installed && (!is_llama || built_as == LLAMA_CPP_CMAKE_ARGS) {
-            continue;
-        }
-        let mut args = vec![format!("{requirement}=={version}")];
-        if !is_llama {
-            println!("installing {requirement}=={version} for the server tests");
-        } else {
-            // A fresh build: pip's cache of built wheels does not key on CMAKE_ARGS.
-            args.push("--no-cache-dir".into());
-            if installed {
-                println!("rebuilding llama.cpp without its AMX kernels (several minutes)");
-                args.extend(["--force-reinstall".into(), "--no-deps".into()]);
-            } else {
-                println!(
-                    "installing {requirement}=={version} for the server tests (llama.cpp builds \
-                     from source: several minutes)"
-                );
-            }
-        }
-        let env = is_llama.then_some(("CMAKE_ARGS", LLAMA_CPP_CMAKE_ARGS));
+    let (name, version) = OPENAI;
+    if state.version(name) != Some(version) {
+        println!("installing {name}=={version} for the server tests");
         pip_install(
             python,
-            &args,
-            env,
-            "llama-cpp-python needs a C++ compiler (Debian: apt-get install build-essential)",
+            &[format!("{name}=={version}")],
+            None,
+            "is the package index reachable?",
         )?;
-        if is_llama {
-            aligner_data::atomic::write(&marker, LLAMA_CPP_CMAKE_ARGS.as_bytes())
-                .with_context(|| format!("writing {}", marker.display()))?;
-        }
     }
-    Ok(())
+    install_llama_cpp(python, state)
+}
+
+/// Installs [`LLAMA_CPP`], built with [`LLAMA_CPP_CMAKE_ARGS`], where it is missing or was built
+/// with other arguments (by an earlier setup).
+fn install_llama_cpp(python: &Path, state: &PythonState) -> Result<()> {
+    let (name, version) = LLAMA_CPP;
+    let marker = hub::venv_dir().join(LLAMA_CPP_BUILD_MARKER);
+    let built_as = std::fs::read_to_string(&marker).unwrap_or_default();
+    let installed = state.version(name) == Some(version);
+    if installed && built_as == LLAMA_CPP_CMAKE_ARGS {
+        return Ok(());
+    }
+    // A fresh build: pip's cache of built wheels does not key on CMAKE_ARGS.
+    let mut args = vec![format!("{name}[server]=={version}"), "--no-cache-dir".into()];
+    if installed {
+        println!("rebuilding llama.cpp without its AMX kernels (several minutes)");
+        args.extend(["--force-reinstall".into(), "--no-deps".into()]);
+    } else {
+        println!(
+            "installing {name}=={version} for the server tests (llama.cpp builds from source: \
+             several minutes)"
+        );
+    }
+    pip_install(
+        python,
+        &args,
+        Some(("CMAKE_ARGS", LLAMA_CPP_CMAKE_ARGS)),
+        "llama-cpp-python needs a C++ compiler (Debian: apt-get install build-essential)",
+    )?;
+    aligner_data::atomic::write(&marker, LLAMA_CPP_CMAKE_ARGS.as_bytes())
+        .with_context(|| format!("writing {}", marker.display()))
 }
 
 /// `python -m pip install` of `requirements` (with `env` set, if given); a failure says `hint`.

@@ -3,8 +3,9 @@
 //! with numbers that are not arithmetic word problems.
 //!
 //! They are the project's own hand-written questions (`data/everyday` in this crate; see its
-//! README): 400 for training ([`train`]) and 100 held out ([`heldout`]), disjoint, with the
-//! held-out split never used for training. Their purpose is the harm side of an aligner trained
+//! README): 500 for training ([`train`]; the last 100 are code questions, added when answers
+//! with code blocks proved the hardest to leave alone) and 100 held out ([`heldout`]), disjoint,
+//! with the held-out split never used for training. Their purpose is the harm side of an aligner trained
 //! on a narrow domain: identity rows from everyday questions teach it to leave ordinary sentences
 //! alone, and the held-out questions measure whether it still rewrites them (see
 //! `aligner_eval::harm`).
@@ -18,7 +19,7 @@
 //!
 //! let train = everyday::train()?;
 //! let heldout = everyday::heldout()?;
-//! assert_eq!((train.len(), heldout.len()), (400, 100));
+//! assert_eq!((train.len(), heldout.len()), (500, 100));
 //! assert!(heldout.iter().any(|q| q.category == Category::NumericFact));
 //! # Ok::<(), aligner_data::everyday::EverydayError>(())
 //! ```
@@ -28,7 +29,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The training split as embedded: 400 JSON lines.
+/// The training split as embedded: 500 JSON lines.
 pub const TRAIN_JSONL: &str = include_str!("../data/everyday/train.jsonl");
 /// The held-out split as embedded: 100 JSON lines. Never used for training.
 pub const HELDOUT_JSONL: &str = include_str!("../data/everyday/heldout.jsonl");
@@ -112,6 +113,21 @@ impl Category {
     }
 }
 
+impl std::str::FromStr for Category {
+    type Err = String;
+
+    /// A category by its name in the JSON files (`code`, `how-to`); the error lists them all.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Category::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+                format!("unknown category `{s}` (one of: {})", names.join(", "))
+            })
+    }
+}
+
 impl fmt::Display for Category {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -168,7 +184,7 @@ pub enum EverydayError {
     },
 }
 
-/// The 400 training questions.
+/// The 500 training questions.
 ///
 /// # Errors
 ///
@@ -256,14 +272,14 @@ mod tests {
     #[test]
     fn counts_and_ids() {
         let (train, heldout) = both();
-        assert_eq!(train.len(), 400);
+        assert_eq!(train.len(), 500);
         assert_eq!(heldout.len(), 100);
         let ids: HashSet<&str> = train
             .iter()
             .chain(&heldout)
             .map(|q| q.id.as_str())
             .collect();
-        assert_eq!(ids.len(), 500, "ids are unique across both splits");
+        assert_eq!(ids.len(), 600, "ids are unique across both splits");
         assert!(train.iter().all(|q| q.id.starts_with("train-")));
         assert!(heldout.iter().all(|q| q.id.starts_with("heldout-")));
     }
@@ -283,7 +299,10 @@ mod tests {
         for c in Category::ALL {
             let json = serde_json::to_string(&c).expect("a unit variant serialises");
             assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(c.as_str().parse::<Category>(), Ok(c));
         }
+        let err = "gardening".parse::<Category>().expect_err("not a category");
+        assert!(err.contains("`gardening`") && err.contains("numeric-fact"), "{err}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Options {
     /// instead of correction rows from problems (`problems`, `identity_share` and
     /// `greedy_whole` then do not apply).
     pub everyday: bool,
+    /// With `everyday`: only the training questions of this category.
+    pub category: Option<crate::data::everyday::Category>,
     /// Output folder (default: [`DEFAULT_OUT`] in the repository).
     pub out: Option<PathBuf>,
     /// Use the first N problems only.
@@ -83,6 +85,7 @@ impl Default for Options {
         Self {
             problems: None,
             everyday: false,
+            category: None,
             out: None,
             limit: None,
             identity_share: 0.2,
@@ -279,6 +282,7 @@ fn everyday(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result
     let mut questions: Vec<(String, String)> = crate::data::everyday::train()
         .map_err(|e| Error::Invalid(e.to_string()))?
         .into_iter()
+        .filter(|q| args.category.is_none_or(|c| c == q.category))
         .map(|q| (q.id, q.question))
         .collect();
     if let Some(n) = args.limit {
@@ -302,6 +306,7 @@ fn everyday(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result
     let sampling = SamplingConfig::chat(SamplingConfig::CHAT_TEMPERATURE, args.seed);
     let settings = json!({
         "questions": "everyday-train",
+        "category": args.category.map(|c| c.as_str()),
         "model_dir": canonical(&plan.model_dir),
         "dtype": format!("{:?}", args.dtype),
         "weights": weights(args).to_string(),
