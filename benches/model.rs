@@ -1,9 +1,10 @@
 //! The model's hot paths on SmolLM2-135M's shapes: one decoding step (batch 1, 4, 8 and 16
 //! sequences with their own caches, `CausalLm::decode_step`) for the packed int4 / int8 model and
 //! the f32 `Llama`, a 512-token prefill, and a draft verification pass (75 tokens after a cached
-//! prompt) with logits at every position or only at the last 21 (`CausalLm::forward_tail`). Uses the embedded model when `cargo xtask setup` has
-//! imported it, else random weights of the same shapes (the speed does not depend on the
-//! values).
+//! prompt) with logits at every position or only at the last 21 (`CausalLm::forward_tail`), and
+//! passes of 4-75 new tokens with the dense copies in f32 and in bf16. Uses the embedded model
+//! when `cargo xtask setup` has imported it, else random weights of the same shapes (the speed
+//! does not depend on the values).
 //!
 //! Run: `cargo bench -p aligner-model --bench model`
 #![expect(
@@ -102,6 +103,35 @@ fn decode(c: &mut Criterion) {
                 .expect("verify pass")
             });
         });
+    }
+    group.finish();
+
+    // Passes of a few new tokens after a cached 120-token prompt, with the layers' dense copies
+    // in f32 and in bf16 (`PackedLlama::dense_kind`): short ones run on the blocks whatever the
+    // copies, longer ones on the copies (`cpu::Tuning::short_pass_rows` is where they meet).
+    let mut group = c.benchmark_group("short_pass");
+    group.sample_size(10);
+    let with_dense = |kind| {
+        PackedLlama::from_model_with(&llama, Kind::Float, WeightFormat::Int8, kind).expect("pack")
+    };
+    for (name, lm) in [
+        ("dense_f32", with_dense(Kind::Float)),
+        ("dense_bf16", with_dense(Kind::BFloat16)),
+    ] {
+        let mut cache = lm.new_cache(1);
+        let _ = lm
+            .forward_last(&context, &mut cache, None)
+            .expect("prime the cache");
+        for rows in [4i64, 8, 9, 12, 16, 32, 75] {
+            group.throughput(Throughput::Elements(rows as u64));
+            let new = new.narrow(1, 0, rows);
+            group.bench_function(format!("packed_int8_{name}/{rows}"), |b| {
+                b.iter(|| {
+                    cache.truncate(120);
+                    black_box(lm.forward_last(&new, &mut cache, None)).expect("pass")
+                });
+            });
+        }
     }
     group.finish();
 }

@@ -270,7 +270,7 @@ fn write_doc(
             doc,
             "\n\nThe tables above come from the last full run; the Stream Aligner sections below \
              were re-run on their own by `cargo xtask bench --stream-only`, on {} ({} cores; {}).",
-            cpu_model(),
+            aligner_model::cpu::model_name(),
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             aligner_model::cpu::vector_flags()
         );
@@ -304,18 +304,6 @@ fn read(path: &Path) -> Result<Map<String, Value>> {
         Value::Object(map) => Ok(map),
         _ => bail!("{} is not a JSON object", path.display()),
     }
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
@@ -357,7 +345,7 @@ fn render(ours: &Map<String, Value>, reference: &Map<String, Value>) -> String {
     let _ = writeln!(
         s,
         "Machine: {} ({cores} cores; {}), LibTorch threads: {}.\n",
-        cpu_model(),
+        aligner_model::cpu::model_name(),
         aligner_model::cpu::vector_flags(),
         ours.get("threads").unwrap_or(&Value::Null)
     );

@@ -136,7 +136,10 @@ fn install_llama_cpp(python: &Path, state: &PythonState) -> Result<()> {
         return Ok(());
     }
     // A fresh build: pip's cache of built wheels does not key on CMAKE_ARGS.
-    let mut args = vec![format!("{name}[server]=={version}"), "--no-cache-dir".into()];
+    let mut args = vec![
+        format!("{name}[server]=={version}"),
+        "--no-cache-dir".into(),
+    ];
     if installed {
         println!("rebuilding llama.cpp without its AMX kernels (several minutes)");
         args.extend(["--force-reinstall".into(), "--no-deps".into()]);

@@ -302,7 +302,10 @@ mod tests {
             assert_eq!(c.as_str().parse::<Category>(), Ok(c));
         }
         let err = "gardening".parse::<Category>().expect_err("not a category");
-        assert!(err.contains("`gardening`") && err.contains("numeric-fact"), "{err}");
+        assert!(
+            err.contains("`gardening`") && err.contains("numeric-fact"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -224,6 +224,61 @@ pub fn native_bf16() -> bool {
         })
 }
 
+/// The environment variable that picks the dtype of packed CPU models' dense copies (the weights
+/// of long passes): `f32`, `bf16`, or unset / `auto` for [`bf16_dense_copies`]'s choice.
+pub const DENSE_COPY_ENV: &str = "ALIGNER_DENSE_COPY";
+
+/// Whether packed CPU models with f32 activations keep the dense copy of their layers' weights,
+/// which long passes (prompts, long verifications) multiply with, in bf16 rather than f32.
+///
+/// By default they do where the CPU computes bf16 natively ([`native_bf16`]): there LibTorch's
+/// bf16 products (oneDNN, on AMX tiles where the CPU has them) are several times faster than its
+/// f32 ones, and the copy takes half the memory. Measured on a 2-core Intel Sapphire Rapids
+/// (AMX), one thread, SmolLM2-135M's projections at 80 rows: 0.22 ms against 1.01 ms for the
+/// 576 x 1536 one, 4.6x. Activations stay f32: a long pass casts its input to bf16 and each
+/// product's result back, so only the weights and the products' inputs are rounded. Elsewhere
+/// bf16 is emulated and slower than f32, so the copy stays f32. [`DENSE_COPY_ENV`] overrides the
+/// choice either way (the tests run both on every machine); an unknown value keeps the default
+/// and is reported once on standard error.
+pub fn bf16_dense_copies() -> bool {
+    static BF16: OnceLock<bool> = OnceLock::new();
+    *BF16.get_or_init(|| {
+        let value = std::env::var(DENSE_COPY_ENV).unwrap_or_default();
+        parse_dense_copy(&value)
+            .unwrap_or_else(|e| {
+                eprintln!("aligner-model: {e}; using the default");
+                None
+            })
+            .unwrap_or_else(native_bf16)
+    })
+}
+
+/// `Some(true)` for `bf16`, `Some(false)` for `f32`, `None` for the default (empty or `auto`).
+fn parse_dense_copy(value: &str) -> Result<Option<bool>, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => Ok(None),
+        "bf16" => Ok(Some(true)),
+        "f32" => Ok(Some(false)),
+        _ => Err(Error::InvalidArgument(format!(
+            "unknown {DENSE_COPY_ENV} value `{value}` (f32, bf16, auto)"
+        ))),
+    }
+}
+
+/// The CPU's model name as `/proc/cpuinfo` gives it (`unknown CPU` where it cannot be read):
+/// what benchmark reports name as the machine, with [`vector_flags`].
+pub fn model_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 /// The CPU's vector extensions that decide matrix-product speed, as `/proc/cpuinfo` names them
 /// (for example `avx2, fma, avx512f, avx512_vnni, amx_bf16`; `no AVX2` where none is listed):
 /// what benchmark reports name beside the CPU model.
@@ -281,6 +336,23 @@ mod tests {
         assert!(err.contains("ALIGNER_CPU") && err.contains("sse9"), "{err}");
         for p in CpuPath::ALL {
             assert_eq!(p.name().parse::<CpuPath>().unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn dense_copy_requests_parse() {
+        assert_eq!(parse_dense_copy("").unwrap(), None);
+        assert_eq!(parse_dense_copy(" Auto ").unwrap(), None);
+        assert_eq!(parse_dense_copy("BF16").unwrap(), Some(true));
+        assert_eq!(parse_dense_copy("f32").unwrap(), Some(false));
+        let err = parse_dense_copy("fp8").unwrap_err().to_string();
+        assert!(
+            err.contains(DENSE_COPY_ENV) && err.contains("`fp8`"),
+            "{err}"
+        );
+        // Without native bf16 the default keeps f32 copies (bf16 would be emulated, slower).
+        if std::env::var(DENSE_COPY_ENV).is_err() && !native_bf16() {
+            assert!(!bf16_dense_copies());
         }
     }
 

@@ -361,3 +361,60 @@ fn a_short_pass_is_bit_for_bit_its_tokens_fed_one_at_a_time() {
         }
     }
 }
+
+/// bf16 dense copies (the default where the CPU computes bf16 natively; forced here, so every
+/// machine runs them): long passes follow the f32 copies within bf16 rounding and pick the same
+/// tokens, short passes (the blocks) are the same bit for bit, the saved pack is smaller by half
+/// the layers' copies, and mapping it back computes the same logits bit for bit.
+#[test]
+fn bf16_dense_copies_follow_the_f32_ones() {
+    let _guard = tch::no_grad_guard();
+    let (model, _vs) = Llama::load(common::model_dir(), Kind::Float, Device::Cpu).unwrap();
+    let pack = |dense| {
+        PackedLlama::from_model_with(&model, Kind::Float, WeightFormat::Int4, dense).unwrap()
+    };
+    let (f32s, bf16s) = (pack(Kind::Float), pack(Kind::BFloat16));
+    let long = |m: &PackedLlama| m.forward(&ids(PROMPT), &mut m.new_cache(1), None).unwrap();
+    let (a, b) = (long(&f32s), long(&bf16s));
+    let scale = a.abs().max().double_value(&[]);
+    let diff = max_diff(&a, &b);
+    let same_top = a
+        .argmax(-1, false)
+        .eq_tensor(&b.argmax(-1, false))
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    eprintln!("long pass: max |Δlogit| {diff:.4} of {scale:.1}, same top-1 {same_top:.3}");
+    assert!(diff > 0.0, "the bf16 copies took part in the long pass");
+    assert!(
+        diff < 0.05 * scale,
+        "max |Δlogit| {diff} against logits up to {scale}"
+    );
+    assert!(same_top >= 0.9, "same top-1 at {same_top} of the positions");
+
+    let short = |m: &PackedLlama| {
+        m.forward(&ids(&PROMPT[..4]), &mut m.new_cache(1), None)
+            .unwrap()
+    };
+    assert!(
+        short(&f32s).equal(&short(&bf16s)),
+        "short passes use the blocks"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (pf, pb) = (tmp.path().join("f32.st"), tmp.path().join("bf16.st"));
+    f32s.save(&pf).unwrap();
+    bf16s.save(&pb).unwrap();
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len() as f64;
+    let c = model.config();
+    let per_layer = c.hidden_size * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
+        + c.num_heads * c.head_dim * c.hidden_size
+        + 3 * c.hidden_size * c.intermediate_size;
+    let saved = (size(&pf) - size(&pb)) / (2.0 * (c.num_layers * per_layer) as f64);
+    assert!(
+        (saved - 1.0).abs() < 0.01,
+        "saved {saved} of the copies' bf16 bytes"
+    );
+    let mapped = PackedLlama::open(&pb).unwrap();
+    assert!(long(&mapped).equal(&b), "the mapped pack computes the same");
+}

@@ -70,21 +70,16 @@ pub fn streamed_request(
     Ok(Sample::new(first.unwrap_or(total), total, answer.text))
 }
 
-/// The CPU's model name with its vector extensions ([`aligner_model::cpu::vector_flags`]), its
-/// cores and the load average (1, 5, 15 minutes) now: the machine a measurement ran on, and how
-/// busy it was.
+/// The CPU's model name with its vector extensions ([`aligner_model::cpu::model_name`],
+/// [`aligner_model::cpu::vector_flags`]), its cores and the load average (1, 5, 15 minutes)
+/// now: the machine a measurement ran on, and how busy it was.
 #[must_use]
 pub fn machine_now() -> (String, usize, String) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpu = format!("{cpu} ({})", aligner_model::cpu::vector_flags());
+    let cpu = format!(
+        "{} ({})",
+        aligner_model::cpu::model_name(),
+        aligner_model::cpu::vector_flags()
+    );
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load

@@ -69,9 +69,39 @@ impl PackedLlama {
     /// Packs `model` for activations of `kind` (f32, bf16 or f16; the host decoding step needs
     /// f32). Quantisation is computed from the model's weights in f32: pack a model loaded in
     /// f32 for the most faithful codes, then drop it. The packed model keeps its own copies of
-    /// the weights (quantised formats keep a dense copy for long passes as well, about 1.2
-    /// times the f32 model's memory for int4).
+    /// the weights: quantised formats keep a dense copy of each layer's weights for long passes
+    /// as well, in [`dense_kind`](Self::dense_kind) (about 1.2 times the f32 model's memory for
+    /// int4 with f32 copies, 0.7 with bf16 ones).
     pub fn from_model(model: &Llama, kind: Kind, format: WeightFormat) -> Result<Self> {
+        let dense_kind = Self::dense_kind(model.device, kind, format);
+        Self::from_model_with(model, kind, format, dense_kind)
+    }
+
+    /// The dtype [`from_model`](Self::from_model) keeps the layers' dense copies in, for a model
+    /// on `device` with activations of `kind` in `format`: bf16 for a quantised format on the
+    /// CPU with f32 activations where [`crate::cpu::bf16_dense_copies`], else `kind` (a dense
+    /// model's every pass multiplies with its copies).
+    pub fn dense_kind(device: Device, kind: Kind, format: WeightFormat) -> Kind {
+        if device == Device::Cpu
+            && kind == Kind::Float
+            && format != WeightFormat::Dense
+            && crate::cpu::bf16_dense_copies()
+        {
+            Kind::BFloat16
+        } else {
+            kind
+        }
+    }
+
+    /// [`from_model`](Self::from_model) with the layers' dense copies in `dense_kind` (f32, bf16
+    /// or f16; `kind` itself, or bf16 with f32 activations on the CPU). The LM head's dense copy
+    /// stays in `kind`: a tied head shares the embedding's storage.
+    pub fn from_model_with(
+        model: &Llama,
+        kind: Kind,
+        format: WeightFormat,
+        dense_kind: Kind,
+    ) -> Result<Self> {
         if let Some(reason) = Self::unsupported(&model.config) {
             return Err(Error::InvalidArgument(format!(
                 "the packed CPU model does not implement {reason}: use the dense model (no weight format)"
@@ -82,6 +112,13 @@ impl PackedLlama {
                 "packed dtype {kind:?} is not supported (f32, bf16, f16 are)"
             )));
         }
+        if dense_kind != kind && !(kind == Kind::Float && dense_kind == Kind::BFloat16) {
+            return Err(Error::InvalidArgument(format!(
+                "dense copies in {dense_kind:?} for {kind:?} activations are not supported (the \
+                 activations' dtype is, and bf16 for f32)"
+            )));
+        }
+        let kinds = (kind, dense_kind);
         let _guard = tch::no_grad_guard();
         let c = &model.config;
         // On a CUDA device the blocks are multiplied by our CUDA kernels.
@@ -105,19 +142,19 @@ impl PackedLlama {
                         &name("self_attn.qkv_proj"),
                         &[&a.q_proj, &a.k_proj, &a.v_proj],
                         format,
-                        kind,
+                        kinds,
                         k,
                     )?,
-                    o: pack_fused(&name("self_attn.o_proj"), &[&a.o_proj], format, kind, k)?,
+                    o: pack_fused(&name("self_attn.o_proj"), &[&a.o_proj], format, kinds, k)?,
                     post_norm: Norm::from(&l.post_attention_layernorm, kind)?,
                     gate_up: pack_fused(
                         &name("mlp.gate_up_proj"),
                         &[&m.gate_proj, &m.up_proj],
                         format,
-                        kind,
+                        kinds,
                         k,
                     )?,
-                    down: pack_fused(&name("mlp.down_proj"), &[&m.down_proj], format, kind, k)?,
+                    down: pack_fused(&name("mlp.down_proj"), &[&m.down_proj], format, kinds, k)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -134,7 +171,7 @@ impl PackedLlama {
         };
         let lm_head = Proj {
             max_quant_rows: head_rows,
-            ..Proj::pack("lm_head", head, None, head_format, kind, k)?
+            ..Proj::pack("lm_head", head, None, head_format, (kind, kind), k)?
         };
         let mut packed = Self::assemble(
             Parts {

@@ -2,12 +2,14 @@
 //! so that a start maps a saved pack ([`PackedLlama::open`]) instead of loading the weights in
 //! f32, merging an adapter and quantising again.
 //!
-//! The key is the SHA-256 of the pack version, the weight format, the activation dtype and the
-//! SHA-256 of every file the model is made from: `config.json` and the safetensors files of the
-//! model folder, and for a PEFT adapter its two files plus those of its base. Hashing a file is
-//! remembered in `sources.json` beside the packs, by path, length and modification time, so a
-//! start hashes only files that changed. The cache keeps the most recently used packs
-//! ([`PackCache::with_max_packs`]) and removes older ones when it stores a new one.
+//! The key is the SHA-256 of the pack version, the weight format, the activation dtype, the
+//! dtype of the dense copies ([`PackedLlama::dense_kind`]: it depends on the CPU and
+//! `ALIGNER_DENSE_COPY`) and the SHA-256 of every file the model is made from: `config.json`
+//! and the safetensors files of the model folder, and for a PEFT adapter its two files plus
+//! those of its base. Hashing a file is remembered in `sources.json` beside the packs, by path,
+//! length and modification time, so a start hashes only files that changed. The cache keeps the
+//! most recently used packs ([`PackCache::with_max_packs`]) and removes older ones when it
+//! stores a new one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -151,9 +153,11 @@ impl PackCache {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
         let mut changed = false;
+        let dense_kind = PackedLlama::dense_kind(Device::Cpu, kind, format);
         let mut text = format!(
-            "aligner-pack {PACK_VERSION}\nformat {format}\nkind {}\n",
-            super::saved::kind_name(kind)
+            "aligner-pack {PACK_VERSION}\nformat {format}\nkind {}\ndense {}\n",
+            super::saved::kind_name(kind),
+            super::saved::kind_name(dense_kind)
         );
         for (role, file) in files {
             let meta = std::fs::metadata(&file).map_err(|e| Error::io(&file, e))?;

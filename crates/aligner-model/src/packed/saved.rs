@@ -3,10 +3,11 @@
 //! dequantisation and no quantisation.
 //!
 //! The file holds every tensor the packed model reads: the embedding, the norms, and for each
-//! fused projection its dense copy, its bias and its blocks (`q4.d`, `q4.m`, `q4.qs` or `q8.d`,
-//! `q8.qs`, one entry per block). Its metadata records the pack version, the weight format, the
-//! activation dtype, the model's `config.json` and the norms' epsilon. Every tensor starts at a
-//! multiple of 64 bytes ([`ALIGN`]), so the mapped bytes are used as they are.
+//! fused projection its dense copy (in the activation dtype, or bf16 with f32 activations), its
+//! bias and its blocks (`q4.d`, `q4.m`, `q4.qs` or `q8.d`, `q8.qs`, one entry per block). Its
+//! metadata records the pack version, the weight format, the activation dtype, the model's
+//! `config.json` and the norms' epsilon. Every tensor starts at a multiple of 64 bytes
+//! ([`ALIGN`]), so the mapped bytes are used as they are.
 
 use std::io::Write;
 use std::path::Path;
@@ -328,7 +329,16 @@ impl PackedLlama {
         let proj = |name: &str, dense: Option<Tensor>, max_quant_rows: i64| -> Result<Proj> {
             let dense = match dense {
                 Some(t) => t,
-                None => tensor(&format!("{name}.dense"))?,
+                None => {
+                    // With f32 activations the dense copy may be bf16 (`PackedLlama::dense_kind`).
+                    let name = format!("{name}.dense");
+                    let stored = header.info(&name).map(|info| info.dtype);
+                    let dense_kind = match stored {
+                        Some(Dtype::BF16) if kind == Kind::Float => Kind::BFloat16,
+                        _ => kind,
+                    };
+                    reader.tensor(&name, dense_kind)?
+                }
             };
             let (rows, cols) = dense.size2()?;
             let (rows, cols) = (rows as usize, cols as usize);

@@ -66,8 +66,8 @@ pub(super) enum Blocks {
 /// One packed weight matrix `(out, in)` and its bias; `forward` maps `(.., in)` to `(.., out)`.
 #[derive(Debug)]
 pub(super) struct Proj {
-    /// In the activation dtype; used for passes longer than [`QUANT_MAX_ROWS`] (and all of them
-    /// when `blocks` is `None`).
+    /// In the activation dtype, or bf16 with f32 activations ([`crate::cpu::bf16_dense_copies`]);
+    /// used for passes longer than [`QUANT_MAX_ROWS`] (and all of them when `blocks` is `None`).
     pub(super) dense: Tensor,
     pub(super) bias: Option<Tensor>,
     /// The bias in f32 on the host, for the block kernels.
@@ -87,15 +87,16 @@ pub(super) struct CudaProj {
 }
 
 impl Proj {
-    /// Packs `weight` `(out, in)` as `blocks` (`None`, Q4 or Q8) for activations of `kind`.
-    /// Quantisation is computed from the weights in f32. `name` goes into errors. A weight on a
-    /// CUDA device is quantised on the CPU and its blocks go back to the device, for `kernels`.
+    /// Packs `weight` `(out, in)` as `blocks` (`None`, Q4 or Q8) for activations of `kind`, its
+    /// dense copy in `dense_kind`. Quantisation is computed from the weights in f32. `name` goes
+    /// into errors. A weight on a CUDA device is quantised on the CPU and its blocks go back to
+    /// the device, for `kernels`.
     pub(super) fn pack(
         name: &str,
         weight: &Tensor,
         bias: Option<&Tensor>,
         blocks: WeightFormat,
-        kind: Kind,
+        (kind, dense_kind): (Kind, Kind),
         kernels: Option<&Arc<Kernels>>,
     ) -> Result<Self> {
         let (rows, cols) = weight.size2()?;
@@ -142,7 +143,7 @@ impl Proj {
             (b, _) => (b, None),
         };
         Ok(Self {
-            dense: w32.to_kind(kind),
+            dense: w32.to_kind(dense_kind),
             bias,
             bias_host,
             blocks,
@@ -204,7 +205,7 @@ impl Proj {
         let in_dim = self.dense.size()[1];
         let rows = xs.numel() as i64 / in_dim.max(1);
         if !(blocks && self.uses_blocks(rows)) {
-            return Ok(dense_product(xs, &self.dense, self.bias.as_ref()));
+            return Ok(self.dense_forward(xs));
         }
         let mut shape = xs.size();
         shape.pop();
@@ -222,6 +223,21 @@ impl Proj {
         Ok(Tensor::from_slice(&ys)
             .view(shape.as_slice())
             .to_kind(xs.kind()))
+    }
+
+    /// `xs` times the dense copy, plus the bias. A copy in another dtype than `xs` (bf16 with
+    /// f32 activations) multiplies `xs` cast to it, and the product comes back in `xs`'s dtype
+    /// before the bias is added.
+    fn dense_forward(&self, xs: &Tensor) -> Tensor {
+        let kind = self.dense.kind();
+        if xs.kind() == kind {
+            return dense_product(xs, &self.dense, self.bias.as_ref());
+        }
+        let ys = dense_product(&xs.to_kind(kind), &self.dense, None).to_kind(xs.kind());
+        match &self.bias {
+            Some(b) => ys + b,
+            None => ys,
+        }
     }
 
     /// Bytes of weight data a quantised-kernel pass reads (the dense copy where there are no
@@ -243,7 +259,7 @@ pub(super) fn pack_fused(
     name: &str,
     linears: &[&Linear],
     format: WeightFormat,
-    kind: Kind,
+    kinds: (Kind, Kind),
     kernels: Option<&Arc<Kernels>>,
 ) -> Result<Proj> {
     if linears.iter().any(|l| l.lora.is_some()) {
@@ -266,7 +282,7 @@ pub(super) fn pack_fused(
     } else {
         None
     };
-    Proj::pack(name, &weight, bias.as_ref(), format, kind, kernels)
+    Proj::pack(name, &weight, bias.as_ref(), format, kinds, kernels)
 }
 
 #[derive(Debug)]
