@@ -96,7 +96,7 @@ fn the_shipped_stream_aligner_corrects_a_wrong_step() {
     }
 }
 
-/// The harm side (docs/experiments.md, phase 2): sentences the upstream wrote for held-out
+/// The harm side (docs/experiments.md, phases 2 and 3): sentences the upstream wrote for held-out
 /// everyday questions, which the shipped aligner trained on arithmetic alone rewrote (into "The
 /// answer is yes.", "The answer is 1." and "The answer is good habits for keeping a tidy
 /// kitchen."), are kept as they are.

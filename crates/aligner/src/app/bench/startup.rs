@@ -208,10 +208,16 @@ fn report(with: &[Run], without: &[Run], packs_mib: f64, options: &Options) -> B
             cell(wo, key, digits)
         ));
     }
+    let copies = if crate::model::cpu::bf16_dense_copies() {
+        "bf16"
+    } else {
+        "f32"
+    };
     md.push_str(&format!(
         "\nThe two packs (upstream int4, aligner int8 with its adapter merged) take {packs_mib:.0} MiB \
-         on disk, mapped in place; most of it is the dense f32 copy each packed model keeps for \
-         long passes (prompts), beside its blocks.\n"
+         on disk, mapped in place; most of it is the dense copy ({copies} on this CPU: \
+         `aligner_model::cpu::bf16_dense_copies`) each packed model keeps of its layers for long \
+         passes (prompts), beside its blocks.\n"
     ));
     md.push('\n');
     Bench { json, summary: md }
