@@ -5,9 +5,9 @@
 //! They are the project's own hand-written questions (`data/everyday` in this crate; see its
 //! README): 500 for training ([`train`]; the last 100 are code questions, added when answers
 //! with code blocks proved the hardest to leave alone) and 100 held out ([`heldout`]), disjoint,
-//! with the held-out split never used for training. Their purpose is the harm side of an aligner trained
-//! on a narrow domain: identity rows from everyday questions teach it to leave ordinary sentences
-//! alone, and the held-out questions measure whether it still rewrites them (see
+//! with the held-out split never used for training. Their purpose is the harm side of an aligner
+//! trained on a narrow domain: identity rows from everyday questions teach it to leave ordinary
+//! sentences alone, and the held-out questions measure whether it still rewrites them (see
 //! `aligner_eval::harm`).
 //!
 //! Both files are embedded with `include_str!`, so nothing here needs the repository at run
