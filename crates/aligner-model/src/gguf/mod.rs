@@ -12,7 +12,7 @@
 //! # Ok::<(), aligner_model::Error>(())
 //! ```
 
-mod dequant;
+pub(crate) mod dequant;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -6,6 +6,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::format::Q6Codes;
 use super::{ActRow, BLOCK, TILE};
 
 #[inline]
@@ -19,21 +20,66 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// One f16 as f32 through F16C (exact, like [`f16::to_f32`], which is an out-of-line call
-/// with a feature check).
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn f16_to_f32(h: f16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
+/// A stored block scale, read into f32 lanes.
+pub trait Lanes: Copy {
+    /// The value as f32.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    unsafe fn one(self) -> f32;
+    /// Eight values from `s[k..k + 8]` (`s` must hold them).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    unsafe fn eight(s: &[Self], k: usize) -> __m256;
 }
 
-/// Eight f16s from `h[k..k + 8]` as f32s (`h` must hold them).
+impl Lanes for f16 {
+    /// Through F16C (exact, like [`f16::to_f32`], which is an out-of-line call with a feature
+    /// check).
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn one(self) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(self.to_bits()))))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn eight(h: &[f16], k: usize) -> __m256 {
+        let h = &h[k..k + 8];
+        // SAFETY: `h` holds 8 f16s (16 bytes); unaligned load.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast()) })
+    }
+}
+
+impl Lanes for f32 {
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn one(self) -> f32 {
+        self
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn eight(v: &[f32], k: usize) -> __m256 {
+        loadf8_full(v, k)
+    }
+}
+
+/// `S::one` where the caller's target features hold.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn load8_full(h: &[f16], k: usize) -> __m256 {
-    let h = &h[k..k + 8];
-    // SAFETY: `h` holds 8 f16s (16 bytes); unaligned load.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast()) })
+fn one<S: Lanes>(s: S) -> f32 {
+    // SAFETY: the enclosing function's target features.
+    unsafe { s.one() }
+}
+
+/// `S::eight` where the caller's target features hold.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn load8_full<S: Lanes>(s: &[S], k: usize) -> __m256 {
+    // SAFETY: the enclosing function's target features.
+    unsafe { S::eight(s, k) }
 }
 
 /// Eight f32s from `v[k..k + 8]` (`v` must hold them).
@@ -50,7 +96,7 @@ fn loadf8_full(v: &[f32], k: usize) -> __m256 {
 /// then the rest added in order).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scales(d: &[f16], m: Option<&[f16]>, x: ActRow<'_>, scratch: &mut [f32]) -> f32 {
+fn scales<S: Lanes>(d: &[S], m: Option<&[S]>, x: ActRow<'_>, scratch: &mut [f32]) -> f32 {
     let nb = d.len();
     let (xd, xs, scratch) = (&x.d[..nb], &x.s[..nb], &mut scratch[..nb]);
     let m = m.map(|m| &m[..nb]);
@@ -67,9 +113,9 @@ fn scales(d: &[f16], m: Option<&[f16]>, x: ActRow<'_>, scratch: &mut [f32]) -> f
     }
     let mut tail = 0f32;
     for k in k..nb {
-        scratch[k] = f16_to_f32(d[k]) * xd[k];
+        scratch[k] = one(d[k]) * xd[k];
         if let Some(m) = m {
-            tail += f16_to_f32(m[k]) * xs[k];
+            tail += one(m[k]) * xs[k];
         }
     }
     hsum(mins) + tail
@@ -79,7 +125,7 @@ fn scales(d: &[f16], m: Option<&[f16]>, x: ActRow<'_>, scratch: &mut [f32]) -> f
 /// not depend on how many rows are computed with it.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn min_terms(m: &[f16], x: ActRow<'_>) -> f32 {
+fn min_terms<S: Lanes>(m: &[S], x: ActRow<'_>) -> f32 {
     let nb = m.len();
     let xs = &x.s[..nb];
     let mut mins = _mm256_setzero_ps();
@@ -90,7 +136,7 @@ fn min_terms(m: &[f16], x: ActRow<'_>) -> f32 {
     }
     let mut tail = 0f32;
     for (&mk, &sk) in m[k..].iter().zip(&xs[k..]) {
-        tail += f16_to_f32(mk) * sk;
+        tail += one(mk) * sk;
     }
     hsum(mins) + tail
 }
@@ -102,16 +148,14 @@ fn min_terms(m: &[f16], x: ActRow<'_>) -> f32 {
 /// The CPU must support AVX2, FMA and F16C; all slices hold one entry per block of the row.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_row<C: Codes>(qs: &[C], x: ActRow<'_>, scratch: &[f32]) -> f32 {
-    let ones = _mm256_set1_epi16(1);
+unsafe fn dot_row<C: SimdCodes>(qs: &[C], x: ActRow<'_>, scratch: &[f32]) -> f32 {
     let n = qs.len().min(x.qs.len()).min(scratch.len());
     // The block's integer dot product, scaled, added to `acc`.
     let block = |k: usize, acc: __m256| {
         // SAFETY: `k < n`; the activations' codes are 32 bytes, unaligned load; the CPU runs
         // AVX2 (the caller's contract).
-        let pairs =
-            unsafe { C::pairs(qs[k].unpack(), _mm256_loadu_si256(x.qs[k].as_ptr().cast())) };
-        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        let sums = unsafe { C::sums(qs[k].unpack(), _mm256_loadu_si256(x.qs[k].as_ptr().cast())) };
+        let sums = _mm256_cvtepi32_ps(sums);
         _mm256_fmadd_ps(sums, _mm256_set1_ps(scratch[k]), acc)
     };
     // Two accumulators (even and odd blocks) halve the chain of dependent FMAs; they are
@@ -129,21 +173,22 @@ unsafe fn dot_row<C: Codes>(qs: &[C], x: ActRow<'_>, scratch: &[f32]) -> f32 {
     hsum(_mm256_add_ps(even, odd))
 }
 
-/// A block's codes as one operand pair of `maddubs` with each activation row's codes.
-pub(super) trait Codes {
+/// A block's codes, multiplied with each activation row's codes by `maddubs`.
+pub trait SimdCodes {
     /// The codes unpacked once for all the rows of a tile.
     type Unpacked: Copy;
     /// # Safety
     /// The CPU must support AVX2.
     unsafe fn unpack(&self) -> Self::Unpacked;
-    /// The i16 pair sums of the unpacked codes times the activation codes `x`.
+    /// The products of the unpacked codes' values and the activation codes `x`, summed in
+    /// eight i32 lanes of four inputs each (lane `i` holds inputs `4 i .. 4 i + 4`).
     ///
     /// # Safety
     /// The CPU must support AVX2.
-    unsafe fn pairs(w: Self::Unpacked, x: __m256i) -> __m256i;
+    unsafe fn sums(w: Self::Unpacked, x: __m256i) -> __m256i;
 }
 
-impl Codes for [u8; BLOCK / 2] {
+impl SimdCodes for [u8; BLOCK / 2] {
     type Unpacked = __m256i;
 
     #[inline]
@@ -159,13 +204,13 @@ impl Codes for [u8; BLOCK / 2] {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn pairs(w: __m256i, x: __m256i) -> __m256i {
+    unsafe fn sums(w: __m256i, x: __m256i) -> __m256i {
         // Codes are 0..=15 and activations -127..=127: pair sums fit in i16.
-        _mm256_maddubs_epi16(w, x)
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
     }
 }
 
-impl Codes for [i8; BLOCK] {
+impl SimdCodes for [i8; BLOCK] {
     /// The codes and their absolute values.
     type Unpacked = (__m256i, __m256i);
 
@@ -179,9 +224,53 @@ impl Codes for [i8; BLOCK] {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn pairs((ws, abs): (__m256i, __m256i), x: __m256i) -> __m256i {
+    unsafe fn sums((ws, abs): (__m256i, __m256i), x: __m256i) -> __m256i {
         // maddubs wants an unsigned operand: |w| times x with w's sign.
-        _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x, ws))
+        let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x, ws));
+        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    }
+}
+
+impl SimdCodes for [u8; BLOCK] {
+    type Unpacked = __m256i;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn unpack(&self) -> __m256i {
+        // SAFETY: a block's codes are 32 bytes; unaligned load.
+        unsafe { _mm256_loadu_si256(self.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sums(w: __m256i, x: __m256i) -> __m256i {
+        // Codes are 0..=31 and activations -127..=127: pair sums fit in i16.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
+    }
+}
+
+impl SimdCodes for Q6Codes {
+    /// The codes, their absolute values, and each half's scale in the i16 lanes of its pairs.
+    type Unpacked = (__m256i, __m256i, __m256i);
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn unpack(&self) -> (__m256i, __m256i, __m256i) {
+        // SAFETY: the codes are 32 bytes; unaligned load.
+        let ws = unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) };
+        let (lo, hi) = (i16::from(self.sc[0]), i16::from(self.sc[1]));
+        // i16 lane `i` holds the pair of inputs `2 i, 2 i + 1`: lanes 0..8 are inputs 0..16.
+        let sc = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+        (ws, _mm256_sign_epi8(ws, ws), sc)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sums((ws, abs, sc): (__m256i, __m256i, __m256i), x: __m256i) -> __m256i {
+        // |w| <= 32 and |x| <= 127: pair sums fit in i16 (at most 8128), and times an 8-bit
+        // scale, two of them in i32.
+        let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x, ws));
+        _mm256_madd_epi16(pairs, sc)
     }
 }
 
@@ -196,12 +285,11 @@ impl Codes for [i8; BLOCK] {
 /// and so does every row of `xs`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_tile<C: Codes, const N: usize>(
-    d: &[f16],
+unsafe fn dot_tile<S: Lanes, C: SimdCodes, const N: usize>(
+    d: &[S],
     qs: &[C],
     xs: &[ActRow<'_>; N],
 ) -> [f32; N] {
-    let ones = _mm256_set1_epi16(1);
     let nb = qs.len().min(d.len());
     if xs.iter().any(|x| x.qs.len() < nb || x.d.len() < nb) {
         return [0.0; N];
@@ -217,8 +305,7 @@ unsafe fn dot_tile<C: Codes, const N: usize>(
                 // SAFETY: every row has at least `nb` blocks of 32 bytes (checked above);
                 // unaligned load.
                 let xq = unsafe { _mm256_loadu_si256(xp[j].add($k).cast()) };
-                let pairs = unsafe { C::pairs(w, xq) };
-                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                let sums = _mm256_cvtepi32_ps(unsafe { C::sums(w, xq) });
                 $acc[j] = _mm256_fmadd_ps(sums, _mm256_set1_ps($scales[j][$b]), $acc[j]);
             }
         }};
@@ -240,7 +327,7 @@ unsafe fn dot_tile<C: Codes, const N: usize>(
         } else {
             for (o, x) in scales.iter_mut().zip(xs) {
                 for (b, o) in o[..n].iter_mut().enumerate() {
-                    *o = f16_to_f32(d[k0 + b]) * x.d[k0 + b];
+                    *o = one(d[k0 + b]) * x.d[k0 + b];
                 }
             }
         }
@@ -277,9 +364,9 @@ unsafe fn dot_tile<C: Codes, const N: usize>(
 /// The CPU must support AVX2, FMA and F16C; every row of `xs` holds `nb` blocks, `scratch` at
 /// least `nb` values, and `d`, `m` and `qs` `nb` entries per weight row written.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_block<C: Codes>(
-    d: &[f16],
-    m: Option<&[f16]>,
+pub(super) unsafe fn dot_block<S: Lanes, C: SimdCodes>(
+    d: &[S],
+    m: Option<&[S]>,
     qs: &[C],
     nb: usize,
     xs: &[ActRow<'_>],
@@ -322,18 +409,18 @@ pub(super) unsafe fn dot_block<C: Codes>(
 }
 
 /// The first `count` weight rows of a matrix's scales, minima and codes.
-struct Block<'a, C> {
-    d: &'a [f16],
-    m: Option<&'a [f16]>,
+struct Block<'a, S, C> {
+    d: &'a [S],
+    m: Option<&'a [S]>,
     qs: &'a [C],
     nb: usize,
     count: usize,
 }
 
-impl<C: Codes> Block<'_, C> {
+impl<S: Lanes, C: SimdCodes> Block<'_, S, C> {
     /// Row `r`'s scales, minima and codes.
     #[inline]
-    fn row(&self, r: usize) -> (&[f16], Option<&[f16]>, &[C]) {
+    fn row(&self, r: usize) -> (&[S], Option<&[S]>, &[C]) {
         let w = r * self.nb..(r + 1) * self.nb;
         (
             &self.d[w.clone()],

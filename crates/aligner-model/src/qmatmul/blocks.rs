@@ -48,6 +48,17 @@ pub enum QuantError {
         /// Columns.
         cols: usize,
     },
+    /// The bytes of a GGUF tensor are not `rows * cols` values of its type.
+    #[error("{len} bytes where the tensor's type and shape need {expected}")]
+    Bytes {
+        /// Bytes given.
+        len: usize,
+        /// Bytes the shape needs.
+        expected: usize,
+    },
+    /// A GGUF storage type (or a value in it) that block matrices do not hold.
+    #[error("GGUF type {0} cannot be held as blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K can)")]
+    Type(String),
     /// A weight is NaN or infinite.
     #[error("non-finite weight in row {0}")]
     NonFinite(usize),

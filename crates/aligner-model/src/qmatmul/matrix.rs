@@ -1,5 +1,5 @@
-//! Matrices of Q4_1 and Q8_0 blocks: quantisation, storage, and the kernel each row product
-//! runs on (chosen by [`crate::cpu`]).
+//! Matrices of blocks in any [`Format`]: storage, dequantisation, the kernel each row product
+//! runs on (chosen by [`crate::cpu`]), and quantisation from f32 for Q4_1 and Q8_0.
 
 use half::f16;
 use rayon::prelude::*;
@@ -8,17 +8,137 @@ use super::activations::{ActRow, Activations};
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 use super::blocks::{BLOCK, BlockQ4, BlockQ8, QuantError, check_finite, check_shape};
+use super::format::{Codes, Format, Q4_1, Q8_0, Scale};
 use super::slab::Slab;
 use super::{RowDot, matmul_t, portable};
 
-/// An `(rows, cols)` matrix of Q4_1 blocks.
+/// An `(rows, cols)` matrix of blocks in format `F`: a scale (and a minimum) and codes per
+/// block of [`BLOCK`] inputs of a row, kept in separate arrays, row-major.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Q4Matrix {
+pub struct BlockMatrix<F: Format> {
     rows: usize,
     cols: usize,
-    d: Slab<f16>,
-    m: Slab<f16>,
-    qs: Slab<[u8; BLOCK / 2]>,
+    d: Slab<F::Scale>,
+    /// Empty where `F` has no minimum.
+    m: Slab<F::Scale>,
+    qs: Slab<F::Codes>,
+}
+
+/// Q4_1 blocks: GGUF's Q4_1 layout, and the CPU's int4 weights.
+pub type Q4Matrix = BlockMatrix<Q4_1>;
+/// Q8_0 blocks: GGUF's Q8_0 layout, and the CPU's int8 weights.
+pub type Q8Matrix = BlockMatrix<Q8_0>;
+
+impl<F: Format> BlockMatrix<F> {
+    /// A matrix from its scales, minima (empty where `F` has none) and codes, one per block,
+    /// row-major.
+    pub(crate) fn from_parts(
+        rows: usize,
+        cols: usize,
+        d: Slab<F::Scale>,
+        m: Slab<F::Scale>,
+        qs: Slab<F::Codes>,
+    ) -> Result<Self, QuantError> {
+        check_shape(qs.len() * BLOCK, rows, cols)?;
+        check_shape(d.len() * BLOCK, rows, cols)?;
+        if F::MIN {
+            check_shape(m.len() * BLOCK, rows, cols)?;
+        } else if !m.is_empty() {
+            return Err(QuantError::Length {
+                len: m.len() * BLOCK,
+                rows: 0,
+                cols,
+            });
+        }
+        Ok(Self {
+            rows,
+            cols,
+            d,
+            m,
+            qs,
+        })
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weight data.
+    pub fn bytes(&self) -> usize {
+        size_of_val::<[F::Codes]>(&self.qs)
+            + size_of_val::<[F::Scale]>(&self.d)
+            + size_of_val::<[F::Scale]>(&self.m)
+    }
+
+    /// The weights back in f32, row-major: `scale * value (+ min)` per input.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for (k, qs) in self.qs.iter().enumerate() {
+            let d = self.d[k].to_f32();
+            let values = qs.values();
+            match self.m.get(k) {
+                Some(m) => {
+                    let m = m.to_f32();
+                    out.extend(values.iter().map(|&v| d * v as f32 + m));
+                }
+                None => out.extend(values.iter().map(|&v| d * v as f32)),
+            }
+        }
+        out
+    }
+
+    /// The product with activation rows `x`, in `(rows, x.rows())` layout.
+    pub fn matmul_t(&self, x: &Activations, out: &mut [f32]) -> Result<(), QuantError> {
+        matmul_t(self, x, out)
+    }
+
+    /// Row `r` times `x` on the portable kernel.
+    pub(super) fn dot_scalar(&self, r: usize, x: ActRow<'_>) -> f32 {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
+        let m = if F::MIN { &self.m[w.clone()] } else { &[] };
+        portable::dot(&self.d[w.clone()], m, &self.qs[w], x)
+    }
+}
+
+impl<F: Format> RowDot for BlockMatrix<F> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::avx2_kernels() {
+            let nb = self.cols / BLOCK;
+            let w = first * nb..self.qs.len();
+            let (d, qs) = (&self.d[w.clone()], &self.qs[w.clone()]);
+            let m = F::MIN.then(|| &self.m[w]);
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); the slices
+            // hold `nb` entries per row from `first` on, as every activation row holds `nb`
+            // blocks, and `scratch` at least `nb` values.
+            unsafe { avx2::dot_block(d, m, qs, nb, xs, out, &mut scratch[..nb]) };
+            return;
+        }
+        let _ = scratch;
+        if xs.is_empty() {
+            return;
+        }
+        for (r, out) in out.chunks_exact_mut(xs.len()).enumerate() {
+            for (o, x) in out.iter_mut().zip(xs) {
+                *o = self.dot_scalar(first + r, *x);
+            }
+        }
+    }
 }
 
 impl Q4Matrix {
@@ -52,14 +172,13 @@ impl Q4Matrix {
 
     /// A matrix from its blocks, row-major (e.g. a GGUF Q4_1 tensor's data).
     pub fn from_blocks(blocks: &[BlockQ4], rows: usize, cols: usize) -> Result<Self, QuantError> {
-        check_shape(blocks.len() * BLOCK, rows, cols)?;
-        Ok(Self {
+        Self::from_parts(
             rows,
             cols,
-            d: Slab::Owned(blocks.iter().map(|b| b.d).collect()),
-            m: Slab::Owned(blocks.iter().map(|b| b.m).collect()),
-            qs: Slab::Owned(blocks.iter().map(|b| b.qs).collect()),
-        })
+            Slab::Owned(blocks.iter().map(|b| b.d).collect()),
+            Slab::Owned(blocks.iter().map(|b| b.m).collect()),
+            Slab::Owned(blocks.iter().map(|b| b.qs).collect()),
+        )
     }
 
     /// A matrix from its scales, minima and codes, one per block, row-major (for example
@@ -72,16 +191,7 @@ impl Q4Matrix {
         m: Slab<f16>,
         qs: Slab<[u8; BLOCK / 2]>,
     ) -> Result<Self, QuantError> {
-        check_shape(qs.len() * BLOCK, rows, cols)?;
-        check_shape(d.len() * BLOCK, rows, cols)?;
-        check_shape(m.len() * BLOCK, rows, cols)?;
-        Ok(Self {
-            rows,
-            cols,
-            d,
-            m,
-            qs,
-        })
+        Self::from_parts(rows, cols, d, m, qs)
     }
 
     /// The scales, minima and codes, one per block, row-major.
@@ -100,79 +210,6 @@ impl Q4Matrix {
             })
             .collect()
     }
-
-    /// Output rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Bytes of weight data.
-    pub fn bytes(&self) -> usize {
-        self.qs.len() * size_of::<BlockQ4>()
-    }
-
-    /// The weights back in f32, row-major.
-    pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for b in self.blocks() {
-            let (d, m) = (b.d.to_f32(), b.m.to_f32());
-            out.extend(b.qs.iter().map(|&q| d * f32::from(q & 0x0F) + m));
-            out.extend(b.qs.iter().map(|&q| d * f32::from(q >> 4) + m));
-        }
-        out
-    }
-
-    /// The product with activation rows `x`, in `(rows, x.rows())` layout.
-    pub fn matmul_t(&self, x: &Activations, out: &mut [f32]) -> Result<(), QuantError> {
-        matmul_t(self, x, out)
-    }
-
-    /// Row `r` times `x` on the portable kernel.
-    pub(super) fn dot_scalar(&self, r: usize, x: ActRow<'_>) -> f32 {
-        let nb = self.cols / BLOCK;
-        let w = r * nb..(r + 1) * nb;
-        portable::dot_q4(&self.d[w.clone()], &self.m[w.clone()], &self.qs[w], x)
-    }
-}
-
-impl RowDot for Q4Matrix {
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn cols(&self) -> usize {
-        self.cols
-    }
-
-    fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::cpu::avx2_kernels() {
-            let nb = self.cols / BLOCK;
-            let w = first * nb..self.qs.len();
-            let (d, m, qs) = (&self.d[w.clone()], &self.m[w.clone()], &self.qs[w]);
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); the slices
-            // hold `nb` entries per row from `first` on, as every activation row holds `nb`
-            // blocks, and `scratch` at least `nb` values.
-            unsafe { avx2::dot_block(d, Some(m), qs, nb, xs, out, &mut scratch[..nb]) };
-            return;
-        }
-        let _ = scratch;
-        dot_block_scalar(xs, out, |r, x| self.dot_scalar(first + r, x));
-    }
-}
-
-/// An `(rows, cols)` matrix of Q8_0 blocks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Q8Matrix {
-    rows: usize,
-    cols: usize,
-    d: Slab<f16>,
-    qs: Slab<[i8; BLOCK]>,
 }
 
 impl Q8Matrix {
@@ -200,13 +237,13 @@ impl Q8Matrix {
 
     /// A matrix from its blocks, row-major (e.g. a GGUF Q8_0 tensor's data).
     pub fn from_blocks(blocks: &[BlockQ8], rows: usize, cols: usize) -> Result<Self, QuantError> {
-        check_shape(blocks.len() * BLOCK, rows, cols)?;
-        Ok(Self {
+        Self::from_parts(
             rows,
             cols,
-            d: Slab::Owned(blocks.iter().map(|b| b.d).collect()),
-            qs: Slab::Owned(blocks.iter().map(|b| b.qs).collect()),
-        })
+            Slab::Owned(blocks.iter().map(|b| b.d).collect()),
+            Slab::Owned(Vec::new()),
+            Slab::Owned(blocks.iter().map(|b| b.qs).collect()),
+        )
     }
 
     /// A matrix from its scales and codes, one per block, row-major (for example mapped from a
@@ -218,9 +255,7 @@ impl Q8Matrix {
         d: Slab<f16>,
         qs: Slab<[i8; BLOCK]>,
     ) -> Result<Self, QuantError> {
-        check_shape(qs.len() * BLOCK, rows, cols)?;
-        check_shape(d.len() * BLOCK, rows, cols)?;
-        Ok(Self { rows, cols, d, qs })
+        Self::from_parts(rows, cols, d, Slab::Owned(Vec::new()), qs)
     }
 
     /// The scales and codes, one per block, row-major.
@@ -236,79 +271,5 @@ impl Q8Matrix {
             .zip(self.qs.iter())
             .map(|(&d, &qs)| BlockQ8 { d, qs })
             .collect()
-    }
-
-    /// Output rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Bytes of weight data.
-    pub fn bytes(&self) -> usize {
-        self.qs.len() * size_of::<BlockQ8>()
-    }
-
-    /// The weights back in f32, row-major.
-    pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for (d, qs) in self.d.iter().zip(self.qs.iter()) {
-            let d = d.to_f32();
-            out.extend(qs.iter().map(|&q| d * f32::from(q)));
-        }
-        out
-    }
-
-    /// The product with activation rows `x`, in `(rows, x.rows())` layout.
-    pub fn matmul_t(&self, x: &Activations, out: &mut [f32]) -> Result<(), QuantError> {
-        matmul_t(self, x, out)
-    }
-
-    /// Row `r` times `x` on the portable kernel.
-    pub(super) fn dot_scalar(&self, r: usize, x: ActRow<'_>) -> f32 {
-        let nb = self.cols / BLOCK;
-        let w = r * nb..(r + 1) * nb;
-        portable::dot_q8(&self.d[w.clone()], &self.qs[w], x)
-    }
-}
-
-impl RowDot for Q8Matrix {
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn cols(&self) -> usize {
-        self.cols
-    }
-
-    fn dot_block(&self, first: usize, xs: &[ActRow<'_>], out: &mut [f32], scratch: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::cpu::avx2_kernels() {
-            let nb = self.cols / BLOCK;
-            let w = first * nb..self.qs.len();
-            let (d, qs) = (&self.d[w.clone()], &self.qs[w]);
-            // SAFETY: as for Q4Matrix::dot_block.
-            unsafe { avx2::dot_block(d, None, qs, nb, xs, out, &mut scratch[..nb]) };
-            return;
-        }
-        let _ = scratch;
-        dot_block_scalar(xs, out, |r, x| self.dot_scalar(first + r, x));
-    }
-}
-
-/// `out[r * xs.len() + j] = dot(r, xs[j])` for the rows `out` has room for: the portable
-/// kernels' [`RowDot::dot_block`].
-fn dot_block_scalar(xs: &[ActRow<'_>], out: &mut [f32], dot: impl Fn(usize, ActRow<'_>) -> f32) {
-    if xs.is_empty() {
-        return;
-    }
-    for (r, out) in out.chunks_exact_mut(xs.len()).enumerate() {
-        for (o, x) in out.iter_mut().zip(xs) {
-            *o = dot(r, *x);
-        }
     }
 }

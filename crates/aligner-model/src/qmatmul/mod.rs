@@ -32,6 +32,8 @@ mod activations;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod blocks;
+mod format;
+mod ggml;
 mod matrix;
 mod portable;
 mod slab;
@@ -41,7 +43,9 @@ mod tests;
 use activations::ActRow;
 pub use activations::Activations;
 pub use blocks::{BLOCK, BlockQ4, BlockQ8, QuantError};
-pub use matrix::{Q4Matrix, Q8Matrix};
+pub use format::{Codes, Format, Q4_1, Q4_K, Q5_K, Q6_K, Q6Codes, Q8_0, Scale};
+pub use ggml::QMatrix;
+pub use matrix::{BlockMatrix, Q4Matrix, Q8Matrix};
 #[cfg(feature = "torch")]
 pub(crate) use slab::{Plain, Slab};
 

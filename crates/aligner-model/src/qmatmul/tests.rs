@@ -1,4 +1,7 @@
+use half::f16;
+
 use super::*;
+use crate::gguf::GgmlType;
 
 fn values(rows: usize, cols: usize, seed: u32) -> Vec<f32> {
     // A small LCG: deterministic, spread over about [-1, 1].
@@ -180,4 +183,140 @@ fn constant_blocks_are_exact() {
     let mut out = [0f32];
     q.matmul_t(&xq, &mut out).unwrap();
     assert!((out[0] - 8.0).abs() < 1e-4, "{}", out[0]);
+}
+
+/// `rows` rows of random GGUF blocks of type `ty`, `cols` inputs each: random code and
+/// sub-scale bytes, and f16 scales of either sign around 0.01 (as in real files; Q4_K and Q5_K
+/// super-block scales are positive).
+fn ggml_bytes(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+    let mut next = move || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        state >> 8
+    };
+    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+    let mut out = Vec::with_capacity(rows * cols / bs * bb);
+    for _ in 0..rows * cols / bs {
+        let mut b: Vec<u8> = (0..bb).map(|_| next() as u8).collect();
+        let mut scale = |signed: bool| {
+            let v = 0.001 + (next() % 1000) as f32 * 2e-5;
+            let v = if signed && next() % 2 == 0 { -v } else { v };
+            f16::from_f32(v).to_le_bytes()
+        };
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q8_0 => b[0..2].copy_from_slice(&scale(true)),
+            GgmlType::Q4_1 => {
+                b[0..2].copy_from_slice(&scale(false));
+                b[2..4].copy_from_slice(&scale(true));
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                b[0..2].copy_from_slice(&scale(false));
+                b[2..4].copy_from_slice(&scale(false));
+            }
+            GgmlType::Q6_K => b[208..210].copy_from_slice(&scale(true)),
+            _ => unreachable!("a test of the block types"),
+        }
+        out.extend(b);
+    }
+    out
+}
+
+const GGML_TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Every supported GGUF type becomes blocks that dequantise to exactly the reference
+/// dequantisation's values, bit for bit, but for the sign of a zero: Q4_0's `(q - 8) d` is
+/// `-0` for `q = 8` and a negative `d`, where the blocks' `d q + (-8 d)` is `+0`.
+#[test]
+fn gguf_blocks_dequantise_bit_for_bit_like_the_reference() {
+    for ty in GGML_TYPES {
+        for (rows, seed) in [(3, 1), (5, 2)] {
+            let cols = 512;
+            let bytes = ggml_bytes(ty, rows, cols, seed);
+            let m = QMatrix::from_ggml(ty, &bytes, rows, cols).unwrap();
+            let ours = m.dequantize();
+            let reference = crate::gguf::dequantize_bytes(ty, &bytes).unwrap();
+            assert_eq!(ours.len(), reference.len());
+            for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+                let same = a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0);
+                assert!(same, "{ty:?} value {i}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// The products of matrices from GGUF blocks: the kernel agrees with the scalar loop and the
+/// dense product, and a row's result is the same bits alone or with other rows.
+#[test]
+fn gguf_block_kernels_agree_with_the_scalar_loop_and_the_dense_product() {
+    for ty in GGML_TYPES {
+        // 1280 inputs: 40 blocks (five groups of eight); 768: 24 blocks; with 1, 3 and 6
+        // activation rows (alone, one tile of three, a tile of four and one of two).
+        for (rows, cols, m) in [(67, 1280, 1), (9, 768, 3), (13, 768, 6)] {
+            let w = QMatrix::from_ggml(ty, &ggml_bytes(ty, rows, cols, 9), rows, cols).unwrap();
+            let dense = w.dequantize();
+            let x = values(m, cols, 21);
+            let xq = Activations::quantize(&x, cols).unwrap();
+            let mut out = vec![0f32; rows * m];
+            w.matmul_t(&xq, &mut out).unwrap();
+            let scalar: Vec<f32> = (0..rows)
+                .flat_map(|r| (0..m).map(move |i| (r, i)))
+                .map(|(r, i)| match &w {
+                    QMatrix::Q4_1(q) => q.dot_scalar(r, xq.row(i)),
+                    QMatrix::Q8_0(q) => q.dot_scalar(r, xq.row(i)),
+                    QMatrix::Q4_K(q) => q.dot_scalar(r, xq.row(i)),
+                    QMatrix::Q5_K(q) => q.dot_scalar(r, xq.row(i)),
+                    QMatrix::Q6_K(q) => q.dot_scalar(r, xq.row(i)),
+                })
+                .collect();
+            let want = reference(&dense, &x, rows, cols);
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (j, (&got, &s)) in out.iter().zip(&scalar).enumerate() {
+                assert!(
+                    (got - s).abs() <= 1e-5 * s.abs().max(scale),
+                    "{ty:?} {rows}x{cols} output {j}: {got} vs {s}"
+                );
+                let err = (got - want[j]).abs();
+                assert!(
+                    err <= 0.02 * scale,
+                    "{ty:?} {rows}x{cols}: error {err} of {scale}"
+                );
+            }
+            for i in 0..m {
+                let one = Activations::quantize(&x[i * cols..(i + 1) * cols], cols).unwrap();
+                let mut alone = vec![0f32; rows];
+                w.matmul_t(&one, &mut alone).unwrap();
+                for r in 0..rows {
+                    assert_eq!(
+                        out[r * m + i].to_bits(),
+                        alone[r].to_bits(),
+                        "{ty:?} {rows}x{cols} [{r}, {i}]"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_gguf_tensors_are_errors() {
+    let bytes = ggml_bytes(GgmlType::Q4_K, 2, 256, 3);
+    assert!(matches!(
+        QMatrix::from_ggml(GgmlType::Q4_K, &bytes[1..], 2, 256),
+        Err(QuantError::Bytes { .. })
+    ));
+    assert_eq!(
+        QMatrix::from_ggml(GgmlType::Q4_K, &bytes, 4, 128),
+        Err(QuantError::Width(128))
+    );
+    assert!(matches!(
+        QMatrix::from_ggml(GgmlType::F16, &[0; 128], 2, 32),
+        Err(QuantError::Type(_))
+    ));
 }
