@@ -40,7 +40,8 @@ struct Args {
     /// GPU).
     #[arg(long, value_parser = common::dtype)]
     dtype: Option<DType>,
-    /// Upstream weights: dense, int8 or int4 (default: int4 on the CPU, dense elsewhere).
+    /// Upstream weights: dense, int8, int4 or gguf (default: a GGUF model's own blocks on the
+    /// CPU, dense elsewhere).
     #[arg(long, default_value = "auto", value_parser = common::weights)]
     weights: common::Weights,
     /// Aligner weights, both aligners (default: int8 on the CPU, dense elsewhere).

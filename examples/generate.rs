@@ -27,8 +27,8 @@ struct Args {
     /// GPU).
     #[arg(long, value_parser = common::dtype)]
     dtype: Option<DType>,
-    /// Weights: dense, int8 or int4 blocks (default: int4 on the CPU, as the main job's
-    /// upstream; dense elsewhere).
+    /// Weights: dense, int8, int4 or gguf blocks (default: as the main job's upstream, a GGUF
+    /// model's own blocks on the CPU, int4 for other folders; dense elsewhere).
     #[arg(long, default_value = "auto", value_parser = common::weights)]
     weights: common::Weights,
     /// cpu, cuda, cuda:N or auto.

@@ -83,11 +83,11 @@ struct Args {
     /// Weights and activations: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_parser = common::dtype)]
     dtype: DType,
-    /// The upstream's weights: auto, dense, int8 or int4 (auto: as the main job, int4 blocks on
-    /// the CPU, dense elsewhere).
+    /// The upstream's weights: auto, dense, int8, int4 or gguf (auto: as the main job, a GGUF
+    /// model's own blocks on the CPU, dense elsewhere).
     #[arg(long, default_value = "auto", value_parser = common::weights)]
     weights: common::Weights,
-    /// The aligners' weights: auto, dense, int8 or int4 (auto: as the main job, int8 blocks on
+    /// The aligners' weights: auto, dense, int8, int4 or gguf (auto: as the main job, int8 blocks on
     /// the CPU, dense elsewhere).
     #[arg(long, default_value = "auto", value_parser = common::weights)]
     aligner_weights: common::Weights,

@@ -58,8 +58,8 @@ struct Args {
     /// Weights and activations: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_parser = common::dtype)]
     dtype: DType,
-    /// The upstream's weights: auto, dense, int8 or int4 (auto: what the main job runs, int4
-    /// blocks on the CPU, dense elsewhere).
+    /// The upstream's weights: auto, dense, int8, int4 or gguf (auto: what the main job
+    /// runs, a GGUF model's own blocks on the CPU, dense elsewhere).
     #[arg(long, default_value = "auto", value_parser = common::weights)]
     weights: common::Weights,
     /// cpu, cuda, cuda:N or auto.

@@ -80,8 +80,9 @@ pub struct Args {
     /// GPU).
     #[arg(long, value_parser = common::dtype)]
     pub dtype: Option<DType>,
-    /// Upstream weights: dense, int8 or int4 blocks (default: int4 on the CPU, which keeps the
-    /// embedded model's own Q4_1 codes; dense elsewhere).
+    /// Upstream weights: dense, int8, int4 or gguf blocks (default: on the CPU a GGUF model's
+    /// own blocks, which keeps the embedded model's Q4_1 codes, int4 for other folders; dense
+    /// elsewhere).
     #[arg(long, default_value = "auto", value_parser = common::weights)]
     pub weights: common::Weights,
     /// Aligner weights (default: int8 on the CPU, close to the merged LoRA weights; dense

@@ -77,6 +77,7 @@ pub fn is_imported(dir: &Path) -> bool {
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
+        crate::import::GGUF_BLOCKS_FILE,
     ]
     .iter()
     .all(|f| dir.join(f).is_file())
@@ -384,6 +385,7 @@ mod tests {
             "model.safetensors",
             "tokenizer.json",
             "tokenizer_config.json",
+            crate::import::GGUF_BLOCKS_FILE,
         ] {
             std::fs::write(dir_a.join(f), b"{}").unwrap_or_else(|e| panic!("{e}"));
         }

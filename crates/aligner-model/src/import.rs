@@ -1,5 +1,7 @@
 //! Import of a GGUF model into a Hugging Face layout folder: `config.json`, `model.safetensors`
-//! (f32, dequantised), `tokenizer.json`, `tokenizer_config.json` and `generation_config.json`.
+//! (f32, dequantised), `tokenizer.json`, `tokenizer_config.json` and `generation_config.json`,
+//! plus [`GGUF_BLOCKS_FILE`]: the file's own quantised blocks of every weight matrix held in a
+//! format [`crate::qmatmul::QMatrix`] runs, for packing them code for code.
 //!
 //! The folder is written under a temporary name and renamed when complete, so an interrupted
 //! import never leaves a folder that looks finished.
@@ -10,8 +12,14 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 
 use crate::gguf::{GgufFile, TensorInfo};
+use crate::qmatmul::QMatrix;
 use crate::tokenizer::{save_tokenizer, tokenizer_from_gguf};
 use crate::{Error, Result, io};
+
+/// The imported folder's file of GGUF blocks: one U8 tensor `(rows, bytes per row)` per weight
+/// matrix under its Hugging Face name (q/k rows un-permuted like the f32 weights), its GGUF type
+/// in the metadata under the same name.
+pub const GGUF_BLOCKS_FILE: &str = "gguf_blocks.safetensors";
 
 /// Progress of a long operation: `done` of `total` units of the named stage.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(&str, u64, u64);
@@ -121,10 +129,10 @@ fn hf_name(gguf_name: &str) -> Option<String> {
 ///
 /// GGUF row `h*d + 2*i + j` holds Hugging Face row `h*d + j*d/2 + i` (head `h`, pair `i`,
 /// half `j`). `values` is row-major with `row_len` columns (one column for a bias).
-fn unpermute_rows(values: &[f32], heads: usize, row_len: usize) -> Vec<f32> {
+fn unpermute_rows<T: Copy + Default>(values: &[T], heads: usize, row_len: usize) -> Vec<T> {
     let rows = values.len() / row_len;
     let d = rows / heads;
-    let mut out = vec![0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for i in 0..d / 2 {
             for j in 0..2 {
@@ -160,42 +168,49 @@ pub fn import_gguf(gguf_path: &Path, out_dir: &Path, progress: ProgressFn<'_>) -
         .collect();
     let total = wanted.len() as u64;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(wanted.len());
+    let mut blocks: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut block_types = std::collections::HashMap::new();
     for (i, (info, name)) in wanted.into_iter().enumerate() {
         progress("dequantize", i as u64, total);
-        let mut values = gguf.dequantize_info(info)?;
         let shape: Vec<usize> = info.shape().iter().map(|&d| d as usize).collect();
+        // q/k rows back in Hugging Face order, for values of `row_len` elements a row.
+        let unpermute = |values: &[u8], row_len: usize| -> Option<Vec<u8>> {
+            let heads = if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+                heads
+            } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
+                kv_heads
+            } else {
+                return None;
+            };
+            permuted.then(|| unpermute_rows(values, heads, row_len))
+        };
         let row_len = if shape.len() == 2 { shape[1] } else { 1 };
-        if permuted && (name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias")) {
-            values = unpermute_rows(&values, heads, row_len);
-        } else if permuted && (name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias")) {
-            values = unpermute_rows(&values, kv_heads, row_len);
+        let values: Vec<u8> = gguf
+            .dequantize_info(info)?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let values = unpermute(&values, 4 * row_len).unwrap_or(values);
+        if shape.len() == 2 && name.ends_with(".weight") && QMatrix::supports(info.ggml_type) {
+            let raw = gguf.tensor_bytes(info)?;
+            let row_bytes = raw.len() / shape[0].max(1);
+            let raw = unpermute(raw, row_bytes).unwrap_or_else(|| raw.to_vec());
+            block_types.insert(name.clone(), info.ggml_type.name().to_owned());
+            blocks.push((name.clone(), vec![shape[0], row_bytes], raw));
         }
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((name, shape, bytes));
+        tensors.push((name, shape, values));
     }
     progress("dequantize", total, total);
 
-    let views = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Safetensors {
-                    path: tmp.join("model.safetensors"),
-                    reason: format!("`{name}`: {e}"),
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let weights = tmp.join("model.safetensors");
-    let metadata = Some(
-        [("format".to_owned(), "pt".to_owned())]
-            .into_iter()
-            .collect(),
-    );
-    safetensors::serialize_to_file(views, metadata, &weights).map_err(|e| Error::Safetensors {
-        path: weights.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut metadata = std::collections::HashMap::from([("format".to_owned(), "pt".to_owned())]);
+    write_safetensors(
+        &tmp.join("model.safetensors"),
+        Dtype::F32,
+        &tensors,
+        metadata.clone(),
+    )?;
+    metadata.extend(block_types);
+    write_safetensors(&tmp.join(GGUF_BLOCKS_FILE), Dtype::U8, &blocks, metadata)?;
 
     io::write_json(&tmp.join("config.json"), &config)?;
     save_tokenizer(&tokenizer, &tokenizer_config, &tmp)?;
@@ -214,6 +229,28 @@ pub fn import_gguf(gguf_path: &Path, out_dir: &Path, progress: ProgressFn<'_>) -
         std::fs::remove_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     }
     std::fs::rename(&tmp, out_dir).map_err(|e| Error::io(out_dir, e))
+}
+
+/// Writes `tensors` (name, shape, little-endian data) of `dtype` to the safetensors file `path`.
+fn write_safetensors(
+    path: &Path,
+    dtype: Dtype,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<()> {
+    let err = |reason: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| err(format!("`{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

@@ -563,8 +563,8 @@ pub struct CudaQ4Matrix {
 impl CudaQ4Matrix {
     /// Copies `w`'s blocks to `device`, unchanged.
     pub fn upload(w: &Q4Matrix, device: Device) -> Self {
-        let (d, m, qs) = w.slabs();
-        let codes: Vec<u8> = qs.iter().flatten().copied().collect();
+        let (d, m) = (w.scales(), w.minima());
+        let codes: Vec<u8> = w.codes().iter().flatten().copied().collect();
         Self {
             rows: w.rows(),
             cols: w.cols(),
@@ -602,8 +602,8 @@ pub struct CudaQ8Matrix {
 impl CudaQ8Matrix {
     /// Copies `w`'s blocks to `device`, unchanged.
     pub fn upload(w: &Q8Matrix, device: Device) -> Self {
-        let (d, qs) = w.slabs();
-        let codes: Vec<i8> = qs.iter().flatten().copied().collect();
+        let d = w.scales();
+        let codes: Vec<i8> = w.codes().iter().flatten().copied().collect();
         Self {
             rows: w.rows(),
             cols: w.cols(),

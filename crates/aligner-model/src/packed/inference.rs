@@ -106,7 +106,7 @@ impl InferenceModel {
                     ));
                 }
                 Ok((
-                    Self::Packed(PackedLlama::from_model(&model, kind, format)?),
+                    Self::Packed(PackedLlama::from_model_in(&model, dir, kind, format)?),
                     tokenizer,
                     None,
                 ))

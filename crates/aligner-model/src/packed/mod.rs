@@ -37,6 +37,7 @@
 //!
 //! Which CPU path the kernels take and the row limits between paths come from [`crate::cpu`].
 
+mod gguf_blocks;
 mod host;
 mod inference;
 mod model;

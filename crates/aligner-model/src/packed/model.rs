@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 use super::QUANT_MAX_ROWS;
+use super::gguf_blocks::GgufBlocks;
 use super::threads::{SerialTorch, on_workers};
-use super::weights::{Layer, Norm, Proj, WeightFormat, pack_fused};
+use super::weights::{Layer, Norm, Proj, WeightFormat, own_parts, pack_fused};
 use crate::cache::KvCache;
 use crate::causal_lm::{check_decode_step, decode_each};
 use crate::config::Config;
@@ -102,6 +103,35 @@ impl PackedLlama {
         format: WeightFormat,
         dense_kind: Kind,
     ) -> Result<Self> {
+        Self::pack(model, kind, format, dense_kind, &GgufBlocks::default())
+    }
+
+    /// [`from_model`](Self::from_model) for a model loaded from the folder `dir`: with
+    /// [`WeightFormat::Gguf`], the projections keep the folder's own GGUF blocks
+    /// ([`crate::import::GGUF_BLOCKS_FILE`]) where it has them (without a folder, every
+    /// projection gets Q8_0 blocks).
+    pub fn from_model_in(
+        model: &Llama,
+        dir: &Path,
+        kind: Kind,
+        format: WeightFormat,
+    ) -> Result<Self> {
+        let own = if format == WeightFormat::Gguf {
+            GgufBlocks::open(dir)?
+        } else {
+            GgufBlocks::default()
+        };
+        let dense_kind = Self::dense_kind(model.device, kind, format);
+        Self::pack(model, kind, format, dense_kind, &own)
+    }
+
+    fn pack(
+        model: &Llama,
+        kind: Kind,
+        format: WeightFormat,
+        dense_kind: Kind,
+        own: &GgufBlocks,
+    ) -> Result<Self> {
         if let Some(reason) = Self::unsupported(&model.config) {
             return Err(Error::InvalidArgument(format!(
                 "the packed CPU model does not implement {reason}: use the dense model (no weight format)"
@@ -136,32 +166,62 @@ impl PackedLlama {
             .map(|(i, l)| {
                 let (a, m) = (&l.self_attn, &l.mlp);
                 let name = |s: &str| format!("model.layers.{i}.{s}");
+                let names = |parts: &[&str]| -> Vec<String> {
+                    parts.iter().map(|p| name(&format!("{p}.weight"))).collect()
+                };
+                let own = (format, own);
                 Ok(Layer {
                     input_norm: Norm::from(&l.input_layernorm, kind)?,
                     qkv: pack_fused(
-                        &name("self_attn.qkv_proj"),
+                        (
+                            &name("self_attn.qkv_proj"),
+                            &names(&["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+                        ),
                         &[&a.q_proj, &a.k_proj, &a.v_proj],
-                        format,
+                        own,
                         kinds,
                         k,
                     )?,
-                    o: pack_fused(&name("self_attn.o_proj"), &[&a.o_proj], format, kinds, k)?,
+                    o: pack_fused(
+                        (&name("self_attn.o_proj"), &names(&["self_attn.o_proj"])),
+                        &[&a.o_proj],
+                        own,
+                        kinds,
+                        k,
+                    )?,
                     post_norm: Norm::from(&l.post_attention_layernorm, kind)?,
                     gate_up: pack_fused(
-                        &name("mlp.gate_up_proj"),
+                        (
+                            &name("mlp.gate_up_proj"),
+                            &names(&["mlp.gate_proj", "mlp.up_proj"]),
+                        ),
                         &[&m.gate_proj, &m.up_proj],
-                        format,
+                        own,
                         kinds,
                         k,
                     )?,
-                    down: pack_fused(&name("mlp.down_proj"), &[&m.down_proj], format, kinds, k)?,
+                    down: pack_fused(
+                        (&name("mlp.down_proj"), &names(&["mlp.down_proj"])),
+                        &[&m.down_proj],
+                        own,
+                        kinds,
+                        k,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
+        let (head, head_name) = match &model.lm_head {
+            Some(h) => (h, "lm_head.weight"),
+            None => (&model.embed_tokens, "model.embed_tokens.weight"),
+        };
         let head_format = match format {
             WeightFormat::Int4 => WeightFormat::Int8,
             other => other,
+        };
+        let head_own = if format == WeightFormat::Gguf {
+            own_parts("lm_head", &[head_name.to_owned()], &[head], own)?
+        } else {
+            Vec::new()
         };
         // On the CPU the head's blocks pay off for more rows than the layers' (`cpu::Tuning`); on
         // a CUDA device a launch takes `QUANT_MAX_ROWS` rows, beyond which cuBLAS is faster.
@@ -171,7 +231,14 @@ impl PackedLlama {
         };
         let lm_head = Proj {
             max_quant_rows: head_rows,
-            ..Proj::pack("lm_head", head, None, head_format, (kind, kind), k)?
+            ..Proj::pack(
+                "lm_head",
+                head,
+                None,
+                (head_format, head_own),
+                (kind, kind),
+                k,
+            )?
         };
         let mut packed = Self::assemble(
             Parts {
@@ -262,8 +329,8 @@ impl PackedLlama {
         device: Device,
         format: WeightFormat,
     ) -> Result<Self> {
-        let (model, _vs) = Llama::load(dir, Kind::Float, device)?;
-        Self::from_model(&model, kind, format)
+        let (model, _vs) = Llama::load(&dir, Kind::Float, device)?;
+        Self::from_model_in(&model, dir.as_ref(), kind, format)
     }
 
     /// The weight format.

@@ -238,7 +238,7 @@ impl PackCache {
         }
         let packed = {
             let (model, _vs, _) = crate::adapter::load_any(dir, Kind::Float, Device::Cpu)?;
-            PackedLlama::from_model(&model, kind, format)?
+            PackedLlama::from_model_in(&model, dir, kind, format)?
         };
         let stored = std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))

@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 use super::model::{PackedLlama, Parts};
 use super::weights::{Blocks, Layer, Norm, Proj, WeightFormat};
 use crate::config::HfConfig;
-use crate::qmatmul::{BLOCK, Plain, Q4Matrix, Q8Matrix, QuantError, Slab};
+use crate::qmatmul::{BLOCK, BlockMatrix, Plain, Q4Matrix, Q8Matrix, QMatrix, QuantError, Slab};
 use crate::{Error, Result};
 
 /// The version of the packed file format and of the packing it stores. Bump it whenever
@@ -106,21 +106,43 @@ impl<'a> Writer<'a> {
         match &p.blocks {
             None => {}
             Some(Blocks::Q4(m)) => {
-                let (d, mins, qs) = m.slabs();
-                let n = qs.len();
-                self.bytes(format!("{name}.q4.d"), Dtype::F16, vec![n], d.as_bytes());
-                self.bytes(format!("{name}.q4.m"), Dtype::F16, vec![n], mins.as_bytes());
-                let shape = vec![n, BLOCK / 2];
-                self.bytes(format!("{name}.q4.qs"), Dtype::U8, shape, qs.as_bytes());
+                let [d, mins, qs] = m.array_bytes();
+                let n = m.codes().len();
+                self.bytes(format!("{name}.q4.d"), Dtype::F16, vec![n], d);
+                self.bytes(format!("{name}.q4.m"), Dtype::F16, vec![n], mins);
+                self.bytes(format!("{name}.q4.qs"), Dtype::U8, vec![n, BLOCK / 2], qs);
             }
             Some(Blocks::Q8(m)) => {
-                let (d, qs) = m.slabs();
-                let n = qs.len();
-                self.bytes(format!("{name}.q8.d"), Dtype::F16, vec![n], d.as_bytes());
-                let shape = vec![n, BLOCK];
-                self.bytes(format!("{name}.q8.qs"), Dtype::I8, shape, qs.as_bytes());
+                let [d, _, qs] = m.array_bytes();
+                let n = m.codes().len();
+                self.bytes(format!("{name}.q8.d"), Dtype::F16, vec![n], d);
+                self.bytes(format!("{name}.q8.qs"), Dtype::I8, vec![n, BLOCK], qs);
+            }
+            Some(Blocks::Parts(parts)) => {
+                for (i, part) in parts.iter().enumerate() {
+                    let tag = part_tag(part);
+                    let [d, mins, qs] = part.array_bytes();
+                    for (array, bytes) in [("d", d), ("m", mins), ("qs", qs)] {
+                        if !bytes.is_empty() {
+                            let name = format!("{name}.part{i}.{tag}.{array}");
+                            self.bytes(name, Dtype::U8, vec![bytes.len()], bytes);
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+/// The name of a part's format in a pack file.
+fn part_tag(part: &QMatrix) -> &'static str {
+    match part {
+        QMatrix::Q4_1(_) => "q4_1",
+        QMatrix::Q8_0(_) => "q8_0",
+        QMatrix::Q4_K(_) => "q4_k",
+        QMatrix::Q5_1(_) => "q5_1",
+        QMatrix::Q5_K(_) => "q5_k",
+        QMatrix::Q6_K(_) => "q6_k",
     }
 }
 
@@ -353,19 +375,26 @@ impl PackedLlama {
                 .map(|b| Vec::<f32>::try_from(b.to_kind(Kind::Float)))
                 .transpose()?;
             let shape_err = |e: QuantError| bad(format!("`{name}` blocks: {e}"));
+            let has = |suffix: &str| header.info(&format!("{name}.{suffix}")).is_some();
             let blocks = match format {
                 WeightFormat::Dense => None,
-                _ if name == "lm_head" || format == WeightFormat::Int8 => Some(Blocks::Q8(
-                    Q8Matrix::from_slabs(
-                        rows,
-                        cols,
-                        reader.slab(&format!("{name}.q8.d"), Dtype::F16)?,
-                        reader.slab(&format!("{name}.q8.qs"), Dtype::I8)?,
-                    )
-                    .map_err(shape_err)?,
-                )),
+                WeightFormat::Gguf if !has("q4.d") && !has("q8.d") => {
+                    Some(Blocks::Parts(reader.parts(name, cols)?))
+                }
+                _ if name == "lm_head" || format == WeightFormat::Int8 || has("q8.d") => {
+                    Some(Blocks::Q8(
+                        Q8Matrix::from_parts(
+                            rows,
+                            cols,
+                            reader.slab(&format!("{name}.q8.d"), Dtype::F16)?,
+                            Slab::Owned(Vec::new()),
+                            reader.slab(&format!("{name}.q8.qs"), Dtype::I8)?,
+                        )
+                        .map_err(shape_err)?,
+                    ))
+                }
                 _ => Some(Blocks::Q4(
-                    Q4Matrix::from_slabs(
+                    Q4Matrix::from_parts(
                         rows,
                         cols,
                         reader.slab(&format!("{name}.q4.d"), Dtype::F16)?,
@@ -472,6 +501,48 @@ impl Reader<'_> {
             )
         }?;
         Ok(t)
+    }
+
+    /// The parts of the projection `name` (`cols` inputs) saved from [`Blocks::Parts`].
+    fn parts(&self, name: &str, cols: usize) -> Result<Vec<QMatrix>> {
+        let mut parts = Vec::new();
+        loop {
+            let i = parts.len();
+            let prefix = format!("{name}.part{i}.");
+            let Some(tag) = ["q4_1", "q8_0", "q4_k", "q5_1", "q5_k", "q6_k"]
+                .into_iter()
+                .find(|t| self.header.info(&format!("{prefix}{t}.d")).is_some())
+            else {
+                break;
+            };
+            let array = |a: &str| format!("{prefix}{tag}.{a}");
+            let err = |e: QuantError| self.bad(format!("`{prefix}{tag}`: {e}"));
+            macro_rules! part {
+                ($variant:ident) => {{
+                    let qs: Slab<_> = self.slab(&array("qs"), Dtype::U8)?;
+                    let rows = qs.len() * BLOCK / cols.max(1);
+                    let m = if self.header.info(&array("m")).is_some() {
+                        self.slab(&array("m"), Dtype::U8)?
+                    } else {
+                        Slab::Owned(Vec::new())
+                    };
+                    let d = self.slab(&array("d"), Dtype::U8)?;
+                    QMatrix::$variant(BlockMatrix::from_parts(rows, cols, d, m, qs).map_err(err)?)
+                }};
+            }
+            parts.push(match tag {
+                "q4_1" => part!(Q4_1),
+                "q8_0" => part!(Q8_0),
+                "q4_k" => part!(Q4_K),
+                "q5_1" => part!(Q5_1),
+                "q5_k" => part!(Q5_K),
+                _ => part!(Q6_K),
+            });
+        }
+        if parts.is_empty() {
+            return Err(self.bad(format!("no blocks of `{name}`")));
+        }
+        Ok(parts)
     }
 
     /// An array of blocks' parts on the mapped bytes (no copy).

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 use super::QUANT_MAX_ROWS;
+use super::gguf_blocks::GgufBlocks;
 use crate::cuda::{CudaMatrix, CudaQ4Matrix, CudaQ8Matrix, Kernels};
 use crate::llama::{Linear, RmsNorm, dense_product};
-use crate::qmatmul::{Activations, Q4Matrix, Q8Matrix, QuantError};
+use crate::qmatmul::{Activations, Q4Matrix, Q8Matrix, QMatrix, QuantError};
 use crate::{Error, Result};
 
 /// How a [`PackedLlama`](super::PackedLlama) stores its projection and LM-head weights for decoding.
@@ -30,6 +31,12 @@ pub enum WeightFormat {
     /// Q8_0 for the LM head: the layout of the embedded default model's GGUF file, which this
     /// reproduces code for code.
     Int4,
+    /// Each projection in its GGUF tensor's own blocks, code for code (Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q8_0, Q4_K, Q5_K or Q6_K; a model imported from GGUF keeps them beside its f32 weights,
+    /// [`crate::import::GGUF_BLOCKS_FILE`]); Q8_0 for weights the folder has no blocks of
+    /// (tensors stored in f16 or f32, a folder not imported from GGUF, an adapter's merged
+    /// weights). The LM head likewise: the file's `output` (or tied embedding) blocks.
+    Gguf,
 }
 impl FromStr for WeightFormat {
     type Err = Error;
@@ -39,8 +46,9 @@ impl FromStr for WeightFormat {
             "dense" | "none" => Ok(Self::Dense),
             "int8" | "q8" | "q8_0" => Ok(Self::Int8),
             "int4" | "q4" | "q4_1" => Ok(Self::Int4),
+            "gguf" | "own" => Ok(Self::Gguf),
             other => Err(Error::InvalidArgument(format!(
-                "unknown weight format `{other}` (dense, int8, int4)"
+                "unknown weight format `{other}` (dense, int8, int4, gguf)"
             ))),
         }
     }
@@ -52,6 +60,7 @@ impl std::fmt::Display for WeightFormat {
             Self::Dense => "dense",
             Self::Int8 => "int8",
             Self::Int4 => "int4",
+            Self::Gguf => "gguf",
         })
     }
 }
@@ -61,6 +70,85 @@ impl std::fmt::Display for WeightFormat {
 pub(super) enum Blocks {
     Q4(Q4Matrix),
     Q8(Q8Matrix),
+    /// Parts in several formats, stacked along the output rows (a fused projection of GGUF
+    /// tensors of different types).
+    Parts(Vec<QMatrix>),
+}
+
+impl Blocks {
+    /// `parts` stacked along the output rows: one Q4 or Q8 matrix where they all have that
+    /// format, else the parts as they are.
+    pub(super) fn stacked(parts: Vec<QMatrix>) -> std::result::Result<Self, QuantError> {
+        let cols = parts.first().map_or(0, QMatrix::cols);
+        let rows = parts.iter().map(QMatrix::rows).sum();
+        let q4: Option<Vec<_>> = parts
+            .iter()
+            .map(|p| match p {
+                QMatrix::Q4_1(m) => Some(m.blocks()),
+                _ => None,
+            })
+            .collect();
+        if let Some(q4) = q4 {
+            return Ok(Self::Q4(Q4Matrix::from_blocks(&q4.concat(), rows, cols)?));
+        }
+        let q8: Option<Vec<_>> = parts
+            .iter()
+            .map(|p| match p {
+                QMatrix::Q8_0(m) => Some(m.blocks()),
+                _ => None,
+            })
+            .collect();
+        if let Some(q8) = q8 {
+            return Ok(Self::Q8(Q8Matrix::from_blocks(&q8.concat(), rows, cols)?));
+        }
+        if parts.iter().any(|p| p.cols() != cols) {
+            return Err(QuantError::Mismatch {
+                width: cols,
+                out: rows,
+                rows,
+                cols,
+            });
+        }
+        Ok(Self::Parts(parts))
+    }
+
+    /// `x` times the blocks, in `(rows, x.rows())` layout.
+    fn matmul_t(&self, x: &Activations, out: &mut [f32]) -> std::result::Result<(), QuantError> {
+        match self {
+            Self::Q4(m) => m.matmul_t(x, out),
+            Self::Q8(m) => m.matmul_t(x, out),
+            Self::Parts(parts) => {
+                let mut rest = out;
+                for p in parts {
+                    let (mine, next) = rest.split_at_mut((p.rows() * x.rows()).min(rest.len()));
+                    p.matmul_t(x, mine)?;
+                    rest = next;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Output rows and input columns.
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Self::Q4(m) => (m.rows(), m.cols()),
+            Self::Q8(m) => (m.rows(), m.cols()),
+            Self::Parts(parts) => (
+                parts.iter().map(QMatrix::rows).sum(),
+                parts.first().map_or(0, QMatrix::cols),
+            ),
+        }
+    }
+
+    /// Bytes of weight data.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Q4(m) => m.bytes(),
+            Self::Q8(m) => m.bytes(),
+            Self::Parts(parts) => parts.iter().map(QMatrix::bytes).sum(),
+        }
+    }
 }
 
 /// One packed weight matrix `(out, in)` and its bias; `forward` maps `(.., in)` to `(.., out)`.
@@ -88,14 +176,15 @@ pub(super) struct CudaProj {
 
 impl Proj {
     /// Packs `weight` `(out, in)` as `blocks` (`None`, Q4 or Q8) for activations of `kind`, its
-    /// dense copy in `dense_kind`. Quantisation is computed from the weights in f32. `name` goes
-    /// into errors. A weight on a CUDA device is quantised on the CPU and its blocks go back to
-    /// the device, for `kernels`.
+    /// dense copy in `dense_kind`. Quantisation is computed from the weights in f32, except with
+    /// [`WeightFormat::Gguf`], whose blocks are `own` (each part's own blocks, or Q8_0 of it, in
+    /// the order of the rows). `name` goes into errors. A weight on a CUDA device is quantised on
+    /// the CPU and its blocks go back to the device, for `kernels`.
     pub(super) fn pack(
         name: &str,
         weight: &Tensor,
         bias: Option<&Tensor>,
-        blocks: WeightFormat,
+        (blocks, own): (WeightFormat, Vec<QMatrix>),
         (kind, dense_kind): (Kind, Kind),
         kernels: Option<&Arc<Kernels>>,
     ) -> Result<Self> {
@@ -117,10 +206,20 @@ impl Proj {
                 let err = |e: QuantError| {
                     Error::InvalidArgument(format!("{name}: cannot quantise as {format}: {e}"))
                 };
-                Some(if format == WeightFormat::Int4 {
-                    Blocks::Q4(Q4Matrix::from_f32(&values, rows, cols).map_err(err)?)
-                } else {
-                    Blocks::Q8(Q8Matrix::from_f32(&values, rows, cols).map_err(err)?)
+                Some(match format {
+                    WeightFormat::Int4 => {
+                        Blocks::Q4(Q4Matrix::from_f32(&values, rows, cols).map_err(err)?)
+                    }
+                    WeightFormat::Gguf if !own.is_empty() => {
+                        let blocks = Blocks::stacked(own).map_err(err)?;
+                        if blocks.shape() != (rows, cols) {
+                            return Err(Error::InvalidArgument(format!(
+                                "{name}: its GGUF blocks are not a {rows} x {cols} matrix"
+                            )));
+                        }
+                        blocks
+                    }
+                    _ => Blocks::Q8(Q8Matrix::from_f32(&values, rows, cols).map_err(err)?),
                 })
             }
         };
@@ -136,6 +235,11 @@ impl Proj {
                 let matrix = match &b {
                     Blocks::Q4(m) => CudaMatrix::Q4(CudaQ4Matrix::upload(m, device)),
                     Blocks::Q8(m) => CudaMatrix::Q8(CudaQ8Matrix::upload(m, device)),
+                    Blocks::Parts(_) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "{name}: GGUF blocks other than Q4_1 and Q8_0 run on the CPU only"
+                        )));
+                    }
                 };
                 let kernels = Arc::clone(kernels);
                 (None, Some(Box::new(CudaProj { matrix, kernels })))
@@ -165,8 +269,7 @@ impl Proj {
         let xq = Activations::quantize(x, x.len() / rows.max(1)).map_err(err)?;
         let mut t = vec![0f32; n * rows];
         match &self.blocks {
-            Some(Blocks::Q4(m)) => m.matmul_t(&xq, &mut t),
-            Some(Blocks::Q8(m)) => m.matmul_t(&xq, &mut t),
+            Some(b) => b.matmul_t(&xq, &mut t),
             None => {
                 return Err(Error::InvalidArgument(
                     "a dense projection has no block kernel".into(),
@@ -246,19 +349,20 @@ impl Proj {
         let size = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
         self.bias.as_ref().map_or(0, size)
             + match (&self.blocks, &self.cuda) {
-                (Some(Blocks::Q4(m)), _) => m.bytes(),
-                (Some(Blocks::Q8(m)), _) => m.bytes(),
+                (Some(b), _) => b.bytes(),
                 (None, Some(c)) => c.matrix.bytes(),
                 (None, None) => size(&self.dense),
             }
     }
 }
 
-/// Concatenates the weights (and biases) of `linears` along the output dimension and packs them.
+/// Concatenates the weights (and biases) of `linears` along the output dimension and packs them;
+/// with [`WeightFormat::Gguf`], each part's blocks are `own`'s under its name in `names`
+/// (Hugging Face weight names, one per linear), or Q8_0 of its weights where `own` has none.
 pub(super) fn pack_fused(
-    name: &str,
+    (name, names): (&str, &[String]),
     linears: &[&Linear],
-    format: WeightFormat,
+    (format, own): (WeightFormat, &GgufBlocks),
     kinds: (Kind, Kind),
     kernels: Option<&Arc<Kernels>>,
 ) -> Result<Proj> {
@@ -282,7 +386,42 @@ pub(super) fn pack_fused(
     } else {
         None
     };
-    Proj::pack(name, &weight, bias.as_ref(), format, kinds, kernels)
+    let own = if format == WeightFormat::Gguf {
+        own_parts(name, names, &weights, own)?
+    } else {
+        Vec::new()
+    };
+    Proj::pack(name, &weight, bias.as_ref(), (format, own), kinds, kernels)
+}
+
+/// The blocks of the weights `parts`, named `names`: `own`'s, or Q8_0 of the weights.
+pub(super) fn own_parts(
+    name: &str,
+    names: &[String],
+    parts: &[&Tensor],
+    own: &GgufBlocks,
+) -> Result<Vec<QMatrix>> {
+    parts
+        .iter()
+        .zip(names)
+        .map(|(w, part)| match own.get(part) {
+            Some(m) => Ok(m.clone()),
+            None => {
+                let (rows, cols) = w.size2()?;
+                let values = Vec::<f32>::try_from(
+                    w.detach()
+                        .to_kind(Kind::Float)
+                        .to_device(Device::Cpu)
+                        .view([-1]),
+                )?;
+                Q8Matrix::from_f32(&values, rows as usize, cols as usize)
+                    .map(QMatrix::Q8_0)
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("{name}: cannot quantise {part}: {e}"))
+                    })
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::format::Q6Codes;
+use super::format::{Q5Codes, Q6Codes};
 use super::{ActRow, BLOCK, TILE};
 
 #[inline]
@@ -194,12 +194,7 @@ impl SimdCodes for [u8; BLOCK / 2] {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack(&self) -> __m256i {
-        let mask = _mm_set1_epi8(0x0F);
-        // SAFETY: a block's codes are 16 bytes; unaligned load.
-        let raw = unsafe { _mm_loadu_si128(self.as_ptr().cast()) };
-        let lo = _mm_and_si128(raw, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
-        _mm256_set_m128i(hi, lo)
+        nibbles(self)
     }
 
     #[inline]
@@ -231,14 +226,43 @@ impl SimdCodes for [i8; BLOCK] {
     }
 }
 
-impl SimdCodes for [u8; BLOCK] {
+/// The 32 bytes of Q4_1-style packed nibbles: input `e`'s low four bits in byte `e`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn nibbles(qs: &[u8; BLOCK / 2]) -> __m256i {
+    let mask = _mm_set1_epi8(0x0F);
+    // SAFETY: 16 bytes; unaligned load.
+    let raw = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    let lo = _mm_and_si128(raw, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
+    _mm256_set_m128i(hi, lo)
+}
+
+impl SimdCodes for Q5Codes {
     type Unpacked = __m256i;
 
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack(&self) -> __m256i {
-        // SAFETY: a block's codes are 32 bytes; unaligned load.
-        unsafe { _mm256_loadu_si256(self.as_ptr().cast()) }
+        // Byte `e` of the result: 0xFF where bit `e` of `qh` is set. Each 128-bit lane holds
+        // `qh` four times; byte `e` takes byte `e / 8` of it and tests bit `e % 8` by setting
+        // every other bit.
+        let qh = _mm256_set1_epi32(i32::from_le_bytes(self.qh));
+        let spread = _mm256_shuffle_epi8(
+            qh,
+            _mm256_setr_epi64x(
+                0,
+                0x0101_0101_0101_0101,
+                0x0202_0202_0202_0202,
+                0x0303_0303_0303_0303,
+            ),
+        );
+        let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+        _mm256_or_si256(
+            nibbles(&self.qs),
+            _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+        )
     }
 
     #[inline]
@@ -250,14 +274,20 @@ impl SimdCodes for [u8; BLOCK] {
 }
 
 impl SimdCodes for Q6Codes {
-    /// The codes, their absolute values, and each half's scale in the i16 lanes of its pairs.
+    /// The values `q - 32`, their absolute values, and each half's scale in the i16 lanes of
+    /// its pairs.
     type Unpacked = (__m256i, __m256i, __m256i);
 
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack(&self) -> (__m256i, __m256i, __m256i) {
-        // SAFETY: the codes are 32 bytes; unaligned load.
-        let ws = unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) };
+        // The high bit pairs: 64-bit lane `g` (inputs `8 g .. 8 g + 8`) takes `qh` shifted right
+        // by `2 g`, so that byte `j` holds input `j + 8 g`'s pair in its low two bits.
+        let qh = _mm256_set1_epi64x(i64::from_le_bytes(self.qh));
+        let high = _mm256_srlv_epi64(qh, _mm256_setr_epi64x(0, 2, 4, 6));
+        let high = _mm256_slli_epi16::<4>(_mm256_and_si256(high, _mm256_set1_epi8(3)));
+        let q = _mm256_or_si256(nibbles(&self.ql), high);
+        let ws = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
         let (lo, hi) = (i16::from(self.sc[0]), i16::from(self.sc[1]));
         // i16 lane `i` holds the pair of inputs `2 i, 2 i + 1`: lanes 0..8 are inputs 0..16.
         let sc = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));

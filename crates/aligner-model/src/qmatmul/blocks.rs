@@ -57,7 +57,9 @@ pub enum QuantError {
         expected: usize,
     },
     /// A GGUF storage type (or a value in it) that block matrices do not hold.
-    #[error("GGUF type {0} cannot be held as blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K can)")]
+    #[error(
+        "GGUF type {0} cannot be held as blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K can)"
+    )]
     Type(String),
     /// A weight is NaN or infinite.
     #[error("non-finite weight in row {0}")]

@@ -10,8 +10,13 @@
 //! | [`Q4_1`] | f16 | f16 | `0..16` | Q4_1, Q4_0 (minimum `-8 d`) |
 //! | [`Q8_0`] | f16 | none | `-127..=127` | Q8_0 |
 //! | [`Q4_K`] | f32 | f32 | `0..16` | Q4_K (scale `d * sc`, minimum `-dmin * m`) |
+//! | [`Q5_1`] | f16 | f16 | `0..32` | Q5_1, Q5_0 (minimum `-16 d`) |
 //! | [`Q5_K`] | f32 | f32 | `0..32` | Q5_K |
 //! | [`Q6_K`] | f16 | none | `sc * (q - 32)`, `sc` per 16 inputs | Q6_K |
+//!
+//! Codes keep their GGUF width: a block of Q4 codes is 16 bytes, of Q5 codes 20, of Q6 codes 24
+//! (plus Q6_K's two scales), in layouts that unpack to one byte per input in a few SIMD
+//! operations.
 //!
 //! The K-quant scales are products of an f16 and a 6- or 8-bit integer, exact in f32; Q6_K's
 //! two 8-bit sub-block scales per block stay integers and are applied in the integer sum.
@@ -102,29 +107,86 @@ impl Codes for [i8; BLOCK] {
     }
 }
 
-/// Q5_K's codes, `0..32`, one per byte.
-impl Codes for [u8; BLOCK] {
-    #[inline]
-    fn values(&self) -> [i32; BLOCK] {
-        self.map(i32::from)
+/// The low four bits of input `e` of a block whose byte `j` holds input `j` in its low nibble
+/// and input `j + 16` in its high one.
+#[inline]
+fn nibble(qs: &[u8; BLOCK / 2], e: usize) -> u8 {
+    let b = qs[e % (BLOCK / 2)];
+    if e < BLOCK / 2 { b & 0x0F } else { b >> 4 }
+}
+
+/// 5-bit codes, `0..32`: the low four bits as Q4_1's codes, and bit `e` of `qh` (little-endian)
+/// the fifth bit of input `e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Q5Codes {
+    /// Low nibbles.
+    pub qs: [u8; BLOCK / 2],
+    /// Fifth bits.
+    pub qh: [u8; 4],
+}
+const _: () = assert!(size_of::<Q5Codes>() == 20 && align_of::<Q5Codes>() == 1);
+
+impl Q5Codes {
+    /// The codes `0..32` of the 32 inputs.
+    pub fn new(codes: &[u8; BLOCK]) -> Self {
+        let mut qh = 0u32;
+        for (e, &c) in codes.iter().enumerate() {
+            qh |= u32::from((c >> 4) & 1) << e;
+        }
+        Self {
+            qs: std::array::from_fn(|t| (codes[t] & 0x0F) | ((codes[t + 16] & 0x0F) << 4)),
+            qh: qh.to_le_bytes(),
+        }
     }
 }
 
-/// Q6_K's codes of one block: `q - 32` for each input, and the two 8-bit scales of its halves.
+impl Codes for Q5Codes {
+    #[inline]
+    fn values(&self) -> [i32; BLOCK] {
+        let qh = u32::from_le_bytes(self.qh);
+        std::array::from_fn(|e| i32::from(nibble(&self.qs, e)) | ((((qh >> e) & 1) as i32) << 4))
+    }
+}
+
+/// Q6_K's codes of one block: 6-bit codes `q` (the low four bits as Q4_1's codes; the high two
+/// bits of input `j + 8 g` in bits `2 g, 2 g + 1` of `qh[j]`) standing for `q - 32`, and the
+/// 8-bit scales of inputs `0..16` and `16..32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct Q6Codes {
-    /// `q - 32`, in `-32..32`.
-    pub qs: [i8; BLOCK],
-    /// The scale of inputs `0..16` and of inputs `16..32`.
+    /// Low nibbles.
+    pub ql: [u8; BLOCK / 2],
+    /// High bit pairs.
+    pub qh: [u8; 8],
+    /// The scales of the two halves.
     pub sc: [i8; 2],
 }
-const _: () = assert!(size_of::<Q6Codes>() == 34 && align_of::<Q6Codes>() == 1);
+const _: () = assert!(size_of::<Q6Codes>() == 26 && align_of::<Q6Codes>() == 1);
+
+impl Q6Codes {
+    /// The codes `0..64` of the 32 inputs, and the halves' scales.
+    pub fn new(codes: &[u8; BLOCK], sc: [i8; 2]) -> Self {
+        let mut qh = [0u8; 8];
+        for (e, &c) in codes.iter().enumerate() {
+            qh[e % 8] |= ((c >> 4) & 3) << (2 * (e / 8));
+        }
+        Self {
+            ql: std::array::from_fn(|t| (codes[t] & 0x0F) | ((codes[t + 16] & 0x0F) << 4)),
+            qh,
+            sc,
+        }
+    }
+}
 
 impl Codes for Q6Codes {
     #[inline]
     fn values(&self) -> [i32; BLOCK] {
-        std::array::from_fn(|j| i32::from(self.sc[j / 16]) * i32::from(self.qs[j]))
+        std::array::from_fn(|e| {
+            let high = (self.qh[e % 8] >> (2 * (e / 8))) & 3;
+            let q = i32::from(nibble(&self.ql, e) | (high << 4)) - 32;
+            i32::from(self.sc[e / 16]) * q
+        })
     }
 }
 
@@ -170,9 +232,13 @@ format!(
     Q4_K, f32, [u8; BLOCK / 2], true
 );
 format!(
+    /// 5-bit codes with an f16 scale and minimum per block (GGUF's Q5_1, and Q5_0).
+    Q5_1, f16, Q5Codes, true
+);
+format!(
     /// 5-bit codes with an f32 scale and minimum per block (GGUF's Q5_K, its sub-block scales
     /// multiplied out).
-    Q5_K, f32, [u8; BLOCK], true
+    Q5_K, f32, Q5Codes, true
 );
 format!(
     /// Signed 6-bit codes with the super-block's f16 scale per block and 8-bit scales per half
@@ -185,7 +251,7 @@ mod sealed {
     impl Sealed for half::f16 {}
     impl Sealed for f32 {}
     impl Sealed for [u8; super::BLOCK / 2] {}
-    impl Sealed for [u8; super::BLOCK] {}
+    impl Sealed for super::Q5Codes {}
     impl Sealed for [i8; super::BLOCK] {}
     impl Sealed for super::Q6Codes {}
 }

@@ -6,7 +6,7 @@ use half::f16;
 
 use super::activations::Activations;
 use super::blocks::{BLOCK, QuantError};
-use super::format::{Q4_1, Q4_K, Q5_K, Q6_K, Q6Codes, Q8_0};
+use super::format::{Q4_1, Q4_K, Q5_1, Q5_K, Q5Codes, Q6_K, Q6Codes, Q8_0};
 use super::matrix::BlockMatrix;
 use super::slab::Slab;
 use crate::gguf::GgmlType;
@@ -22,6 +22,8 @@ pub enum QMatrix {
     Q8_0(BlockMatrix<Q8_0>),
     /// From Q4_K.
     Q4_K(BlockMatrix<Q4_K>),
+    /// From Q5_1, or Q5_0 (the minimum `-16 d`).
+    Q5_1(BlockMatrix<Q5_1>),
     /// From Q5_K.
     Q5_K(BlockMatrix<Q5_K>),
     /// From Q6_K.
@@ -35,6 +37,7 @@ macro_rules! each {
             QMatrix::Q4_1($m) => $f,
             QMatrix::Q8_0($m) => $f,
             QMatrix::Q4_K($m) => $f,
+            QMatrix::Q5_1($m) => $f,
             QMatrix::Q5_K($m) => $f,
             QMatrix::Q6_K($m) => $f,
         }
@@ -50,6 +53,8 @@ impl QMatrix {
                 | GgmlType::Q4_1
                 | GgmlType::Q8_0
                 | GgmlType::Q4_K
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
                 | GgmlType::Q5_K
                 | GgmlType::Q6_K
         )
@@ -83,20 +88,7 @@ impl QMatrix {
             GgmlType::Q4_0 | GgmlType::Q4_1 => {
                 let (mut d, mut m, mut qs) = parts(n);
                 for b in blocks {
-                    let scale = f16_at(b, 0);
-                    let (min, codes) = if ty == GgmlType::Q4_1 {
-                        (f16_at(b, 2), &b[4..20])
-                    } else {
-                        // `(q - 8) d = d q + (-8 d)`, and `-8 d` is exact in f16 unless it
-                        // overflows.
-                        let min = f16::from_f32(-8.0 * scale.to_f32());
-                        if !min.is_finite() && scale.is_finite() {
-                            return Err(QuantError::Type(format!(
-                                "Q4_0 scale {scale} (its minimum -8 d overflows f16)"
-                            )));
-                        }
-                        (min, &b[2..18])
-                    };
+                    let (scale, min, codes) = scale_min(b, ty == GgmlType::Q4_1, 8.0)?;
                     d.push(scale);
                     m.push(min);
                     qs.push(std::array::from_fn(|j| codes[j]));
@@ -149,7 +141,7 @@ impl QMatrix {
                             nibble | high
                         };
                         if five {
-                            q5.push(std::array::from_fn(code));
+                            q5.push(Q5Codes::new(&std::array::from_fn(code)));
                         } else {
                             q4.push(std::array::from_fn(|t| code(t) | (code(t + 16) << 4)));
                         }
@@ -173,6 +165,32 @@ impl QMatrix {
                     )?)
                 }
             }
+            GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                let (mut d, mut m, mut qs) = parts(n);
+                for b in blocks {
+                    let (scale, min, rest) = scale_min(b, ty == GgmlType::Q5_1, 16.0)?;
+                    // Bit `e` of `qh` is the high bit of input `e`.
+                    let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                    let ql = &rest[4..20];
+                    d.push(scale);
+                    m.push(min);
+                    qs.push(Q5Codes::new(&std::array::from_fn(|e| {
+                        let nibble = if e < 16 {
+                            ql[e] & 0x0F
+                        } else {
+                            ql[e - 16] >> 4
+                        };
+                        nibble | ((((qh >> e) & 1) as u8) << 4)
+                    })));
+                }
+                Self::Q5_1(BlockMatrix::from_parts(
+                    rows,
+                    cols,
+                    d.into(),
+                    m.into(),
+                    qs.into(),
+                )?)
+            }
             GgmlType::Q6_K => {
                 let (mut d, mut qs) = (Vec::with_capacity(n), Vec::with_capacity(n));
                 for b in blocks {
@@ -185,14 +203,14 @@ impl QMatrix {
                         let low = ql[64 * n + l + 32 * (w % 2)];
                         let low = if w < 2 { low & 0x0F } else { low >> 4 };
                         let high = (qh[32 * n + l] >> (2 * w)) & 3;
-                        ((low | (high << 4)) as i8) - 32
+                        low | (high << 4)
                     };
                     for k in 0..8 {
                         d.push(scale);
-                        qs.push(Q6Codes {
-                            qs: std::array::from_fn(|t| code(32 * k + t)),
-                            sc: [sc[2 * k] as i8, sc[2 * k + 1] as i8],
-                        });
+                        qs.push(Q6Codes::new(
+                            &std::array::from_fn(|t| code(32 * k + t)),
+                            [sc[2 * k] as i8, sc[2 * k + 1] as i8],
+                        ));
                     }
                 }
                 Self::Q6_K(BlockMatrix::from_parts(
@@ -213,9 +231,16 @@ impl QMatrix {
             Self::Q4_1(_) => "Q4_1",
             Self::Q8_0(_) => "Q8_0",
             Self::Q4_K(_) => "Q4_K",
+            Self::Q5_1(_) => "Q5_1",
             Self::Q5_K(_) => "Q5_K",
             Self::Q6_K(_) => "Q6_K",
         }
+    }
+
+    /// The bytes of its scales, minima (empty where the format has none) and codes, for saving.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn array_bytes(&self) -> [&[u8]; 3] {
+        each!(self, m => m.array_bytes())
     }
 
     /// Output rows.
@@ -241,6 +266,24 @@ impl QMatrix {
     /// The product with activation rows `x`, in `(rows, x.rows())` layout.
     pub fn matmul_t(&self, x: &Activations, out: &mut [f32]) -> Result<(), QuantError> {
         each!(self, m => m.matmul_t(x, out))
+    }
+}
+
+/// A 32-input block's f16 scale and minimum, and the rest of its bytes. Blocks without a
+/// minimum (`has_min` false: Q4_0, Q5_0) stand for `(q - offset) d = d q + (-offset d)`, and
+/// `-offset d` is exact in f16 (a power of two times an f16) unless it overflows.
+fn scale_min(b: &[u8], has_min: bool, offset: f32) -> Result<(f16, f16, &[u8]), QuantError> {
+    let scale = f16_at(b, 0);
+    if has_min {
+        return Ok((scale, f16_at(b, 2), &b[4..]));
+    }
+    let min = f16::from_f32(-offset * scale.to_f32());
+    if min.is_finite() || !scale.is_finite() {
+        Ok((scale, min, &b[2..]))
+    } else {
+        Err(QuantError::Type(format!(
+            "a block of scale {scale} (its minimum -{offset} d overflows f16)"
+        )))
     }
 }
 

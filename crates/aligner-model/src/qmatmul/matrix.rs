@@ -31,7 +31,7 @@ pub type Q8Matrix = BlockMatrix<Q8_0>;
 
 impl<F: Format> BlockMatrix<F> {
     /// A matrix from its scales, minima (empty where `F` has none) and codes, one per block,
-    /// row-major.
+    /// row-major (owned, or mapped from a saved packed model).
     pub(crate) fn from_parts(
         rows: usize,
         cols: usize,
@@ -57,6 +57,31 @@ impl<F: Format> BlockMatrix<F> {
             m,
             qs,
         })
+    }
+
+    /// The scales, one per block, row-major.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn scales(&self) -> &[F::Scale] {
+        &self.d
+    }
+
+    /// The minima, one per block, row-major (empty where `F` has none).
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn minima(&self) -> &[F::Scale] {
+        &self.m
+    }
+
+    /// The codes, one per block, row-major.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn codes(&self) -> &[F::Codes] {
+        &self.qs
+    }
+
+    /// The bytes of the scales, minima (empty where `F` has none) and codes, one per block,
+    /// row-major, for saving.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub(crate) fn array_bytes(&self) -> [&[u8]; 3] {
+        [self.d.as_bytes(), self.m.as_bytes(), self.qs.as_bytes()]
     }
 
     /// Output rows.
@@ -181,25 +206,6 @@ impl Q4Matrix {
         )
     }
 
-    /// A matrix from its scales, minima and codes, one per block, row-major (for example
-    /// mapped from a saved packed model).
-    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
-    pub(crate) fn from_slabs(
-        rows: usize,
-        cols: usize,
-        d: Slab<f16>,
-        m: Slab<f16>,
-        qs: Slab<[u8; BLOCK / 2]>,
-    ) -> Result<Self, QuantError> {
-        Self::from_parts(rows, cols, d, m, qs)
-    }
-
-    /// The scales, minima and codes, one per block, row-major.
-    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
-    pub(crate) fn slabs(&self) -> (&Slab<f16>, &Slab<f16>, &Slab<[u8; BLOCK / 2]>) {
-        (&self.d, &self.m, &self.qs)
-    }
-
     /// The blocks, row-major.
     pub fn blocks(&self) -> Vec<BlockQ4> {
         (0..self.qs.len())
@@ -244,24 +250,6 @@ impl Q8Matrix {
             Slab::Owned(Vec::new()),
             Slab::Owned(blocks.iter().map(|b| b.qs).collect()),
         )
-    }
-
-    /// A matrix from its scales and codes, one per block, row-major (for example mapped from a
-    /// saved packed model).
-    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
-    pub(crate) fn from_slabs(
-        rows: usize,
-        cols: usize,
-        d: Slab<f16>,
-        qs: Slab<[i8; BLOCK]>,
-    ) -> Result<Self, QuantError> {
-        Self::from_parts(rows, cols, d, Slab::Owned(Vec::new()), qs)
-    }
-
-    /// The scales and codes, one per block, row-major.
-    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
-    pub(crate) fn slabs(&self) -> (&Slab<f16>, &Slab<[i8; BLOCK]>) {
-        (&self.d, &self.qs)
     }
 
     /// The blocks, row-major.

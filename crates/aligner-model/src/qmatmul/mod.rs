@@ -1,10 +1,14 @@
 //! Block-quantised matrix-vector products for CPU decoding, in pure Rust.
 //!
-//! Weights come in blocks of [`BLOCK`] consecutive inputs of one output row, with GGUF's
-//! layouts: [`BlockQ4`] is Q4_1 (a scale `d`, a minimum `m` and 4-bit codes `q`, `w = d q + m`)
-//! and [`BlockQ8`] is Q8_0 (a scale and signed 8-bit codes, `w = d q`). A model imported from a
-//! GGUF file in those types is re-blocked here with its original codes: the per-block minimum and
-//! maximum of the dequantised weights give back `d` and `m`.
+//! Weights come in blocks of [`BLOCK`] consecutive inputs of one output row. A
+//! [`BlockMatrix`] holds them in one of the [`Format`]s of GGUF's block types: [`Q4_1`] (a
+//! scale `d`, a minimum `m` and 4-bit codes `q`, `w = d q + m`), [`Q8_0`] (a scale and signed
+//! 8-bit codes, `w = d q`), and the K-quants and 5-bit types ([`Q4_K`], [`Q5_K`], [`Q5_1`],
+//! [`Q6_K`]). [`QMatrix::from_ggml`] re-lays a GGUF tensor's blocks into the matching format
+//! code for code, without going through f32 (Q4_0 and Q5_0 become Q4_1 and Q5_1 blocks with
+//! the minimum `-8 d` and `-16 d`). A model imported from a GGUF file in Q4_1 and Q8_0 is also
+//! re-blocked here from its f32 weights with its original codes: the per-block minimum and
+//! maximum of the dequantised weights give back `d` and `m` ([`Q4Matrix::from_f32`]).
 //!
 //! A matrix keeps its codes, scales and minima in three separate arrays, so that a row's scales
 //! are converted and multiplied eight at a time before its codes are read, and each block's
@@ -16,12 +20,14 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | `blocks` | the block formats ([`BlockQ4`], [`BlockQ8`]) and their layout assertions, [`QuantError`] |
+//! | `blocks` | GGUF's Q4_1 and Q8_0 blocks ([`BlockQ4`], [`BlockQ8`]) and their layout assertions, [`QuantError`] |
+//! | `format` | the [`Format`]s: scale type, minimum, and codes ([`Codes`], with `const` layout assertions) |
+//! | `ggml` | [`QMatrix`]: a GGUF tensor's blocks in their format |
 //! | `activations` | activations quantised per block ([`Activations`]) |
-//! | `matrix` | [`Q4Matrix`] and [`Q8Matrix`]: quantisation, storage, and the choice of kernel |
+//! | `matrix` | [`BlockMatrix`] (and [`Q4Matrix`], [`Q8Matrix`]): storage, dequantisation, quantisation, and the choice of kernel |
 //! | `slab` | the storage of a matrix's arrays: owned, or mapped from a saved packed model |
-//! | `portable` | the scalar kernels (any CPU) |
-//! | `avx2` | the AVX2 + FMA + F16C kernels (x86-64) |
+//! | `portable` | the scalar kernel (any CPU) |
+//! | `avx2` | the AVX2 + FMA + F16C kernels (x86-64), generic over the scale type and the codes |
 //!
 //! There are no AVX-512 kernels: an AVX-512 CPU runs the AVX2 ones. Which kernels run is decided
 //! by [`crate::cpu`] alone.
@@ -43,7 +49,7 @@ mod tests;
 use activations::ActRow;
 pub use activations::Activations;
 pub use blocks::{BLOCK, BlockQ4, BlockQ8, QuantError};
-pub use format::{Codes, Format, Q4_1, Q4_K, Q5_K, Q6_K, Q6Codes, Q8_0, Scale};
+pub use format::{Codes, Format, Q4_1, Q4_K, Q5_1, Q5_K, Q5Codes, Q6_K, Q6Codes, Q8_0, Scale};
 pub use ggml::QMatrix;
 pub use matrix::{BlockMatrix, Q4Matrix, Q8Matrix};
 #[cfg(feature = "torch")]

@@ -18,13 +18,13 @@ use super::BLOCK;
 /// # Safety
 /// Implement only for types that satisfy the above.
 pub unsafe trait Plain: Copy + 'static {}
-// SAFETY: integers, floats, arrays of bytes, and a `repr(C)` struct of byte arrays (size 34,
-// alignment 1: no padding).
+// SAFETY: integers, floats, arrays of bytes, and `repr(C)` structs of byte arrays (alignment 1:
+// no padding).
 unsafe impl Plain for f16 {}
 unsafe impl Plain for f32 {}
 unsafe impl Plain for [u8; BLOCK / 2] {}
 unsafe impl Plain for [i8; BLOCK] {}
-unsafe impl Plain for [u8; BLOCK] {}
+unsafe impl Plain for super::format::Q5Codes {}
 unsafe impl Plain for super::format::Q6Codes {}
 
 /// Why mapped bytes cannot be viewed as a slab.

@@ -204,8 +204,10 @@ fn ggml_bytes(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
             f16::from_f32(v).to_le_bytes()
         };
         match ty {
-            GgmlType::Q4_0 | GgmlType::Q8_0 => b[0..2].copy_from_slice(&scale(true)),
-            GgmlType::Q4_1 => {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+                b[0..2].copy_from_slice(&scale(true))
+            }
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
                 b[0..2].copy_from_slice(&scale(false));
                 b[2..4].copy_from_slice(&scale(true));
             }
@@ -221,9 +223,11 @@ fn ggml_bytes(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
     out
 }
 
-const GGML_TYPES: [GgmlType; 6] = [
+const GGML_TYPES: [GgmlType; 8] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
@@ -271,6 +275,7 @@ fn gguf_block_kernels_agree_with_the_scalar_loop_and_the_dense_product() {
                     QMatrix::Q4_1(q) => q.dot_scalar(r, xq.row(i)),
                     QMatrix::Q8_0(q) => q.dot_scalar(r, xq.row(i)),
                     QMatrix::Q4_K(q) => q.dot_scalar(r, xq.row(i)),
+                    QMatrix::Q5_1(q) => q.dot_scalar(r, xq.row(i)),
                     QMatrix::Q5_K(q) => q.dot_scalar(r, xq.row(i)),
                     QMatrix::Q6_K(q) => q.dot_scalar(r, xq.row(i)),
                 })

@@ -56,6 +56,7 @@ def main():
     ap.add_argument("--texts")
     ap.add_argument("--names")
     ap.add_argument("--new", type=int, default=32)
+    ap.add_argument("--ftype", type=int)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -121,6 +122,19 @@ def main():
             out[f"raw_{name}"] = raw.reshape(-1)
             out[f"deq_{name}"] = np.ascontiguousarray(values.reshape(-1))
         save_file(out, a.out)
+    elif a.cmd == "requantize":
+        # llama.cpp's own quantiser (llama-cpp-python), from an already quantised file.
+        import ctypes
+
+        import llama_cpp
+
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = a.ftype
+        params.allow_requantize = True
+        params.nthread = 1
+        rc = llama_cpp.llama_model_quantize(a.gguf.encode(), a.out.encode(), ctypes.byref(params))
+        if rc != 0:
+            raise SystemExit(f"llama_model_quantize returned {rc}")
     else:
         raise SystemExit(f"unknown command {a.cmd}")
 

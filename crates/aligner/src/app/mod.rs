@@ -190,7 +190,10 @@ pub fn weight_format(
 /// Loads a model or adapter folder, or a GGUF file (imported into the cache the first time,
 /// [`hub::ensure_gguf_imported`]), for inference. `dtype` and `weights` left `None` (`auto`)
 /// pick, on the CPU, f32 activations with `cpu_format` blocks (the packed model's fast
-/// decoding) and elsewhere bf16 dense weights. Returns the model and its tokenizer folder.
+/// decoding) and elsewhere bf16 dense weights; where `cpu_format` is int4 and the folder holds
+/// its GGUF file's own blocks ([`aligner_model::import::GGUF_BLOCKS_FILE`]), `auto` packs those
+/// ([`WeightFormat::Gguf`]: the file's Q4_K, Q6_K, ... code for code; for the embedded Q4_1
+/// model the same pack as int4). Returns the model and its tokenizer folder.
 pub fn load_for_inference(
     dir: &Path,
     device: tch::Device,
@@ -208,7 +211,6 @@ pub fn load_for_inference(
         },
         DType::kind,
     );
-    let packed = (format != WeightFormat::Dense).then_some(format);
     let imported;
     let dir = if hub::is_gguf_file(dir) {
         // The import reports progress only when it runs: say so once.
@@ -222,6 +224,15 @@ pub fn load_for_inference(
     } else {
         dir
     };
+    let format = if weights.is_none()
+        && format == WeightFormat::Int4
+        && dir.join(aligner_model::import::GGUF_BLOCKS_FILE).is_file()
+    {
+        WeightFormat::Gguf
+    } else {
+        format
+    };
+    let packed = (format != WeightFormat::Dense).then_some(format);
     let cache = PackCache::from_env();
     let (model, tokenizer, outcome) =
         InferenceModel::load_cached(dir, kind, device, packed, cache.as_ref())
