@@ -18,11 +18,12 @@ use tch::Device;
 #[derive(Parser)]
 #[command(about = "Measure decode and prefill tokens/s")]
 struct Args {
-    /// Hugging Face layout model folder (default: the embedded SmolLM2-135M-Instruct).
+    /// Hugging Face layout model folder or GGUF file (default: the embedded
+    /// SmolLM2-135M-Instruct).
     #[arg(long)]
     model_dir: Option<PathBuf>,
-    /// Dtypes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "f32,bf16", value_parser = common::dtype)]
+    /// Dtypes to measure (dense models), comma-separated; `--dtypes` with no value measures none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "f32,bf16", value_parser = common::dtype)]
     dtypes: Vec<DType>,
     /// Packed weight formats to measure (f32 activations), comma-separated; `--packed` with no
     /// value measures none.

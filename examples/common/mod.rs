@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 
 use aligner::model::{DType, InferenceModel, WeightFormat, hub, parse_device};
 
-/// `dir` if given, else the embedded default model, fetched and imported on first use.
+/// `dir` if given (a GGUF file is imported into the cache on first use, as the applications do
+/// with `load_for_inference`), else the embedded default model, fetched and imported on first use.
 pub fn model_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = dir {
+        if hub::is_gguf_file(dir) {
+            return Ok(hub::ensure_gguf_imported(dir, &mut |_, _, _| {})?);
+        }
         return Ok(dir.to_path_buf());
     }
     Ok(hub::ensure_default_model_with_bar()?)

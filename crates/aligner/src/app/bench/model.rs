@@ -261,7 +261,7 @@ pub fn run(args: &Options, mut log: impl FnMut(&str)) -> Result<Bench> {
     let (ppl, reference_top1) = chunked_quality(&reference, &text)?;
     results.insert("ppl_f32".into(), ppl.into());
     for format in &args.packed {
-        let model = PackedLlama::from_model(&reference, Kind::Float, *format)?;
+        let model = PackedLlama::from_model_in(&reference, &dir, Kind::Float, *format)?;
         let (ppl, top1) = chunked_quality(&model, &text)?;
         let agree = agreement(&top1, &reference_top1);
         log(&format!(
