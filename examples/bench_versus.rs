@@ -18,6 +18,9 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "Batch-1 decoding against llama.cpp on the same GGUF, alternating")]
 struct Args {
+    /// The GGUF file both sides decode (default: the embedded SmolLM2-135M-Instruct Q4_1).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
     /// Alternated rounds.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
@@ -31,8 +34,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let model_dir = common::model_dir(None)?;
-    let gguf = hub::fetch_gguf(&hub::SMOLLM2_135M_INSTRUCT, &mut |_, _, _| {})?;
+    let gguf = match args.gguf {
+        Some(file) => file,
+        None => hub::fetch_gguf(&hub::SMOLLM2_135M_INSTRUCT, &mut |_, _, _| {})?,
+    };
+    let model_dir = common::model_dir(Some(&gguf))?;
     let options = versus::Options {
         model_dir,
         gguf,

@@ -26,7 +26,7 @@ use crate::{Error, Result};
 /// The version of the packed file format and of the packing it stores. Bump it whenever
 /// either changes (the layout, quantisation, fusion or the dense copies): it is part of the
 /// pack cache's key, so packs made by older code are not reused.
-pub const PACK_VERSION: u32 = 1;
+pub const PACK_VERSION: u32 = 2;
 
 const META_VERSION: &str = "aligner.pack";
 const META_FORMAT: &str = "format";

@@ -76,40 +76,29 @@ pub(super) enum Blocks {
 }
 
 impl Blocks {
-    /// `parts` stacked along the output rows: one Q4 or Q8 matrix where they all have that
-    /// format, else the parts as they are.
+    /// `parts` stacked along the output rows: consecutive parts of the same format become one
+    /// matrix, and a single Q4_1 or Q8_0 matrix is held as such.
     pub(super) fn stacked(parts: Vec<QMatrix>) -> std::result::Result<Self, QuantError> {
         let cols = parts.first().map_or(0, QMatrix::cols);
-        let rows = parts.iter().map(QMatrix::rows).sum();
-        let q4: Option<Vec<_>> = parts
-            .iter()
-            .map(|p| match p {
-                QMatrix::Q4_1(m) => Some(m.blocks()),
-                _ => None,
-            })
-            .collect();
-        if let Some(q4) = q4 {
-            return Ok(Self::Q4(Q4Matrix::from_blocks(&q4.concat(), rows, cols)?));
+        if let Some(p) = parts.iter().find(|p| p.cols() != cols) {
+            return Err(QuantError::Width(p.cols()));
         }
-        let q8: Option<Vec<_>> = parts
-            .iter()
-            .map(|p| match p {
-                QMatrix::Q8_0(m) => Some(m.blocks()),
-                _ => None,
-            })
-            .collect();
-        if let Some(q8) = q8 {
-            return Ok(Self::Q8(Q8Matrix::from_blocks(&q8.concat(), rows, cols)?));
+        let mut merged: Vec<QMatrix> = Vec::with_capacity(parts.len());
+        for part in parts {
+            if let Some(last) = merged.last_mut()
+                && let Some(both) = last.stack(&part)
+            {
+                *last = both;
+                continue;
+            }
+            merged.push(part);
         }
-        if parts.iter().any(|p| p.cols() != cols) {
-            return Err(QuantError::Mismatch {
-                width: cols,
-                out: rows,
-                rows,
-                cols,
-            });
-        }
-        Ok(Self::Parts(parts))
+        Ok(match <[QMatrix; 1]>::try_from(merged) {
+            Ok([QMatrix::Q4_1(m)]) => Self::Q4(m),
+            Ok([QMatrix::Q8_0(m)]) => Self::Q8(m),
+            Ok([other]) => Self::Parts(vec![other]),
+            Err(merged) => Self::Parts(merged),
+        })
     }
 
     /// `x` times the blocks, in `(rows, x.rows())` layout.

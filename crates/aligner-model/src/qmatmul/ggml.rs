@@ -225,6 +225,20 @@ impl QMatrix {
         })
     }
 
+    /// `self`'s rows followed by `other`'s, where both have the same format and width (`None`
+    /// where they do not).
+    pub fn stack(&self, other: &Self) -> Option<Self> {
+        Some(match (self, other) {
+            (Self::Q4_1(a), Self::Q4_1(b)) => Self::Q4_1(a.stack(b).ok()?),
+            (Self::Q8_0(a), Self::Q8_0(b)) => Self::Q8_0(a.stack(b).ok()?),
+            (Self::Q4_K(a), Self::Q4_K(b)) => Self::Q4_K(a.stack(b).ok()?),
+            (Self::Q5_1(a), Self::Q5_1(b)) => Self::Q5_1(a.stack(b).ok()?),
+            (Self::Q5_K(a), Self::Q5_K(b)) => Self::Q5_K(a.stack(b).ok()?),
+            (Self::Q6_K(a), Self::Q6_K(b)) => Self::Q6_K(a.stack(b).ok()?),
+            _ => return None,
+        })
+    }
+
     /// The GGUF name of the format.
     pub fn format_name(&self) -> &'static str {
         match self {

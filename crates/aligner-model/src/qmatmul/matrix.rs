@@ -59,6 +59,21 @@ impl<F: Format> BlockMatrix<F> {
         })
     }
 
+    /// `self`'s rows followed by `other`'s, for matrices of the same width.
+    pub fn stack(&self, other: &Self) -> Result<Self, QuantError> {
+        if other.cols != self.cols {
+            return Err(QuantError::Width(other.cols));
+        }
+        let join = |a: &[F::Scale], b: &[F::Scale]| Slab::Owned([a, b].concat());
+        Self::from_parts(
+            self.rows + other.rows,
+            self.cols,
+            join(&self.d, &other.d),
+            join(&self.m, &other.m),
+            Slab::Owned([&self.qs[..], &other.qs[..]].concat()),
+        )
+    }
+
     /// The scales, one per block, row-major.
     #[cfg_attr(not(feature = "torch"), allow(dead_code))]
     pub(crate) fn scales(&self) -> &[F::Scale] {

@@ -325,3 +325,19 @@ fn bad_gguf_tensors_are_errors() {
         Err(QuantError::Type(_))
     ));
 }
+
+/// Stacking two matrices of one format puts the second's rows after the first's; matrices of
+/// different formats or widths do not stack.
+#[test]
+fn matrices_of_one_format_stack_by_rows() {
+    let a = QMatrix::from_ggml(GgmlType::Q5_0, &ggml_bytes(GgmlType::Q5_0, 3, 64, 1), 3, 64);
+    let b = QMatrix::from_ggml(GgmlType::Q5_1, &ggml_bytes(GgmlType::Q5_1, 2, 64, 2), 2, 64);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let both = a.stack(&b).unwrap();
+    assert_eq!(both.rows(), 5);
+    assert_eq!(both.dequantize(), [a.dequantize(), b.dequantize()].concat());
+    let q8 = QMatrix::from_ggml(GgmlType::Q8_0, &ggml_bytes(GgmlType::Q8_0, 1, 64, 3), 1, 64);
+    assert_eq!(a.stack(&q8.unwrap()), None);
+    let wide = QMatrix::from_ggml(GgmlType::Q5_1, &ggml_bytes(GgmlType::Q5_1, 1, 96, 4), 1, 96);
+    assert_eq!(a.stack(&wide.unwrap()), None);
+}

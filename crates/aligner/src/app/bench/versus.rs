@@ -1,5 +1,6 @@
 //! Batch-1 greedy decoding against llama.cpp on the same GGUF file, alternating: each round
-//! measures our packed int4 model (which runs the file's own Q4_1 blocks) and then llama.cpp
+//! measures our model packed in the file's own blocks ([`WeightFormat::Gguf`]; for the embedded
+//! Q4_1 file the int4 pack) and then llama.cpp
 //! (`xtask/reference/llamacpp_bench.py`, llama-cpp-python in the cached environment, a process
 //! per round), both decoding 128 tokens from the same 16 prompt tokens, each figure the fastest
 //! of 2 calls after a warm-up. The report gives both sides' medians and spreads over the
@@ -89,8 +90,8 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Bench> {
         &options.model_dir,
         tch::Device::Cpu,
         None,
-        Some(WeightFormat::Int4),
-        WeightFormat::Int4,
+        Some(WeightFormat::Gguf),
+        WeightFormat::Gguf,
     )?;
     let tokenizer = ModelTokenizer::from_dir(&tokenizer_dir)?;
     let mut prompt = tokenizer.encode(PROMPT, false)?;
@@ -99,7 +100,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Bench> {
         InferenceModel::Packed(p) => p.weight_bytes_per_token(),
         InferenceModel::Llama(_) => {
             return Err(Error::Invalid(format!(
-                "{} did not pack as int4",
+                "{} did not pack in its GGUF blocks",
                 options.model_dir.display()
             )));
         }
@@ -149,14 +150,14 @@ fn report(ours: &[f64], theirs: &[f64], bytes: usize, read_gb_s: f64, options: &
         .collect::<Vec<_>>()
         .join(", ");
     let md = format!(
-        "{HEADING}\n\nBatch-1 greedy decoding of the embedded model's GGUF file ({}), {} rounds \
-         alternating our packed int4 model (the file's own Q4_1 blocks, Q8_0 head) with \
+        "{HEADING}\n\nBatch-1 greedy decoding of the GGUF file {}, {} rounds alternating our \
+         model packed in the file's own blocks (for the embedded Q4_1 file: int4, Q8_0 head) with \
          llama.cpp (llama-cpp-python, {cores} threads, built from source for this CPU by `cargo \
          xtask setup`, without its AMX kernels); {NEW_TOKENS} tokens from the same 16 \
          prompt tokens, each figure the fastest of 2 calls after a warm-up (`bench_versus`; \
          {cpu}, {cores} cores, load {load}).\n\n\
          | | median (min–max), tok/s |\n|---|---:|\n\
-         | aligner-rs int4 | {a:.1} ({a_min:.1}–{a_max:.1}) |\n\
+         | aligner-rs, the file's blocks | {a:.1} ({a_min:.1}–{a_max:.1}) |\n\
          | llama.cpp | {b:.1} ({b_min:.1}–{b_max:.1}) |\n\
          | ratio of the medians | {:.2}x |\n\n\
          Rounds (ours/llama.cpp): {pairs}. Ours reads {:.1} MB of weights per token; at the \
