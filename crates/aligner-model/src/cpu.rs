@@ -218,10 +218,7 @@ pub fn tuning() -> Tuning {
 /// AVX2 CPU).
 pub fn native_bf16() -> bool {
     static NATIVE: OnceLock<bool> = OnceLock::new();
-    path() == CpuPath::Avx512
-        && *NATIVE.get_or_init(|| {
-            std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| cpu_flags_have_bf16(&info))
-        })
+    path() == CpuPath::Avx512 && *NATIVE.get_or_init(|| cpu_flags_have_bf16(cpuinfo()))
 }
 
 /// The environment variable that picks the dtype of packed CPU models' dense copies (the weights
@@ -268,23 +265,18 @@ fn parse_dense_copy(value: &str) -> Result<Option<bool>, Error> {
 /// The CPU's model name as `/proc/cpuinfo` gives it (`unknown CPU` where it cannot be read):
 /// what benchmark reports name as the machine, with [`vector_flags`].
 pub fn model_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, name)| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    cpuinfo()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown CPU".into(), |(_, name)| name.trim().to_owned())
 }
 
 /// The CPU's vector extensions that decide matrix-product speed, as `/proc/cpuinfo` names them
 /// (for example `avx2, fma, avx512f, avx512_vnni, amx_bf16`; `no AVX2` where none is listed):
 /// what benchmark reports name beside the CPU model.
 pub fn vector_flags() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = info
+    let flags: Vec<&str> = cpuinfo()
         .lines()
         .find(|l| l.starts_with("flags"))
         .map(|l| l.split_whitespace().collect())
@@ -303,6 +295,13 @@ pub fn vector_flags() -> String {
     } else {
         found.join(", ")
     }
+}
+
+/// The text of `/proc/cpuinfo`, read once per process (empty where it cannot be read: other
+/// systems than Linux).
+fn cpuinfo() -> &'static str {
+    static INFO: OnceLock<String> = OnceLock::new();
+    INFO.get_or_init(|| std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
 }
 
 /// Whether the `flags` lines of a `/proc/cpuinfo` text list a native bf16 feature.
