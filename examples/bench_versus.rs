@@ -1,9 +1,10 @@
-//! Batch-1 greedy decoding of the embedded model's GGUF file, ours (packed int4) against
-//! llama.cpp (llama-cpp-python in the cached environment), alternating rounds; medians, spreads,
-//! their ratio and our roofline share (`aligner::app::bench::versus` does the work).
+//! Batch-1 greedy decoding of a GGUF file (the embedded model's by default), ours (packed in the
+//! file's own blocks) against llama.cpp (llama-cpp-python in the cached environment),
+//! alternating rounds; medians, spreads, their ratio and our roofline share
+//! (`aligner::app::bench::versus` does the work).
 //!
 //! Run: `cargo run --release --example bench_versus -- --doc docs/benchmarks.md`
-//! (`cargo xtask bench --llama-cpp` runs it).
+//! (`cargo xtask bench --llama-cpp` runs it), or `-- --gguf FILE.gguf --rounds 5` for any file.
 
 #[path = "common/mod.rs"]
 mod common;

@@ -40,7 +40,7 @@ pub fn repo_path(rel: &str) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Weights(pub Option<WeightFormat>);
 
-/// clap parser for `--weights`: `auto`, `dense`, `int8` or `int4`.
+/// clap parser for `--weights`: `auto`, `dense`, `int8`, `int4` or `gguf`.
 pub fn weights(s: &str) -> Result<Weights, String> {
     if s.eq_ignore_ascii_case("auto") {
         return Ok(Weights(None));
