@@ -25,8 +25,12 @@ impl GgufBlocks {
         if !path.is_file() {
             return Ok(Self::default());
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        Self::parse(&path, &bytes)
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: a read-only private mapping of a file the import wrote and nothing rewrites in
+        // place (a new import replaces the folder); the blocks are copied out before it is
+        // unmapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        Self::parse(&path, &map)
     }
 
     fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {

@@ -190,14 +190,14 @@ impl Proj {
                         weight.device()
                     )));
                 }
-                let values = Vec::<f32>::try_from(w32.view([-1]).to_device(Device::Cpu))?;
+                let values = || Vec::<f32>::try_from(w32.view([-1]).to_device(Device::Cpu));
                 let (rows, cols) = (rows as usize, cols as usize);
                 let err = |e: QuantError| {
                     Error::InvalidArgument(format!("{name}: cannot quantise as {format}: {e}"))
                 };
                 Some(match format {
                     WeightFormat::Int4 => {
-                        Blocks::Q4(Q4Matrix::from_f32(&values, rows, cols).map_err(err)?)
+                        Blocks::Q4(Q4Matrix::from_f32(&values()?, rows, cols).map_err(err)?)
                     }
                     WeightFormat::Gguf if !own.is_empty() => {
                         let blocks = Blocks::stacked(own).map_err(err)?;
@@ -208,7 +208,7 @@ impl Proj {
                         }
                         blocks
                     }
-                    _ => Blocks::Q8(Q8Matrix::from_f32(&values, rows, cols).map_err(err)?),
+                    _ => Blocks::Q8(Q8Matrix::from_f32(&values()?, rows, cols).map_err(err)?),
                 })
             }
         };
