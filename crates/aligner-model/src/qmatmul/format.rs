@@ -82,10 +82,7 @@ pub trait Codes:
 impl Codes for [u8; BLOCK / 2] {
     #[inline]
     fn values(&self) -> [i32; BLOCK] {
-        std::array::from_fn(|j| {
-            let b = self[j % (BLOCK / 2)];
-            i32::from(if j < BLOCK / 2 { b & 0x0F } else { b >> 4 })
-        })
+        std::array::from_fn(|e| i32::from(nibble(self, e)))
     }
 
     #[inline]
