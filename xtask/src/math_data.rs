@@ -57,7 +57,6 @@ pub fn run(args: MathDataArgs) -> Result<()> {
         "config": config,
     });
     let meta_path = out.join("meta.json");
-    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)? + "\n")
-        .with_context(|| format!("writing {}", meta_path.display()))?;
+    aligner_data::file::write_json(&meta_path, &meta)?;
     Ok(())
 }

@@ -31,6 +31,7 @@
 //! # Ok::<(), aligner_data::Error>(())
 //! ```
 
+use crate::file::WrapFileError as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -184,7 +185,7 @@ impl AlignerConfig {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(Error::Io { path, source }),
+            Err(source) => return Err(Error::io(&path, source)),
         };
         let config: Self = serde_json::from_str(&text).map_err(|e| Error::AlignerConfig {
             path: path.clone(),
@@ -203,10 +204,7 @@ impl AlignerConfig {
             reason: e.to_string(),
         })?;
         text.push('\n');
-        crate::atomic::write(&path, text.as_bytes()).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        crate::file::write_bytes(&path, text.as_bytes())?;
         Ok(path)
     }
 

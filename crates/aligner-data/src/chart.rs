@@ -33,14 +33,8 @@ pub enum ChartError {
         reason: String,
     },
     /// Writing the file failed (the destination is unchanged).
-    #[error("cannot write {}: {source}", path.display())]
-    Write {
-        /// The chart's file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::FileError),
 }
 
 const FONT_CANDIDATES: &[&str] = &[
@@ -92,7 +86,7 @@ pub type DrawResult = Result<(), Box<dyn std::error::Error>>;
 ///
 /// # Errors
 /// [`ChartError::NoFont`], [`ChartError::Draw`] with the drawing library's message, or
-/// [`ChartError::Write`].
+/// [`ChartError::File`].
 pub fn draw_png(path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<(), ChartError> {
     ensure_font()?;
     crate::atomic::write_via_path(
@@ -103,10 +97,7 @@ pub fn draw_png(path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<(
                 reason: e.to_string(),
             })
         },
-        |source| ChartError::Write {
-            path: path.to_path_buf(),
-            source,
-        },
+        |source| crate::FileError::io(path, source).into(),
     )
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::file::FileError;
+
 /// What is wrong with one field of one record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -59,15 +61,9 @@ impl FieldError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Reading, writing or parsing a whole file failed (the error names it).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A file is not valid JSON (for JSONL: one line is not). `row` is the
     /// 1-based record number when known (JSONL line, array element).
     #[error("{path}: invalid JSON{} at line {line}, column {column}: {source}", row.map(|r| format!(" in row {r}")).unwrap_or_default())]
@@ -288,13 +284,6 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
-    }
-
     pub(crate) fn json(
         path: impl Into<PathBuf>,
         row: Option<usize>,
@@ -313,14 +302,11 @@ impl Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The JSON type name of a value, for error messages.
+/// The JSON type name of a value without its article (`string`, `object`), for error messages.
 pub(crate) fn json_type(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "boolean",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Object(_) => "object",
-    }
+    let phrase = crate::file::json_type(v);
+    phrase
+        .strip_prefix("an ")
+        .or_else(|| phrase.strip_prefix("a "))
+        .unwrap_or(phrase)
 }

@@ -51,6 +51,7 @@ pub mod batch;
 pub mod chart;
 pub mod error;
 pub mod everyday;
+pub mod file;
 pub mod format;
 pub mod math;
 pub mod mix;
@@ -67,6 +68,7 @@ pub mod warmup;
 
 pub use aligner_config::{AlignerConfig, AlignerTask, PromptOverrides, Prompter};
 pub use error::{Error, FieldError, FieldIssue, Result};
+pub use file::FileError;
 pub use format::{Example, Format, Registry};
 pub use mix::{Mix, MixOptions, MixedExample, load_mix};
 pub use prepare::{DatasetInput, Manifest, PrepareOptions, Progress, prepare};

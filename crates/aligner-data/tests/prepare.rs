@@ -10,8 +10,8 @@ use aligner_data::batch::TokenizedRow;
 use aligner_data::prepare::{Stage, read_prepared, read_shard};
 use aligner_data::warmup::IdentityPlacement;
 use aligner_data::{
-    DatasetInput, DatasetSpec, Encoder, Error, IGNORE_INDEX, Manifest, MixOptions, PrepareOptions,
-    Progress, ReadOptions, Record, Registry, prepare, read_rows,
+    DatasetInput, DatasetSpec, Encoder, Error, FileError, IGNORE_INDEX, Manifest, MixOptions,
+    PrepareOptions, Progress, ReadOptions, Record, Registry, prepare, read_rows,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -342,7 +342,7 @@ fn a_broken_prepared_folder_is_an_error_naming_the_file() {
     // No manifest.
     let err = read_prepared(dir.path()).unwrap_err();
     assert!(
-        matches!(&err, Error::Io { path, .. } if path.ends_with("manifest.json")),
+        matches!(&err, Error::File(FileError::Io { path, .. }) if path.ends_with("manifest.json")),
         "{err}"
     );
     let m = run(&fixture("correction.jsonl"), dir.path(), &opts);
@@ -355,7 +355,7 @@ fn a_broken_prepared_folder_is_an_error_naming_the_file() {
     std::fs::remove_file(&shard).unwrap();
     let err = read_prepared(dir.path()).unwrap_err();
     assert!(
-        matches!(&err, Error::Io { path, .. } if *path == shard),
+        matches!(&err, Error::File(FileError::Io { path, .. }) if *path == shard),
         "{err}"
     );
     assert!(err.to_string().contains("shard-00001.safetensors"), "{err}");

@@ -6,7 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use aligner_data::{
-    CorrectionRow, Error, FieldIssue, FileKind, ReadOptions, Record, StreamRow, read_rows,
+    CorrectionRow, Error, FieldIssue, FileError, FileKind, ReadOptions, Record, StreamRow,
+    read_rows,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -309,7 +310,7 @@ fn other_file_errors() {
     );
     let missing = dir.path().join("nope.jsonl");
     assert!(
-        matches!(read_rows::<CorrectionRow>(&missing, &strict()), Err(Error::Io { path, .. }) if path == missing)
+        matches!(read_rows::<CorrectionRow>(&missing, &strict()), Err(Error::File(FileError::Io { path, .. })) if path == missing)
     );
     let p = write(dir.path(), "garbage.parquet", b"PAR1 this is not parquet");
     assert!(matches!(

@@ -20,25 +20,9 @@ pub enum Error {
     /// A chart could not be drawn or written.
     #[error(transparent)]
     Chart(#[from] aligner_data::chart::ChartError),
-    /// A file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
-    Write {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A file could not be opened or read.
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file or folder could not be read, created or written; the error names it.
+    #[error(transparent)]
+    File(#[from] aligner_data::FileError),
 
     /// A JSONL line is not valid JSON.
     #[error("{}:{line}: invalid JSON: {source}", path.display())]

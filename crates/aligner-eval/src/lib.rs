@@ -49,4 +49,5 @@ pub mod report;
 pub mod score;
 pub mod stats;
 
+pub use aligner_data::FileError;
 pub use error::{Error, Result};

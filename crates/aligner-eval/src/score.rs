@@ -41,10 +41,7 @@ impl ScoreModel {
     pub fn load(dir: impl AsRef<Path>, kind: Kind, device: Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Io {
-            path: config_path.clone(),
-            source: e,
-        })?;
+        let text = aligner_data::file::read_text(&config_path)?;
         let extra: ScoreConfig = serde_json::from_str(&text)
             .map_err(|e| Error::InvalidArgument(format!("{}: {e}", config_path.display())))?;
         // The backbone has no LM head: build it tied so that no `lm_head.weight` is expected.

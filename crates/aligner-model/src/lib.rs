@@ -28,11 +28,11 @@ mod error;
 pub mod gguf;
 pub mod hub;
 pub mod import;
-mod io;
 pub mod qmatmul;
 pub mod remote;
 pub mod tokenizer;
 
+pub use aligner_data::FileError;
 pub use config::{Config, LoraSpec};
 pub use error::{Error, Result};
 pub use tokenizer::ModelTokenizer;

@@ -1,6 +1,7 @@
 //! Loading safetensors checkpoints (single file or sharded) into a `VarStore` by name, with
 //! typed errors naming the file and tensor for anything missing, misshapen or corrupt.
 
+use aligner_data::file::WrapFileError as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -40,7 +41,7 @@ pub(crate) fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<Weigh
     struct Index {
         weight_map: HashMap<String, String>,
     }
-    let parsed: Index = crate::io::read_json(&index)?;
+    let parsed: Index = aligner_data::file::read_json(&index)?;
     let mut files: Vec<PathBuf> = parsed.weight_map.values().map(|f| dir.join(f)).collect();
     files.sort();
     files.dedup();

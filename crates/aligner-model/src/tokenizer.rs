@@ -1,5 +1,6 @@
 //! Tokenizers: built from GGUF metadata (byte-level BPE) or loaded from `tokenizer.json`.
 
+use aligner_data::file::WrapFileError as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -71,7 +72,7 @@ impl TokenizerConfig {
                 reason: e.to_string(),
             }
         })?;
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = aligner_data::file::read_text(path)?;
         let raw: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
         let token_text = |key: &str| match raw.get(key) {
@@ -504,5 +505,8 @@ pub(crate) fn save_tokenizer(
         path: path.clone(),
         reason: format!("save: {e}"),
     })?;
-    crate::io::write_json(&dir.join("tokenizer_config.json"), config)
+    Ok(aligner_data::file::write_json(
+        &dir.join("tokenizer_config.json"),
+        config,
+    )?)
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use aligner_model::gguf::GgufFile;
-use aligner_model::{Config, Error, Llama, ModelTokenizer};
+use aligner_model::{Config, Error, FileError, Llama, ModelTokenizer};
 use safetensors::tensor::{Dtype, TensorView};
 use tch::{Device, Kind, nn};
 
@@ -119,13 +119,13 @@ fn missing_or_corrupt_config_is_named() {
     std::fs::write(tmp.path().join("config.json"), b"{\"vocab_size\": 50,").unwrap();
     let err = Llama::load(tmp.path(), Kind::Float, Device::Cpu).unwrap_err();
     assert!(
-        matches!(&err, Error::Json { path, .. } if path.ends_with("config.json")),
+        matches!(&err, Error::File(FileError::Json { path, .. }) if path.ends_with("config.json")),
         "{err:?}"
     );
     std::fs::remove_file(tmp.path().join("config.json")).unwrap();
     let err = Llama::load(tmp.path(), Kind::Float, Device::Cpu).unwrap_err();
     assert!(
-        matches!(&err, Error::Io { path, .. } if path.ends_with("config.json")),
+        matches!(&err, Error::File(FileError::Io { path, .. }) if path.ends_with("config.json")),
         "{err:?}"
     );
 }

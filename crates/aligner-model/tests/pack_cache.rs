@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use aligner_model::{
-    CausalLm, Config, Error, InferenceModel, Llama, PackCache, PackOutcome, PackedLlama,
+    CausalLm, Config, Error, FileError, InferenceModel, Llama, PackCache, PackOutcome, PackedLlama,
     WeightFormat,
 };
 use tch::{Device, Kind, Tensor, nn};
@@ -142,7 +142,7 @@ fn bad_pack_files_are_errors_naming_the_file() {
     }
     assert!(matches!(
         PackedLlama::open(&tmp.path().join("absent.safetensors")),
-        Err(Error::Io { .. })
+        Err(Error::File(FileError::Io { .. }))
     ));
 }
 

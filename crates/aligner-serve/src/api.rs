@@ -3,6 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aligner_data::file::json_type;
 use aligner_model::chat::ChatMessage;
 use aligner_model::generate::SamplingConfig;
 use aligner_stream::Conversation;
@@ -97,17 +98,6 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
 }
 
-fn field_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// The text of a message's `content`: a string, or an array of `{"type": "text", "text"}`
 /// parts.
 fn content_text(content: &Value, i: usize) -> Result<String, ApiError> {
@@ -132,7 +122,7 @@ fn content_text(content: &Value, i: usize) -> Result<String, ApiError> {
             Some("messages"),
             format!(
                 "messages[{i}].content must be a string, not {}",
-                field_type(other)
+                json_type(other)
             ),
         )),
     }
@@ -144,7 +134,7 @@ fn number(body: &Map<String, Value>, key: &'static str) -> Result<Option<f64>, A
         Some(Value::Number(n)) => Ok(n.as_f64()),
         Some(other) => Err(ApiError::invalid(
             Some(key),
-            format!("`{key}` must be a number, not {}", field_type(other)),
+            format!("`{key}` must be a number, not {}", json_type(other)),
         )),
     }
 }
@@ -160,7 +150,7 @@ fn integer(body: &Map<String, Value>, key: &'static str) -> Result<Option<u64>, 
         }),
         Some(other) => Err(ApiError::invalid(
             Some(key),
-            format!("`{key}` must be an integer, not {}", field_type(other)),
+            format!("`{key}` must be an integer, not {}", json_type(other)),
         )),
     }
 }
@@ -177,14 +167,14 @@ fn stop_sequences(body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
                 Value::String(s) => Ok(s.clone()),
                 other => Err(invalid(format!(
                     "`stop` must hold strings, not {}",
-                    field_type(other)
+                    json_type(other)
                 ))),
             })
             .collect::<Result<_, _>>()?,
         Some(other) => {
             return Err(invalid(format!(
                 "`stop` must be a string or an array of strings, not {}",
-                field_type(other)
+                json_type(other)
             )));
         }
     };
@@ -274,7 +264,7 @@ pub fn parse_request(bytes: &[u8], config: &ServeConfig) -> Result<ChatRequest, 
         Some(other) => {
             return Err(ApiError::invalid(
                 Some("model"),
-                format!("`model` must be a string, not {}", field_type(other)),
+                format!("`model` must be a string, not {}", json_type(other)),
             ));
         }
     };
@@ -306,7 +296,7 @@ pub fn parse_request(bytes: &[u8], config: &ServeConfig) -> Result<ChatRequest, 
         Some(other) => {
             return Err(ApiError::invalid(
                 Some("aligner_mode"),
-                format!("`aligner_mode` must be a string, not {}", field_type(other)),
+                format!("`aligner_mode` must be a string, not {}", json_type(other)),
             ));
         }
     }
@@ -324,7 +314,7 @@ pub fn parse_request(bytes: &[u8], config: &ServeConfig) -> Result<ChatRequest, 
         Some(other) => {
             return Err(ApiError::invalid(
                 Some("messages"),
-                format!("`messages` must be an array, not {}", field_type(other)),
+                format!("`messages` must be an array, not {}", json_type(other)),
             ));
         }
     };
@@ -367,7 +357,7 @@ pub fn parse_request(bytes: &[u8], config: &ServeConfig) -> Result<ChatRequest, 
         Some(other) => {
             return Err(ApiError::invalid(
                 Some("stream"),
-                format!("`stream` must be a boolean, not {}", field_type(other)),
+                format!("`stream` must be a boolean, not {}", json_type(other)),
             ));
         }
     };

@@ -1,7 +1,5 @@
 //! The error type of `aligner-stream`.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong while correcting an answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -47,24 +45,9 @@ pub enum Error {
     /// not wanted.
     #[error("the draft was cancelled")]
     Cancelled,
-    /// Writing records failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record could not be serialised.
-    #[error("{}: JSON: {source}", path.display())]
-    Json {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying serde error.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// Reading, writing or parsing a file (records, rows) failed; the error names it.
+    #[error(transparent)]
+    File(#[from] aligner_data::FileError),
 }
 
 /// `Result` with this crate's [`Error`].

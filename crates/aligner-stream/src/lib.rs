@@ -78,6 +78,7 @@ pub mod remote;
 pub mod rows;
 pub use aligner_data::segment;
 
+pub use aligner_data::FileError;
 pub use batch::StreamBatch;
 pub use conversation::Conversation;
 pub use error::{Error, Result};

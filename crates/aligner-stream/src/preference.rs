@@ -20,7 +20,8 @@
 //! # Ok::<(), aligner_stream::Error>(())
 //! ```
 
-use std::path::{Path, PathBuf};
+use aligner_data::file::WrapFileError as _;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,10 +124,7 @@ impl PreferencePair {
                 })
             }
         };
-        text.map_err(|source| Error::Json {
-            path: PathBuf::from("<preference pair>"),
-            source,
-        })
+        text.map_err(|e| Error::json("<preference pair>", e))
     }
 }
 

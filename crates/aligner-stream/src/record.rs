@@ -1,5 +1,6 @@
 //! What a correction run leaves behind: one [`Record`] per question, written as JSON Lines.
 
+use aligner_data::file::WrapFileError as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -163,10 +164,7 @@ pub struct Record {
 impl Record {
     /// The record as one line of JSON (no trailing newline).
     pub fn to_json_line(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|source| Error::Json {
-            path: PathBuf::from("<record>"),
-            source,
-        })
+        serde_json::to_string(self).map_err(|e| Error::json("<record>", e))
     }
 }
 
@@ -180,31 +178,43 @@ pub(crate) struct LineFile {
 impl LineFile {
     /// Creates (or truncates) `path`.
     pub(crate) fn create(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::create(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        Self::open(
+            path.as_ref(),
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+    }
+
+    /// Opens `path` (creating it) for appending.
+    pub(crate) fn append(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open(
+            path.as_ref(),
+            std::fs::OpenOptions::new().append(true).create(true),
+        )
+    }
+
+    fn open(path: &Path, options: &std::fs::OpenOptions) -> Result<Self> {
+        let file = options.open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self {
-            path,
+            path: path.to_path_buf(),
             file: std::io::BufWriter::new(file),
         })
     }
 
+    /// Writes `value` as one line of JSON (see [`LineFile::write_line`]).
+    pub(crate) fn write_json(&mut self, value: &(impl Serialize + ?Sized)) -> Result<()> {
+        let line = serde_json::to_string(value).map_err(|e| Error::json(&self.path, e))?;
+        self.write_line(&line)
+    }
+
     /// Writes `line` and a newline, then flushes, so an interrupted run keeps what it finished.
     pub(crate) fn write_line(&mut self, line: &str) -> Result<()> {
-        let io = |source| Error::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |e| Error::io(&self.path, e);
         self.file.write_all(line.as_bytes()).map_err(io)?;
         self.file.write_all(b"\n").map_err(io)?;
         self.file.flush().map_err(io)
-    }
-
-    /// The file's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -225,10 +235,6 @@ impl JsonlWriter {
 
     /// Writes one record and flushes, so that an interrupted run keeps what it finished.
     pub fn write<T: Serialize + ?Sized>(&mut self, record: &T) -> Result<()> {
-        let line = serde_json::to_string(record).map_err(|source| Error::Json {
-            path: self.file.path().to_path_buf(),
-            source,
-        })?;
-        self.file.write_line(&line)
+        self.file.write_json(record)
     }
 }

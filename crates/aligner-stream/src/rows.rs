@@ -46,16 +46,18 @@
 //! # Ok::<(), aligner_stream::Error>(())
 //! ```
 
+use aligner_data::file::WrapFileError as _;
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 
 use aligner_data::math::MathProblem;
 use aligner_data::rng::{SplitMix64, derive_seed};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{DraftStop, Upstream};
+use crate::record::LineFile;
 use crate::{Error, Result};
 
 /// One sentence-level training row.
@@ -344,10 +346,8 @@ fn fnv1a(s: &str) -> u64 {
 /// row is missing, so the files hold complete problems only.
 #[derive(Debug)]
 pub struct RowFiles {
-    stream_path: PathBuf,
-    whole_path: PathBuf,
-    stream: BufWriter<File>,
-    whole: BufWriter<File>,
+    stream: LineFile,
+    whole: LineFile,
     done: HashSet<String>,
 }
 
@@ -361,14 +361,11 @@ impl RowFiles {
     /// recovering what an interrupted run left.
     ///
     /// # Errors
-    /// [`Error::Io`] when a file cannot be read or written; [`Error::Json`] when a line other
+    /// [`Error::File`] when a file cannot be read or written, or when a line other
     /// than the last is not a JSON object with a string `problem_id` (the file is not ours, or
     /// was damaged).
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+        aligner_data::file::create_dir(dir)?;
         let stream_path = dir.join(Self::STREAM_FILE);
         let whole_path = dir.join(Self::WHOLE_FILE);
         let whole_lines = complete_lines(&whole_path)?;
@@ -377,10 +374,8 @@ impl RowFiles {
         let stream_lines = complete_lines(&stream_path)?;
         rewrite_if_needed(&stream_path, &stream_lines, |id| done.contains(id))?;
         Ok(Self {
-            stream: BufWriter::new(append(&stream_path)?),
-            whole: BufWriter::new(append(&whole_path)?),
-            stream_path,
-            whole_path,
+            stream: LineFile::append(&stream_path)?,
+            whole: LineFile::append(&whole_path)?,
             done,
         })
     }
@@ -397,56 +392,22 @@ impl RowFiles {
         self.done.contains(id)
     }
 
-    /// Appends one problem's rows: the step rows (flushed), then the whole-answer row
-    /// (flushed), which marks the problem as written.
+    /// Appends one problem's rows: the step rows, then the whole-answer row, which marks the
+    /// problem as written (each line flushed as it is written).
     pub fn append(&mut self, steps: &[StepRow], whole: &WholeRow) -> Result<()> {
         for row in steps {
-            write_line(&mut self.stream, &self.stream_path, row)?;
+            self.stream.write_json(row)?;
         }
-        flush(&mut self.stream, &self.stream_path)?;
-        write_line(&mut self.whole, &self.whole_path, whole)?;
-        flush(&mut self.whole, &self.whole_path)?;
+        self.whole.write_json(whole)?;
         self.done.insert(whole.problem_id.clone());
         Ok(())
     }
 }
 
-fn append(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-fn write_line(out: &mut impl Write, path: &Path, row: &impl Serialize) -> Result<()> {
-    serde_json::to_writer(&mut *out, row).map_err(|source| Error::Json {
-        path: path.to_owned(),
-        source,
-    })?;
-    out.write_all(b"\n").map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn flush(out: &mut impl Write, path: &Path) -> Result<()> {
-    out.flush().map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 /// A file's lines as `(problem_id, line)`, with a last line cut mid-write (no newline, not
 /// valid JSON) left out. A missing file has no lines.
 fn complete_lines(path: &Path) -> Result<Vec<(String, String)>> {
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |e| Error::io(path, e);
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -474,13 +435,13 @@ fn complete_lines(path: &Path) -> Result<Vec<(String, String)>> {
             // The last line of an interrupted write: drop it.
             _ if !complete => break,
             _ => {
-                return Err(Error::Json {
-                    path: path.to_owned(),
-                    source: serde::de::Error::custom(format!(
+                return Err(Error::json(
+                    path,
+                    serde::de::Error::custom(format!(
                         "row {} is not an object with a string `problem_id`",
                         out.len() + 1
                     )),
-                });
+                ));
             }
         }
     }
@@ -507,10 +468,7 @@ fn rewrite_if_needed(
     if kept.len() == lines.len() && actual == expected {
         return Ok(());
     }
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |e| Error::io(path, e);
     aligner_data::atomic::write_with(path, |out| {
         for line in kept {
             out.write_all(line.as_bytes())?;

@@ -2,6 +2,7 @@
 //! temporary folder and renamed into place, so a kill mid-write leaves the previous checkpoint
 //! the newest complete one. The data order needs no state: it follows from the seed and step.
 
+use aligner_data::file::WrapFileError as _;
 use std::path::{Path, PathBuf};
 
 use aligner_model::LayeredLm;
@@ -86,7 +87,7 @@ impl<M: LayeredLm> Trainer<M> {
             )));
         }
         Tensor::write_safetensors(&to_cpu(self.optim().moments()), tmp.join(OPTIMIZER))?;
-        crate::error::write_json(&tmp.join(STATE), self.state())?;
+        aligner_data::file::write_json(&tmp.join(STATE), self.state())?;
         self.config().save(tmp.join(CONFIG))?;
         for f in [WEIGHTS, OPTIMIZER, STATE, CONFIG] {
             sync_file(&tmp.join(f))?;
@@ -130,7 +131,7 @@ impl<M: LayeredLm> Trainer<M> {
     /// Restores the state saved in checkpoint folder `dir` (which must come from a run with the
     /// same model, optimizer, schedule, data settings and seed).
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        let saved: TrainConfig = crate::error::read_json(&dir.join(CONFIG))?;
+        let saved: TrainConfig = aligner_data::file::read_json(&dir.join(CONFIG))?;
         if !saved.same_run(self.config()) {
             return Err(Error::Checkpoint {
                 path: dir.to_path_buf(),
@@ -138,7 +139,7 @@ impl<M: LayeredLm> Trainer<M> {
                     .into(),
             });
         }
-        let state: TrainState = crate::error::read_json(&dir.join(STATE))?;
+        let state: TrainState = aligner_data::file::read_json(&dir.join(STATE))?;
         let device = self.model().device();
         let load = |name: &str| -> Result<Vec<(String, Tensor)>> {
             Ok(Tensor::read_safetensors(dir.join(name))?
@@ -160,7 +161,7 @@ impl<M: LayeredLm> Trainer<M> {
         if !path.is_file() {
             return Ok(());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = aligner_data::file::read_text(&path)?;
         let kept: String = text
             .lines()
             .filter(|line| {
@@ -171,6 +172,6 @@ impl<M: LayeredLm> Trainer<M> {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        std::fs::write(&path, kept).map_err(|e| Error::io(&path, e))
+        Ok(aligner_data::file::write_bytes(&path, kept.as_bytes())?)
     }
 }

@@ -308,14 +308,14 @@ impl Default for EvalConfig {
 impl TrainConfig {
     /// Reads a JSON config (unknown fields are an error).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let config: Self = crate::error::read_json(path.as_ref())?;
+        let config: Self = aligner_data::file::read_json(path.as_ref())?;
         config.validate()?;
         Ok(config)
     }
 
     /// Writes the config as pretty JSON.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::error::write_json(path.as_ref(), self)
+        Ok(aligner_data::file::write_json(path.as_ref(), self)?)
     }
 
     /// Checks every value is usable.

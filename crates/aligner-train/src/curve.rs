@@ -17,7 +17,7 @@ pub type Points = Vec<(f64, f64)>;
 /// Train and eval loss per step from a metrics file. A step logged twice (a run resumed from a
 /// checkpoint older than its last logged step) keeps its newest value.
 pub fn read_losses(metrics: &Path) -> Result<(Points, Points)> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
+    let text = aligner_data::file::read_text(metrics)?;
     let mut train = BTreeMap::new();
     let mut eval = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {

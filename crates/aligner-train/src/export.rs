@@ -1,5 +1,6 @@
 //! Exports: the Hugging Face layout (adapters merged) and PEFT-compatible LoRA adapters.
 
+use aligner_data::file::WrapFileError as _;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -74,9 +75,7 @@ impl<M: LayeredLm> Trainer<M> {
             Ok(Tensor::write_safetensors(&weights, tmp)?)
         })?;
         let config = self.model().config().to_hf();
-        write_atomic(&dir.join("config.json"), |tmp| {
-            crate::error::write_json(tmp, &config)
-        })?;
+        aligner_data::file::write_json(&dir.join("config.json"), &config)?;
         if let Some(src) = tokenizer_dir {
             for file in TOKENIZER_FILES {
                 let from = src.join(file);
@@ -126,8 +125,9 @@ impl<M: LayeredLm> Trainer<M> {
             "init_lora_weights": true,
             "modules_to_save": null,
         });
-        write_atomic(&dir.join("adapter_config.json"), |tmp| {
-            crate::error::write_json(tmp, &config)
-        })
+        Ok(aligner_data::file::write_json(
+            &dir.join("adapter_config.json"),
+            &config,
+        )?)
     }
 }

@@ -47,6 +47,7 @@ mod optim;
 pub mod schedule;
 mod trainer;
 
+pub use aligner_data::FileError;
 pub use checkpoint::{latest_checkpoint, list_checkpoints};
 pub use config::{
     CheckpointConfig, DataConfig, EvalConfig, ModelConfig, OptimConfig, Precision, ScheduleConfig,

@@ -1,6 +1,7 @@
 //! The training loop: micro-batches, token-normalised gradient accumulation, mixed precision,
 //! gradient checkpointing, LoRA, evaluation, metrics and checkpoints.
 
+use aligner_data::file::WrapFileError as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

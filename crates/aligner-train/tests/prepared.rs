@@ -171,7 +171,7 @@ fn a_missing_or_broken_prepared_folder_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let err = load_prepared(dir.path()).unwrap_err();
     assert!(
-        matches!(&err, Error::Dataset(aligner_data::Error::Io { path, .. })
+        matches!(&err, Error::Dataset(aligner_data::Error::File(aligner_data::FileError::Io { path, .. }))
             if path.ends_with("manifest.json")),
         "{err}"
     );

@@ -1,5 +1,6 @@
 //! The problem type, reading problem sets (generated or GSM8K-style) and writing them.
 
+use crate::file::WrapFileError as _;
 use std::io::Write;
 use std::path::Path;
 
@@ -139,7 +140,7 @@ fn strip_annotations(text: &str) -> String {
 /// them from [`solution_steps`] with [`split_steps`]. Other fields are ignored.
 ///
 /// # Errors
-/// [`Error::Io`], [`Error::Json`] and the other reading errors of [`crate::read`];
+/// [`Error::File`], [`Error::Json`] and the other reading errors of [`crate::read`];
 /// [`Error::Field`] naming the row and field of a missing or mistyped field, or of an
 /// `answer` without a `#### N` final answer.
 pub fn read_problems(path: &Path) -> Result<Vec<MathProblem>> {
@@ -213,7 +214,7 @@ fn wrong_type(field: &str, expected: &'static str, found: &Value) -> FieldError 
 /// the file.
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be written.
+/// [`Error::File`] when the file cannot be written.
 pub fn write_problems(path: &Path, problems: &[MathProblem]) -> Result<()> {
     let io = |e| Error::io(path, e);
     let file = std::fs::File::create(path).map_err(io)?;

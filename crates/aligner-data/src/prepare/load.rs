@@ -39,9 +39,9 @@ impl Prepared {
 /// Reads `dir`'s `manifest.json` and all its shards, checking each against the manifest.
 ///
 /// # Errors
-/// Each names the file concerned: [`Error::Io`] or [`Error::Json`] for a missing or unreadable
+/// Each names the file concerned: [`Error::File`] or [`Error::Json`] for a missing or unreadable
 /// manifest, [`Error::InvalidManifest`] for another layout version, a shard name that is not a
-/// plain file name or counts that do not add up, [`Error::Io`] for a missing shard,
+/// plain file name or counts that do not add up, [`Error::File`] for a missing shard,
 /// [`Error::Safetensors`] or [`Error::InvalidShard`] for a shard that is not what the manifest
 /// says.
 pub fn read_prepared(dir: &Path) -> Result<Prepared> {

@@ -1,5 +1,6 @@
 //! The JSON manifest written next to the shards.
 
+use crate::file::WrapFileError as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,7 @@ mod load;
 mod manifest;
 mod shard;
 
+use crate::file::WrapFileError as _;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;

@@ -1,5 +1,6 @@
 //! safetensors shards.
 
+use crate::file::WrapFileError as _;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};

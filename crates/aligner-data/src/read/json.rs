@@ -1,5 +1,6 @@
 //! A JSON array of objects, read element by element with a streaming visitor.
 
+use crate::file::WrapFileError as _;
 use std::fmt;
 use std::fs::File;
 use std::io::BufReader;

@@ -1,5 +1,6 @@
 //! JSON Lines: one object per line, read line by line.
 
+use crate::file::WrapFileError as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -12,6 +12,7 @@ mod json;
 mod jsonl;
 mod parquet;
 
+use crate::file::WrapFileError as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Parquet tables read row by row through the `parquet` record API (no arrow).
 
+use crate::file::WrapFileError as _;
 use std::fs::File;
 use std::path::Path;
 

@@ -137,12 +137,12 @@ impl TokenizerConfig {
     /// next to it, when present, becomes the `default` template (as in
     /// recent `transformers`).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::file::read_text(path)?;
         let mut cfg = Self::from_json(&text)?;
         if let Some(dir) = path.parent() {
             let jinja = dir.join("chat_template.jinja");
             if jinja.is_file() {
-                let t = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
+                let t = crate::file::read_text(&jinja)?;
                 cfg.chat_templates.retain(|(n, _)| n != "default");
                 cfg.chat_templates.insert(0, ("default".to_owned(), t));
             }

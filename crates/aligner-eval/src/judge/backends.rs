@@ -98,12 +98,8 @@ impl ResponseCache {
     pub fn put(&self, key: &str, reply: &str) -> Result<()> {
         let path = self.path(key);
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::Write {
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
-        aligner_data::atomic::write(&path, reply.as_bytes())
-            .map_err(|e| Error::Write { path, source: e })
+        aligner_data::file::create_dir(dir)?;
+        Ok(aligner_data::file::write_bytes(&path, reply.as_bytes())?)
     }
 }
 

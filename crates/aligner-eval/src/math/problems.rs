@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 
 use super::{Judgement, Strategy, extract_reference, judge};
 use crate::{Error, Result};
+use aligner_data::FileError;
+use aligner_data::file::json_type;
 
 /// One math problem: a row `{"question": str, "answer": str}` of a GSM8K-style
 /// JSONL file, with an optional `id` (string or integer).
@@ -45,7 +47,7 @@ pub struct Answer {
 /// ignored, as are blank lines.
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be read; [`Error::Json`],
+/// [`Error::File`] when the file cannot be read; [`Error::Json`],
 /// [`Error::NotAnObject`], [`Error::MissingField`], [`Error::FieldType`] and
 /// [`Error::NoReferenceAnswer`] naming the file, line and field of a bad row.
 pub fn load_problems(path: impl AsRef<Path>) -> Result<Vec<Problem>> {
@@ -103,10 +105,7 @@ pub(crate) fn read_jsonl<T>(
     path: &Path,
     mut parse: impl FnMut(usize, &Map<String, Value>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let io_error = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io_error = |e| Error::from(FileError::io(path, e));
     let reader = BufReader::new(File::open(path).map_err(io_error)?);
     let mut rows = Vec::new();
     for (index, text) in reader.lines().enumerate() {
@@ -154,17 +153,6 @@ pub(crate) fn string_field(
             expected: "a string",
             found: json_type(other),
         }),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -358,7 +346,7 @@ mod tests {
 
         let missing = f.path().with_extension("does-not-exist");
         let err = load_answers(&missing).unwrap_err();
-        assert!(matches!(err, Error::Io { ref path, .. } if *path == missing));
+        assert!(matches!(err, Error::File(FileError::Io { ref path, .. }) if *path == missing));
     }
 
     #[test]
@@ -366,7 +354,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"{\"question\": \"\xff\"}\n").unwrap();
         let err = load_answers(f.path()).unwrap_err();
-        assert!(matches!(err, Error::Io { .. }));
+        assert!(matches!(err, Error::File(FileError::Io { .. })));
     }
 
     #[test]

@@ -31,17 +31,10 @@ impl TextStream {
     /// Adds a token; returns the text it completes (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
-        let prefix = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
-        let full = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], false)?;
+        let (prefix, full) = self.window()?;
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
-            let delta = full[prefix.len()..].to_owned();
-            self.prefix_offset = self.read_offset;
-            self.read_offset = self.ids.len();
-            Ok(delta)
+            self.advance();
+            Ok(full[prefix.len()..].to_owned())
         } else {
             Ok(String::new())
         }
@@ -50,15 +43,25 @@ impl TextStream {
     /// Releases text still held back, even if it ends in an incomplete character (shown as
     /// U+FFFD); call it when the token stream has ended.
     pub fn flush(&mut self) -> Result<String> {
-        let prefix = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
-        let full = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], false)?;
+        let (prefix, full) = self.window()?;
+        self.advance();
+        Ok(full.get(prefix.len()..).unwrap_or_default().to_owned())
+    }
+
+    /// The window's released part and the whole window, decoded.
+    fn window(&self) -> Result<(String, String)> {
+        let window = &self.ids[self.prefix_offset..];
+        let released = self.read_offset - self.prefix_offset;
+        Ok((
+            self.tokenizer.decode(&window[..released], false)?,
+            self.tokenizer.decode(window, false)?,
+        ))
+    }
+
+    /// Marks everything pushed so far as released.
+    fn advance(&mut self) {
         self.prefix_offset = self.read_offset;
         self.read_offset = self.ids.len();
-        Ok(full.get(prefix.len()..).unwrap_or_default().to_owned())
     }
 
     /// All ids pushed so far.

@@ -14,6 +14,7 @@
 
 pub(crate) mod dequant;
 
+use aligner_data::file::WrapFileError as _;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! A model folder's own GGUF blocks ([`crate::import::GGUF_BLOCKS_FILE`], written by the
 //! import), which [`WeightFormat::Gguf`](super::WeightFormat::Gguf) packs code for code.
 
+use aligner_data::file::WrapFileError as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

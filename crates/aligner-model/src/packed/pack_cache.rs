@@ -11,6 +11,7 @@
 //! most recently used packs ([`PackCache::with_max_packs`]) and removes older ones when it
 //! stores a new one.
 
+use aligner_data::file::WrapFileError as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -197,7 +198,7 @@ impl PackCache {
         if changed && std::fs::create_dir_all(&self.dir).is_ok() {
             // Forget files that are gone (temporary folders), so the memo does not grow.
             memo.retain(|path, _| Path::new(path).exists());
-            let _ = crate::io::write_json(&index_path, &memo);
+            let _ = aligner_data::file::write_json(&index_path, &memo);
         }
         let key = crate::hub::hex(&Sha256::digest(text.as_bytes()));
         Ok((key, base))

@@ -9,6 +9,7 @@
 //! `config.json` and the norms' epsilon. Every tensor starts at a multiple of 64 bytes
 //! ([`ALIGN`]), so the mapped bytes are used as they are.
 
+use aligner_data::file::WrapFileError as _;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;

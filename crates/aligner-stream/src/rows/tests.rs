@@ -312,7 +312,10 @@ fn a_damaged_file_is_an_error_not_silently_dropped() {
     )
     .unwrap();
     let err = RowFiles::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::Json { .. }), "{err}");
+    assert!(
+        matches!(err, Error::File(aligner_data::FileError::Json { .. })),
+        "{err}"
+    );
 }
 
 #[test]

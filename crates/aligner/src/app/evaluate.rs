@@ -5,7 +5,8 @@
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use super::{Error, Result, create_dir, write_json, write_text};
+use super::{Error, Result};
+use crate::data::file::{create_dir, write_bytes, write_json};
 use crate::eval::judge::{
     AnswerPair, Dimension, HttpJudge, Judge, LocalJudge, ResponseCache, judge_all,
     judge_all_parallel, load_record_pairs,
@@ -254,8 +255,8 @@ pub fn write_reports(
     png: &str,
 ) -> Result<Written> {
     create_dir(out)?;
-    write_json(&out.join("report.json"), report, "")?;
-    write_text(&out.join("report.md"), markdown)?;
+    write_json(&out.join("report.json"), report)?;
+    write_bytes(&out.join("report.md"), markdown.as_bytes())?;
     Ok(Written {
         out: out.to_path_buf(),
         png: png.to_owned(),

@@ -48,24 +48,9 @@ pub enum Error {
     /// A LibTorch operation failed.
     #[error(transparent)]
     Tch(#[from] tch::TchError),
-    /// A file could not be read, created or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A JSON file could not be read or written.
-    #[error("{}: JSON: {source}", path.display())]
-    Json {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// A file could not be read, created, written or parsed; the error names it.
+    #[error(transparent)]
+    File(#[from] crate::data::FileError),
     /// The options or the inputs are unusable (a message for the user).
     #[error("{0}")]
     Invalid(String),
@@ -82,24 +67,6 @@ pub enum Error {
 
 /// `Result` with the applications' [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// An I/O error on `path`.
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
-    /// A JSON error on `path`.
-    pub fn json(path: &Path, source: serde_json::Error) -> Self {
-        Self::Json {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
 
 /// Adds what was being done to an error.
 pub trait Context<T> {
@@ -154,23 +121,6 @@ pub fn sampling_json(s: &SamplingConfig) -> serde_json::Value {
         "frequency_penalty": s.frequency_penalty,
         "seed": s.seed,
     })
-}
-
-/// Writes `value` as pretty JSON to `path` atomically, with `suffix` after it (`"\n"` or `""`,
-/// as each result file always had).
-pub fn write_json(path: &Path, value: &impl serde::Serialize, suffix: &str) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::json(path, e))? + suffix;
-    write_text(path, &text)
-}
-
-/// Writes `text` to `path` atomically.
-pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    crate::data::atomic::write(path, text.as_bytes()).map_err(|e| Error::io(path, e))
-}
-
-/// Creates `dir` and its parents.
-pub fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// The weights [`load_for_inference`] loads: `weights` when given, else `cpu_format` on the
@@ -292,15 +242,5 @@ mod tests {
     fn context_is_shown_before_the_error() {
         let e: Result<()> = Err(Error::Invalid("bad".into())).context_with(|| "doing x".into());
         assert_eq!(e.unwrap_err().to_string(), "doing x: bad");
-    }
-
-    #[test]
-    fn write_json_adds_the_suffix() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
-        let path = dir.path().join("a.json");
-        write_json(&path, &serde_json::json!({"a": 1}), "\n")?;
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        assert_eq!(text, "{\n  \"a\": 1\n}\n");
-        Ok(())
     }
 }

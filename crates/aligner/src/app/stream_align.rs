@@ -85,7 +85,7 @@ pub fn check_trained_for(prompt: &AlignerConfig, mode: Mode, dir: &Path) -> Resu
 /// The questions of a file: JSON Lines with a `question` field, or one question per line.
 /// Blank lines are skipped; an empty question or a line without one is an error naming it.
 pub fn read_questions(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::data::file::read_text(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -286,6 +286,7 @@ pub fn summary(record: &Record, mode: Mode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::file::WrapFileError as _;
 
     fn write(path: &Path, text: &str) -> Result<()> {
         std::fs::write(path, text).map_err(|e| Error::io(path, e))

@@ -13,15 +13,15 @@
 //! the reference solution: the steps joined with single spaces, ending with "The answer is N.",
 //! without the GSM8K `#### N` line) and `OUT/config.json` (the settings, checked on resume).
 
+use crate::data::file::WrapFileError as _;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
 
-use super::{
-    Context as _, Error, Result, create_dir, repo_path, sampling_json, sentence_steps, write_json,
-};
+use super::{Context as _, Error, Result, repo_path, sampling_json, sentence_steps};
+use crate::data::file::{create_dir, write_json};
 use crate::data::math::{MathProblem, read_problems_with};
 use crate::data::template::MATH_SYSTEM_PROMPT;
 use crate::model::generate::SamplingConfig;
@@ -171,9 +171,9 @@ impl fmt::Display for Made {
 pub fn check_settings(out: &Path, settings: &serde_json::Value) -> Result<()> {
     let path = out.join("config.json");
     if !path.is_file() {
-        return write_json(&path, settings, "\n");
+        return Ok(write_json(&path, settings)?);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::data::file::read_text(&path)?;
     let before: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
     if &before == settings {

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Context, Error, Result, create_dir, write_json};
+use super::{Context, Error, Result};
 use crate::data::aligner_config::AlignerConfig;
+use crate::data::file::{create_dir, write_json};
 use crate::data::mix::SourceReport;
 use crate::data::rng::SplitMix64;
 use crate::data::template::ChatTemplate;
@@ -141,7 +142,7 @@ pub fn run(options: &TrainOptions, note: &mut dyn FnMut(Note<'_>)) -> Result<Tra
     };
     config.data.warmup_rows = prepared.warmup_rows;
     create_dir(&options.out)?;
-    write_json(&options.out.join("data_report.json"), &prepared.report, "")?;
+    write_json(&options.out.join("data_report.json"), &prepared.report)?;
     note(Note::Data(&prepared.report));
     // How the aligner must be prompted at inference: the formats it is trained on, wrapped as
     // here. It goes beside the run's files and into every exported model folder.

@@ -11,9 +11,11 @@ pub mod startup;
 pub mod stream;
 pub mod versus;
 
+use crate::data::file::WrapFileError as _;
 use std::path::Path;
 
-use super::{Result, create_dir, write_json};
+use super::Result;
+use crate::data::file::{create_dir, write_json};
 
 /// Fixed questions: arithmetic word problems (the shipped aligner's domain) written for these
 /// benchmarks, not taken from any training split.
@@ -43,7 +45,7 @@ impl Bench {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_dir(parent)?;
         }
-        write_json(path, &self.json, "")
+        Ok(write_json(path, &self.json)?)
     }
 
     /// Replaces (or adds) the section under `heading` of the markdown document `doc` with the
@@ -93,8 +95,8 @@ mod tests {
         bench.json.insert("questions".into(), 3.into());
         let path = dir.path().join("bench").join("a.json");
         bench.save(&path)?;
-        let text = std::fs::read_to_string(&path).map_err(|e| super::super::Error::io(&path, e))?;
-        assert_eq!(text, "{\n  \"questions\": 3\n}");
+        let text = crate::data::file::read_text(&path)?;
+        assert_eq!(text, "{\n  \"questions\": 3\n}\n");
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! 30-50 tokens per second) and costs no local CPU, as with a 70B upstream on other machines.
 //! The aligner is real: the shipped Stream Aligner (packed int8) on this machine.
 
+use crate::data::file::WrapFileError as _;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

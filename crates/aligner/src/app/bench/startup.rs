@@ -14,6 +14,7 @@
 //! `packs_mib` (the size of the two pack files: the blocks and the dense copies the packed
 //! models map).
 
+use crate::data::file::WrapFileError as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -79,7 +80,7 @@ fn run_once(options: &Options, cache: &str, records: &Path) -> Result<Run> {
             options.args.join(" ")
         )));
     }
-    let text = std::fs::read_to_string(records).map_err(|e| Error::io(records, e))?;
+    let text = crate::data::file::read_text(records)?;
     let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap_or(""))
         .map_err(|e| Error::json(records, e))?;
     let loop_first = record["summary"]["first_sentence_ms"]

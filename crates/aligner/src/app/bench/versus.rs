@@ -11,6 +11,7 @@
 //! medians), `rounds` (the pairs), `read_gb_s`, `weight_bytes_per_token`, `roofline_share`,
 //! `cpu`.
 
+use crate::data::file::WrapFileError as _;
 use std::path::PathBuf;
 use std::process::Command;
 

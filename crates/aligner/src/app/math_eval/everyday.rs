@@ -148,7 +148,7 @@ pub(super) fn evaluate(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<EverydayHarm> {
     let dir = out.join("everyday");
-    super::create_dir(&dir)?;
+    crate::data::file::create_dir(&dir)?;
     let config = upstream_config(args);
     let mut harm = EverydayHarm {
         questions: questions.len(),

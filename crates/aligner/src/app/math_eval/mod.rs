@@ -24,8 +24,9 @@ use serde::Serialize;
 use serde_json::json;
 
 pub use self::everyday::EverydayHarm;
-use super::{Context, Error, Result, create_dir, repo_path, sampling_json, write_json, write_text};
+use super::{Context, Error, Result, repo_path, sampling_json};
 use crate::data::aligner_config::{AlignerConfig, PromptOverrides};
+use crate::data::file::{create_dir, write_bytes, write_json};
 use crate::data::template::MATH_SYSTEM_PROMPT;
 use crate::eval::math::{Answer, Problem, is_correct, load_problems};
 use crate::eval::report::{MathReport, markdown_table, math_report};
@@ -638,8 +639,11 @@ pub fn run(options: &Options, mut progress: impl FnMut(Progress<'_>)) -> Result<
         "skipped": evaluation.notes,
         "everyday_harm": evaluation.harm,
     });
-    write_json(&evaluation.out.join("results.json"), &results, "\n")?;
-    write_text(&evaluation.out.join("results.md"), &evaluation.markdown())?;
+    write_json(&evaluation.out.join("results.json"), &results)?;
+    write_bytes(
+        &evaluation.out.join("results.md"),
+        evaluation.markdown().as_bytes(),
+    )?;
     Ok(evaluation)
 }
 
