@@ -84,21 +84,21 @@ fn greedy_decode(
     Ok(())
 }
 
-/// Batch-1 greedy decoding speed: `new_tokens` after `prompt`, divided by the wall time of the
-/// whole call (prompt included), the fastest of `repeats` calls after a warm-up.
+/// Greedy decoding speed of `prompts.len()` sequences together (one for batch 1):
+/// `new_tokens` after each prompt, all sequences' new tokens divided by the wall time of the
+/// whole call (prompts included), the fastest of `repeats` calls after a warm-up.
 pub(super) fn decode_rate(
     model: &impl CausalLm,
     tokenizer: &ModelTokenizer,
-    prompt: &[u32],
+    prompts: &[Vec<u32>],
     new_tokens: usize,
     repeats: usize,
 ) -> Result<f64> {
-    let prompts = [prompt.to_vec()];
-    greedy_decode(model, tokenizer, &prompts, new_tokens)?;
+    greedy_decode(model, tokenizer, prompts, new_tokens)?;
     let seconds = best_of(repeats, model.device(), || {
-        greedy_decode(model, tokenizer, &prompts, new_tokens)
+        greedy_decode(model, tokenizer, prompts, new_tokens)
     })?;
-    Ok(new_tokens as f64 / seconds)
+    Ok((prompts.len() * new_tokens) as f64 / seconds)
 }
 
 /// Decode (batch 1 and each of `batches`) and prefill speed of `model`, into `results` under
@@ -124,7 +124,7 @@ fn measure(
     let decode = |prompts: &[Vec<u32>], new_tokens: usize| {
         greedy_decode(model, tokenizer, prompts, new_tokens)
     };
-    let decode_tps = decode_rate(model, tokenizer, &random_prompt()?, 128, 2)?;
+    let decode_tps = decode_rate(model, tokenizer, &[random_prompt()?], 128, 2)?;
     results.insert(format!("decode_tok_s_{name}"), decode_tps.into());
     let mut line = format!("{name}: decode {decode_tps:.1} tok/s");
     for &batch in batches {

@@ -7,9 +7,18 @@
 //! rounds, the ratio of the medians, every round's pair, and our roofline share (weight bytes
 //! read per token times tokens per second, over the measured read bandwidth).
 //!
+//! With batch sizes ([`Options::batches`]), each round then measures batched greedy decoding on
+//! both sides, alternating the same way: `b` sequences decoding together ([`generate`] on a
+//! `b`-row batch here, llama.cpp's own batched `llama_decode` with one `seq_id` per sequence
+//! there), sequence `i` from the prompt rotated left by `i` tokens, [`BATCH_NEW_TOKENS`] tokens
+//! each; the figure is all sequences' new tokens over the wall time of the call.
+//!
 //! JSON keys: `ours_tok_s` and `llama_cpp_tok_s` as `[median, min, max]`, `ratio` (of the
 //! medians), `rounds` (the pairs), `read_gb_s`, `weight_bytes_per_token`, `roofline_share`,
-//! `cpu`.
+//! `cpu`, and `batched`: for each batch size, `ours_tok_s`, `llama_cpp_tok_s`, `ratio` and
+//! `rounds` as above.
+//!
+//! [`generate`]: crate::model::generate::generate
 
 use crate::data::file::WrapFileError as _;
 use std::path::PathBuf;
@@ -33,6 +42,9 @@ On Saturdays it closes two hours earlier.";
 /// Tokens decoded per call.
 const NEW_TOKENS: usize = 128;
 
+/// Tokens decoded per sequence in a batched call.
+pub const BATCH_NEW_TOKENS: usize = 32;
+
 /// What to compare.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -46,10 +58,44 @@ pub struct Options {
     pub script: PathBuf,
     /// Alternated rounds.
     pub rounds: usize,
+    /// Batch sizes of batched decoding to compare as well (none: batch 1 only).
+    pub batches: Vec<usize>,
+}
+
+/// Each side's rate per round, alternated.
+#[derive(Debug, Default, Clone)]
+struct Pairs {
+    ours: Vec<f64>,
+    theirs: Vec<f64>,
+}
+
+impl Pairs {
+    /// Medians, spreads, their ratio and the rounds as JSON.
+    fn json(&self) -> serde_json::Value {
+        let (a, a_min, a_max) = spread(&self.ours);
+        let (b, b_min, b_max) = spread(&self.theirs);
+        json!({
+            "ours_tok_s": [a, a_min, a_max],
+            "llama_cpp_tok_s": [b, b_min, b_max],
+            "ratio": ratio(a, b),
+            "rounds": self.ours.iter().zip(&self.theirs).map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The prompts of a batch of `b`: sequence `i` starts from `prompt` rotated left by `i`.
+fn rotated(prompt: &[u32], b: usize) -> Vec<Vec<u32>> {
+    (0..b)
+        .map(|i| {
+            let mut p = prompt.to_vec();
+            p.rotate_left(i % prompt.len().max(1));
+            p
+        })
+        .collect()
 }
 
 /// llama.cpp's decoding speed, from one run of the script.
-fn llama_cpp_rate(options: &Options, prompt: &[u32]) -> Result<f64> {
+fn llama_cpp_rate(options: &Options, prompt: &[u32], batch: Option<usize>) -> Result<f64> {
     let ids = prompt
         .iter()
         .map(u32::to_string)
@@ -59,8 +105,16 @@ fn llama_cpp_rate(options: &Options, prompt: &[u32]) -> Result<f64> {
     let out = Command::new(&options.python)
         .arg(&options.script)
         .arg(&options.gguf)
-        .args(["--prompt", &ids, "--new", &NEW_TOKENS.to_string()])
-        .args(["--threads", &threads.to_string()])
+        .args(["--prompt", &ids, "--threads", &threads.to_string()])
+        .args(match batch {
+            Some(b) => vec![
+                "--new".to_owned(),
+                BATCH_NEW_TOKENS.to_string(),
+                "--batch".to_owned(),
+                b.to_string(),
+            ],
+            None => vec!["--new".to_owned(), NEW_TOKENS.to_string()],
+        })
         .output()
         .map_err(|e| Error::io(&options.python, e))?;
     if !out.status.success() {
@@ -106,21 +160,60 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Bench> {
             )));
         }
     };
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut single = Pairs::default();
+    let mut batched = vec![Pairs::default(); options.batches.len()];
     for round in 0..options.rounds {
-        let a = decode_rate(&model, &tokenizer, &prompt, NEW_TOKENS, 2)?;
-        let b = llama_cpp_rate(options, &prompt)?;
-        progress(&format!(
+        let a = decode_rate(&model, &tokenizer, &[prompt.clone()], NEW_TOKENS, 2)?;
+        let b = llama_cpp_rate(options, &prompt, None)?;
+        let mut line = format!(
             "round {}/{}: ours {a:.1} tok/s, llama.cpp {b:.1} tok/s ({:.2}x)",
             round + 1,
             options.rounds,
             ratio(a, b)
-        ));
-        ours.push(a);
-        theirs.push(b);
+        );
+        single.ours.push(a);
+        single.theirs.push(b);
+        for (&size, pairs) in options.batches.iter().zip(&mut batched) {
+            let prompts = rotated(&prompt, size);
+            let a = decode_rate(&model, &tokenizer, &prompts, BATCH_NEW_TOKENS, 2)?;
+            let b = llama_cpp_rate(options, &prompt, Some(size))?;
+            line += &format!("; batch {size}: {a:.1} / {b:.1} ({:.2}x)", ratio(a, b));
+            pairs.ours.push(a);
+            pairs.theirs.push(b);
+        }
+        progress(&line);
     }
     let bandwidth = read_bandwidth()?;
-    Ok(report(&ours, &theirs, bytes, bandwidth, options))
+    let mut bench = report(&single.ours, &single.theirs, bytes, bandwidth, options);
+    if !options.batches.is_empty() {
+        add_batched(&mut bench, &options.batches, &batched);
+    }
+    Ok(bench)
+}
+
+/// The batched comparison: a JSON entry per batch size and a table after the batch-1 report.
+fn add_batched(bench: &mut Bench, sizes: &[usize], pairs: &[Pairs]) {
+    let mut rows = String::new();
+    let mut entries = serde_json::Map::new();
+    for (size, p) in sizes.iter().zip(pairs) {
+        let (a, a_min, a_max) = spread(&p.ours);
+        let (b, b_min, b_max) = spread(&p.theirs);
+        rows += &format!(
+            "| {size} | {a:.1} ({a_min:.1}–{a_max:.1}) | {b:.1} ({b_min:.1}–{b_max:.1}) | {:.2}x |\n",
+            ratio(a, b)
+        );
+        entries.insert(size.to_string(), p.json());
+    }
+    bench.json.insert("batched".into(), entries.into());
+    bench.summary += &format!(
+        "\nBatched greedy decoding in the same rounds: sequence i starts from the prompt rotated \
+         left by i tokens, {BATCH_NEW_TOKENS} new tokens each; ours decodes the sequences as one \
+         batch (`generate`), llama.cpp with its own batched `llama_decode` (one `seq_id` per \
+         sequence, greedy sampler in C). Figures: all sequences' new tokens over the wall time \
+         of the call, the fastest of 2 after a warm-up, median (min–max) over the rounds.\n\n\
+         | sequences | aligner-rs, tok/s | llama.cpp, tok/s | ratio of the medians |\n\
+         |---:|---:|---:|---:|\n{rows}"
+    );
 }
 
 fn report(ours: &[f64], theirs: &[f64], bytes: usize, read_gb_s: f64, options: &Options) -> Bench {
@@ -189,6 +282,7 @@ mod tests {
             python: PathBuf::from("python3"),
             script: PathBuf::from("s.py"),
             rounds: 3,
+            batches: vec![],
         };
         let bench = report(
             &[90.0, 110.0, 100.0],
@@ -207,5 +301,48 @@ mod tests {
         assert!(bench.summary.contains("| ratio of the medians | 1.11x |"));
         assert!(bench.summary.contains("90/80, 110/100, 100/90"));
         assert!(bench.summary.contains("model.Q4_1.gguf"));
+    }
+
+    #[test]
+    fn batched_rows_give_each_size_its_medians() {
+        let mut bench = Bench::default();
+        let pairs = [
+            Pairs {
+                ours: vec![300.0, 320.0, 310.0],
+                theirs: vec![200.0, 250.0, 240.0],
+            },
+            Pairs {
+                ours: vec![900.0],
+                theirs: vec![600.0],
+            },
+        ];
+        add_batched(&mut bench, &[8, 32], &pairs);
+        assert_eq!(
+            bench.json["batched"]["8"]["ours_tok_s"],
+            json!([310.0, 300.0, 320.0])
+        );
+        assert_eq!(
+            bench.json["batched"]["8"]["llama_cpp_tok_s"],
+            json!([240.0, 200.0, 250.0])
+        );
+        assert_eq!(bench.json["batched"]["32"]["ratio"], json!(1.5));
+        assert!(
+            bench
+                .summary
+                .contains("| 8 | 310.0 (300.0–320.0) | 240.0 (200.0–250.0) | 1.29x |")
+        );
+        assert!(
+            bench
+                .summary
+                .contains("| 32 | 900.0 (900.0–900.0) | 600.0 (600.0–600.0) | 1.50x |")
+        );
+    }
+
+    #[test]
+    fn batch_prompts_are_rotations() {
+        assert_eq!(
+            rotated(&[1, 2, 3], 4),
+            [vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]]
+        );
     }
 }
