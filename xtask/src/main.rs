@@ -6,7 +6,7 @@
 //! - `cargo xtask prepare`: rows to tokenised shards and a manifest.
 //! - `cargo xtask bench`: benchmarks beside the transformers reference, into docs/benchmarks.md
 //!   (`--startup`: only the main command's start-up, with and without the pack cache;
-//!   `--llama-cpp`: only batch-1 decoding against llama.cpp, alternating).
+//!   `--llama-cpp`: only decoding against llama.cpp, alternating: batch 1, 8 and 32 sequences).
 //! - `cargo xtask math-data`: seeded arithmetic word problems with step-by-step solutions.
 //! - `cargo xtask stream-data`: Stream Aligner training rows from the upstream's real sentences
 //!   (`aligner::app::stream_data`, through `examples/stream_data.rs` in release mode).
