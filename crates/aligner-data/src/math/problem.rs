@@ -1,7 +1,5 @@
 //! The problem type, reading problem sets (generated or GSM8K-style) and writing them.
 
-use crate::file::WrapFileError as _;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -211,17 +209,15 @@ fn wrong_type(field: &str, expected: &'static str, found: &Value) -> FieldError 
 }
 
 /// Writes `problems` to `path` as JSON Lines (`id`, `question`, `steps`, `answer`), replacing
-/// the file.
+/// the file atomically.
 ///
 /// # Errors
 /// [`Error::File`] when the file cannot be written.
 pub fn write_problems(path: &Path, problems: &[MathProblem]) -> Result<()> {
-    let io = |e| Error::io(path, e);
-    let file = std::fs::File::create(path).map_err(io)?;
-    let mut out = std::io::BufWriter::new(file);
+    let mut text = Vec::new();
     for p in problems {
-        serde_json::to_writer(&mut out, p).map_err(|e| Error::json(path, None, e))?;
-        out.write_all(b"\n").map_err(io)?;
+        serde_json::to_writer(&mut text, p).map_err(|e| Error::json(path, None, e))?;
+        text.push(b'\n');
     }
-    out.flush().map_err(io)
+    Ok(crate::file::write_bytes(path, &text)?)
 }
