@@ -66,8 +66,8 @@ enum Cmd {
         /// without the pack cache), replacing its section of docs/benchmarks.md.
         #[arg(long, conflicts_with_all = ["stream_only", "render_only"])]
         startup: bool,
-        /// Run only batch-1 decoding against llama.cpp on the same GGUF (`bench_versus`,
-        /// alternating rounds), replacing its section of docs/benchmarks.md.
+        /// Run only decoding against llama.cpp on the same GGUF (`bench_versus`, alternating
+        /// rounds: batch 1, 8 and 32 sequences), replacing its section of docs/benchmarks.md.
         #[arg(long, conflicts_with_all = ["stream_only", "render_only", "startup"])]
         llama_cpp: bool,
     },

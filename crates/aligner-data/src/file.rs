@@ -41,7 +41,7 @@ pub enum FileError {
         source: io::Error,
     },
     /// The file is not the JSON expected, or a value could not be written as JSON.
-    #[error("{}: invalid JSON: {source}", path.display())]
+    #[error("{}: JSON: {source}", path.display())]
     Json {
         /// The JSON file.
         path: PathBuf,

@@ -2,7 +2,7 @@
 //! [`model`] (decode, prefill and quality of the model forms, beside transformers), [`stream`]
 //! (wall time of the ways to answer) and [`overlap`] (the overlapped loop with a remote-like
 //! upstream) and [`startup`] (the main command's start-up as a process, with and without
-//! the pack cache) and [`versus`] (batch-1 decoding against llama.cpp, alternating). Each returns a [`Bench`]: the JSON results that xtask reads, and the table
+//! the pack cache) and [`versus`] (decoding against llama.cpp at batch 1 and batched, alternating). Each returns a [`Bench`]: the JSON results that xtask reads, and the table
 //! printed to the console.
 
 pub mod model;

@@ -1,4 +1,4 @@
-//! Batch-1 greedy decoding against llama.cpp on the same GGUF file, alternating: each round
+//! Greedy decoding against llama.cpp on the same GGUF file, alternating: each round
 //! measures our model packed in the file's own blocks ([`WeightFormat::Gguf`]; for the embedded
 //! Q4_1 file the int4 pack) and then llama.cpp
 //! (`xtask/reference/llamacpp_bench.py`, llama-cpp-python in the cached environment, a process
@@ -11,7 +11,12 @@
 //! both sides, alternating the same way: `b` sequences decoding together ([`generate`] on a
 //! `b`-row batch here, llama.cpp's own batched `llama_decode` with one `seq_id` per sequence
 //! there), sequence `i` from the prompt rotated left by `i` tokens, [`BATCH_NEW_TOKENS`] tokens
-//! each; the figure is all sequences' new tokens over the wall time of the call.
+//! each; the figure is all sequences' new tokens over the wall time of the call. Our steps of
+//! more than [`QUANT_MAX_ROWS`] rows run on the packed model's dense copy of its layers, not on
+//! the blocks; llama.cpp's batched side runs with its own context defaults (flash attention
+//! `auto`), its batch-1 side with llama-cpp-python's `Llama` defaults (flash attention off).
+//!
+//! [`QUANT_MAX_ROWS`]: crate::model::cpu::QUANT_MAX_ROWS
 //!
 //! JSON keys: `ours_tok_s` and `llama_cpp_tok_s` as `[median, min, max]`, `ratio` (of the
 //! medians), `rounds` (the pairs), `read_gb_s`, `weight_bytes_per_token`, `roofline_share`,
@@ -30,6 +35,7 @@ use serde_json::json;
 use super::model::{decode_rate, read_bandwidth};
 use super::{Bench, ratio};
 use crate::app::{Error, Result, load_for_inference};
+use crate::model::cpu::QUANT_MAX_ROWS;
 use crate::model::{InferenceModel, ModelTokenizer, WeightFormat};
 
 /// The heading of the section `bench_versus --doc` writes into docs/benchmarks.md.
@@ -160,6 +166,9 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Bench> {
             )));
         }
     };
+    if options.batches.contains(&0) {
+        return Err(Error::Invalid("batch sizes must be at least 1".into()));
+    }
     let mut single = Pairs::default();
     let mut batched = vec![Pairs::default(); options.batches.len()];
     for round in 0..options.rounds {
@@ -208,9 +217,11 @@ fn add_batched(bench: &mut Bench, sizes: &[usize], pairs: &[Pairs]) {
     bench.summary += &format!(
         "\nBatched greedy decoding in the same rounds: sequence i starts from the prompt rotated \
          left by i tokens, {BATCH_NEW_TOKENS} new tokens each; ours decodes the sequences as one \
-         batch (`generate`), llama.cpp with its own batched `llama_decode` (one `seq_id` per \
-         sequence, greedy sampler in C). Figures: all sequences' new tokens over the wall time \
-         of the call, the fastest of 2 after a warm-up, median (min–max) over the rounds.\n\n\
+         batch (`generate`; steps of more than {QUANT_MAX_ROWS} rows run on the packed model's \
+         dense copy of its layers, not on the blocks), llama.cpp with its own batched \
+         `llama_decode` (one `seq_id` per sequence, greedy sampler in C, its context defaults). \
+         Figures: all sequences' new tokens over the wall time of the call, the fastest of 2 \
+         after a warm-up, median (min–max) over the rounds.\n\n\
          | sequences | aligner-rs, tok/s | llama.cpp, tok/s | ratio of the medians |\n\
          |---:|---:|---:|---:|\n{rows}"
     );
