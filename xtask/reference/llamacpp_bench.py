@@ -21,6 +21,7 @@ import json
 import os
 import time
 
+import llama_cpp as lc
 from llama_cpp import Llama
 
 
@@ -63,14 +64,12 @@ def main():
     print(json.dumps({"decode_tok_s": args.new / best, "threads": args.threads}))
 
 
-@__import__("llama_cpp").llama_log_callback
+@lc.llama_log_callback
 def QUIET(level, text, user_data):
     """llama.cpp's log, silenced (the low-level API logs every tensor at load)."""
 
 
 def batched(args, prompt):
-    import llama_cpp as lc
-
     b, n = args.batch, len(prompt)
     lc.llama_log_set(QUIET, None)
     prompts = [prompt[i % n :] + prompt[: i % n] for i in range(b)]

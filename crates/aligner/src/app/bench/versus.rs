@@ -75,17 +75,29 @@ struct Pairs {
     theirs: Vec<f64>,
 }
 
+/// A side's `(median, min, max)`.
+type Spread = (f64, f64, f64);
+
 impl Pairs {
+    /// Ours and theirs as `(median, min, max)`.
+    fn spreads(&self) -> (Spread, Spread) {
+        (spread(&self.ours), spread(&self.theirs))
+    }
+
     /// Medians, spreads, their ratio and the rounds as JSON.
-    fn json(&self) -> serde_json::Value {
-        let (a, a_min, a_max) = spread(&self.ours);
-        let (b, b_min, b_max) = spread(&self.theirs);
-        json!({
-            "ours_tok_s": [a, a_min, a_max],
-            "llama_cpp_tok_s": [b, b_min, b_max],
-            "ratio": ratio(a, b),
-            "rounds": self.ours.iter().zip(&self.theirs).map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
-        })
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let ((a, a_min, a_max), (b, b_min, b_max)) = self.spreads();
+        let mut json = serde_json::Map::new();
+        json.insert("ours_tok_s".into(), json!([a, a_min, a_max]));
+        json.insert("llama_cpp_tok_s".into(), json!([b, b_min, b_max]));
+        json.insert("ratio".into(), ratio(a, b).into());
+        let rounds = self
+            .ours
+            .iter()
+            .zip(&self.theirs)
+            .map(|(a, b)| json!([a, b]));
+        json.insert("rounds".into(), rounds.collect::<Vec<_>>().into());
+        json
     }
 }
 
@@ -147,6 +159,9 @@ fn llama_cpp_rate(options: &Options, prompt: &[u32], batch: Option<usize>) -> Re
 /// # Errors
 /// Loading the model, decoding, or a failing llama.cpp run.
 pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Bench> {
+    if options.batches.contains(&0) {
+        return Err(Error::Invalid("batch sizes must be at least 1".into()));
+    }
     let (model, tokenizer_dir) = load_for_inference(
         &options.model_dir,
         tch::Device::Cpu,
@@ -166,9 +181,6 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Bench> {
             )));
         }
     };
-    if options.batches.contains(&0) {
-        return Err(Error::Invalid("batch sizes must be at least 1".into()));
-    }
     let mut single = Pairs::default();
     let mut batched = vec![Pairs::default(); options.batches.len()];
     for round in 0..options.rounds {
@@ -193,7 +205,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Bench> {
         progress(&line);
     }
     let bandwidth = read_bandwidth()?;
-    let mut bench = report(&single.ours, &single.theirs, bytes, bandwidth, options);
+    let mut bench = report(&single, bytes, bandwidth, options);
     if !options.batches.is_empty() {
         add_batched(&mut bench, &options.batches, &batched);
     }
@@ -205,13 +217,12 @@ fn add_batched(bench: &mut Bench, sizes: &[usize], pairs: &[Pairs]) {
     let mut rows = String::new();
     let mut entries = serde_json::Map::new();
     for (size, p) in sizes.iter().zip(pairs) {
-        let (a, a_min, a_max) = spread(&p.ours);
-        let (b, b_min, b_max) = spread(&p.theirs);
+        let ((a, a_min, a_max), (b, b_min, b_max)) = p.spreads();
         rows += &format!(
             "| {size} | {a:.1} ({a_min:.1}–{a_max:.1}) | {b:.1} ({b_min:.1}–{b_max:.1}) | {:.2}x |\n",
             ratio(a, b)
         );
-        entries.insert(size.to_string(), p.json());
+        entries.insert(size.to_string(), p.json().into());
     }
     bench.json.insert("batched".into(), entries.into());
     bench.summary += &format!(
@@ -227,23 +238,12 @@ fn add_batched(bench: &mut Bench, sizes: &[usize], pairs: &[Pairs]) {
     );
 }
 
-fn report(ours: &[f64], theirs: &[f64], bytes: usize, read_gb_s: f64, options: &Options) -> Bench {
+fn report(single: &Pairs, bytes: usize, read_gb_s: f64, options: &Options) -> Bench {
     let (cpu, cores, load) = machine_now();
-    let (a, a_min, a_max) = spread(ours);
-    let (b, b_min, b_max) = spread(theirs);
+    let ((a, a_min, a_max), (b, b_min, b_max)) = single.spreads();
+    let (ours, theirs) = (&single.ours, &single.theirs);
     let roofline = a * bytes as f64 / (read_gb_s * 1e9);
-    let mut json = serde_json::Map::new();
-    json.insert("ours_tok_s".into(), json!([a, a_min, a_max]));
-    json.insert("llama_cpp_tok_s".into(), json!([b, b_min, b_max]));
-    json.insert("ratio".into(), ratio(a, b).into());
-    json.insert(
-        "rounds".into(),
-        ours.iter()
-            .zip(theirs)
-            .map(|(a, b)| json!([a, b]))
-            .collect::<Vec<_>>()
-            .into(),
-    );
+    let mut json = single.json();
     json.insert("read_gb_s".into(), read_gb_s.into());
     json.insert("weight_bytes_per_token".into(), bytes.into());
     json.insert("roofline_share".into(), roofline.into());
@@ -295,13 +295,11 @@ mod tests {
             rounds: 3,
             batches: vec![],
         };
-        let bench = report(
-            &[90.0, 110.0, 100.0],
-            &[80.0, 100.0, 90.0],
-            100_000_000,
-            40.0,
-            &options,
-        );
+        let single = Pairs {
+            ours: vec![90.0, 110.0, 100.0],
+            theirs: vec![80.0, 100.0, 90.0],
+        };
+        let bench = report(&single, 100_000_000, 40.0, &options);
         assert_eq!(bench.json["ours_tok_s"], json!([100.0, 90.0, 110.0]));
         assert_eq!(bench.json["llama_cpp_tok_s"], json!([90.0, 80.0, 100.0]));
         let ratio = bench.json["ratio"].as_f64().unwrap_or_default();
