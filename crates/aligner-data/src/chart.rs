@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::file::WrapFileError as _;
+
 /// Why a chart could not be drawn.
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
@@ -97,7 +99,7 @@ pub fn draw_png(path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<(
                 reason: e.to_string(),
             })
         },
-        |source| crate::FileError::io(path, source).into(),
+        |source| ChartError::io(path, source),
     )
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{Judgement, Strategy, extract_reference, judge};
 use crate::{Error, Result};
-use aligner_data::FileError;
+use aligner_data::file::WrapFileError as _;
 use aligner_data::file::json_type;
 
 /// One math problem: a row `{"question": str, "answer": str}` of a GSM8K-style
@@ -105,7 +105,7 @@ pub(crate) fn read_jsonl<T>(
     path: &Path,
     mut parse: impl FnMut(usize, &Map<String, Value>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let io_error = |e| Error::from(FileError::io(path, e));
+    let io_error = |e| Error::io(path, e);
     let reader = BufReader::new(File::open(path).map_err(io_error)?);
     let mut rows = Vec::new();
     for (index, text) in reader.lines().enumerate() {
@@ -255,6 +255,8 @@ fn question_key(question: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    use aligner_data::FileError;
 
     use super::*;
 
