@@ -167,8 +167,7 @@ fn whole_answer_mode_with_the_shipped_aligner() {
     assert_eq!(kinds, ["drafted", "corrected", "committed", "done"]);
 }
 
-/// The shipped whole-answer aligner fixes a wrong calculation in an answer it is given. (It is
-/// a 135M model trained on 180 rows: it mends the wrong step, not always the whole solution.)
+/// The shipped whole-answer aligner fixes a wrong calculation in an answer it is given.
 #[test]
 fn the_shipped_whole_answer_aligner_fixes_a_wrong_answer() {
     let loaded = load_adapted(&shipped("aligner"), None, Kind::Float, Device::Cpu).unwrap();
