@@ -345,6 +345,66 @@ impl Prompter {
         let record = record(&[("question", question), ("prefix", prefix), ("last", last)]);
         prompt(self.sentence.as_ref(), AlignerTask::Sentence, &record)
     }
+
+    /// The section headers (`##Name:`) of the prompt format for `task`, in the order the prompt
+    /// holds them: the places where a new part of the prompt begins. A correction is an answer
+    /// or a sentence, never a new section, so the aligner's output ends where it starts writing
+    /// one (an aligner copying a draft that was cut off mid-sentence may go on with
+    /// `##Correction:`). Empty for formats without such headers (the v1 instruction) and for a
+    /// task the aligner was not trained for.
+    ///
+    /// ```
+    /// use aligner_data::aligner_config::{AlignerConfig, AlignerTask};
+    /// let bare = AlignerConfig { chat_template: false, ..AlignerConfig::default() };
+    /// let prompter = bare.prompter(None)?;
+    /// assert_eq!(
+    ///     prompter.section_markers(AlignerTask::Answer),
+    ///     ["##Question:", "##Answer:", "##Correction:"]
+    /// );
+    /// assert_eq!(
+    ///     prompter.section_markers(AlignerTask::Sentence),
+    ///     ["##Question:", "##Answer_Prefix:", "##Answer_Last_Sentence:", "##Your_Revision:"]
+    /// );
+    /// # Ok::<(), aligner_data::Error>(())
+    /// ```
+    pub fn section_markers(&self, task: AlignerTask) -> Vec<String> {
+        let format = match task {
+            AlignerTask::Answer => self.answer.as_ref(),
+            AlignerTask::Sentence => self.sentence.as_ref(),
+        };
+        // Empty fields: every header found is the format's own text.
+        let fields: &[(&str, &str)] = &[
+            ("question", ""),
+            ("answer", ""),
+            ("prefix", ""),
+            ("last", ""),
+        ];
+        let Ok(prompt) = prompt(format, task, &record(fields)) else {
+            return Vec::new();
+        };
+        section_headers(&prompt)
+    }
+}
+
+/// The distinct `##Name:` headers of `text` (`Name`: ASCII letters, digits and `_`), in order.
+fn section_headers(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("##") {
+        let after = &rest[at + 2..];
+        let name = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if name > 0 && after[name..].starts_with(':') {
+            let header = format!("##{}:", &after[..name]);
+            if !out.contains(&header) {
+                out.push(header);
+            }
+        }
+        // One byte on (`#` is ASCII), so `###A:` still finds `##A:`.
+        rest = &rest[at + 1..];
+    }
+    out
 }
 
 fn record(fields: &[(&str, &str)]) -> Record {
@@ -373,6 +433,28 @@ fn prompt(format: Option<&Arc<dyn Format>>, task: AlignerTask, record: &Record) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn section_headers_are_hash_name_colon_once_each() {
+        assert_eq!(
+            section_headers("##A: x\n##B_2: y ##A: z"),
+            ["##A:", "##B_2:"]
+        );
+        for none in ["## A:", "##:", "##A :", "##A", "#A:", "", "###"] {
+            assert!(section_headers(none).is_empty(), "{none:?}");
+        }
+        assert_eq!(section_headers("###A:"), ["##A:"]);
+        assert_eq!(section_headers("é##Ü: ##Ok:"), ["##Ok:"]);
+        // The v1 instruction has none, so its corrections never stop early.
+        let v1 = AlignerConfig {
+            formats: vec!["correction-v1".into()],
+            chat_template: false,
+            system: None,
+        };
+        let prompter = v1.prompter(None).expect("valid");
+        assert!(prompter.section_markers(AlignerTask::Answer).is_empty());
+        assert!(prompter.section_markers(AlignerTask::Sentence).is_empty());
+    }
 
     #[test]
     fn training_record_keeps_aligner_formats_once() {

@@ -247,6 +247,61 @@ fn share(part: usize, whole: usize) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
 
+/// The upstream's sentences that a rewritten whole answer changed: the whole-answer Aligner's
+/// harm counted in the Stream Aligner's unit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SentenceCount {
+    /// The upstream's sentences.
+    pub sentences: usize,
+    /// Those the rewritten answer does not hold.
+    pub changed: usize,
+}
+
+impl SentenceCount {
+    /// `changed / sentences`, in `0..=1`; `None` without sentences.
+    pub fn changed_share(&self) -> Option<f64> {
+        share(self.changed, self.sentences)
+    }
+
+    /// Adds another answer's counts.
+    pub fn add(&mut self, other: SentenceCount) {
+        self.sentences += other.sentences;
+        self.changed += other.changed;
+    }
+}
+
+/// How many of `draft`'s sentences `rewritten` changed. The draft is cut by the workspace's
+/// segmenter ([`aligner_data::segment::sentences`], as the Stream Aligner cuts an answer); a
+/// sentence is kept when its text, trimmed, occurs in `rewritten` after the end of the
+/// previous kept sentence, so a rewrite keeps a sentence only word for word and in order.
+/// Sentences that are only whitespace are not counted.
+///
+/// ```
+/// use aligner_eval::harm::{rewritten_sentences, SentenceCount};
+/// let draft = "Boil water. Add tea. Wait 3 minutes.";
+/// let count = rewritten_sentences(draft, "Boil water. Add tea. Wait 4 minutes.");
+/// assert_eq!(count, SentenceCount { sentences: 3, changed: 1 });
+/// // Order matters: a sentence found only before the previous kept one is changed.
+/// assert_eq!(rewritten_sentences("A b. C d.", "C d. A b.").changed, 1);
+/// assert_eq!(rewritten_sentences(draft, draft).changed, 0);
+/// ```
+pub fn rewritten_sentences(draft: &str, rewritten: &str) -> SentenceCount {
+    let mut count = SentenceCount::default();
+    let mut from = 0;
+    for sentence in aligner_data::segment::sentences(draft) {
+        let sentence = sentence.trim();
+        if sentence.is_empty() {
+            continue;
+        }
+        count.sentences += 1;
+        match rewritten[from..].find(sentence) {
+            Some(at) => from += at + sentence.len(),
+            None => count.changed += 1,
+        }
+    }
+    count
+}
+
 /// One injected sentence, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InjectionExample {
@@ -530,6 +585,47 @@ mod tests {
             0..12,
         )
         .prop_map(|parts| parts.join(" "))
+    }
+
+    #[test]
+    fn whole_answers_are_counted_by_upstream_sentence() {
+        let draft = "Fill the kettle.\n\nBoil it. Pour the water over the tea and";
+        let count = |rewritten: &str| rewritten_sentences(draft, rewritten);
+        assert_eq!(
+            count(draft),
+            SentenceCount {
+                sentences: 3,
+                changed: 0
+            }
+        );
+        // A cut last sentence completed: only it changed.
+        assert_eq!(
+            count("Fill the kettle.\n\nBoil it. Pour the water over the tea.").changed,
+            1
+        );
+        assert_eq!(count("Fill the kettle. Boil it.").changed, 1);
+        assert_eq!(count("Fill the pot. Boil it.").changed, 2);
+        assert_eq!(count("").changed, 3);
+        assert_eq!(
+            rewritten_sentences("", "anything"),
+            SentenceCount::default()
+        );
+        assert_eq!(rewritten_sentences(" \n ", "x").sentences, 0);
+        // A repeated sentence is kept once per occurrence in the rewrite.
+        assert_eq!(rewritten_sentences("Stir. Stir.", "Stir.").changed, 1);
+        assert_eq!(rewritten_sentences("Stir. Stir.", "Stir. Stir.").changed, 0);
+        let mut total = SentenceCount::default();
+        total.add(count("Fill the kettle. Boil it."));
+        total.add(count(draft));
+        assert_eq!(
+            total,
+            SentenceCount {
+                sentences: 6,
+                changed: 1
+            }
+        );
+        assert_eq!(total.changed_share(), Some(1.0 / 6.0));
+        assert_eq!(SentenceCount::default().changed_share(), None);
     }
 
     proptest! {

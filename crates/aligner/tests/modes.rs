@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use aligner::data::aligner_config::AlignerTask;
 use aligner::model::adapter::load_adapted;
 use aligner::model::generate::{GenerationConfig, SamplingConfig, generate};
 use aligner::model::{Llama, ModelTokenizer, hub};
@@ -138,14 +140,27 @@ fn whole_answer_mode_with_the_shipped_aligner() {
     assert_eq!(record.draft, plain);
 
     // The rewrite is plain greedy decoding of the correction prompt (the draft verification
-    // is an optimisation with the same result), cut at EOS.
-    let fresh = LocalCorrector::new(&loaded.model, aligner_tok.clone(), config).unwrap();
+    // is an optimisation with the same result), cut at EOS or where the aligner begins a
+    // section header of its prompt format (`##Correction:`).
+    let fresh = LocalCorrector::new(&loaded.model, aligner_tok.clone(), config.clone()).unwrap();
     let prompt = fresh.answer_prompt(question, &plain).unwrap();
     let rewrite = greedy(&loaded.model, &aligner_tok, &prompt, 512);
+    let template = aligner_tok.chat_template().unwrap().map(Arc::new);
+    let markers = config
+        .prompt
+        .prompter(template)
+        .unwrap()
+        .section_markers(AlignerTask::Answer);
+    assert!(markers.contains(&"##Correction:".to_owned()), "{markers:?}");
+    let cut = markers
+        .iter()
+        .filter_map(|m| rewrite.find(m.as_str()))
+        .min()
+        .unwrap_or(rewrite.len());
     let [round] = record.rounds.as_slice() else {
         panic!("one round, got {}", record.rounds.len());
     };
-    assert_eq!(round.correction, rewrite.trim());
+    assert_eq!(round.correction, rewrite[..cut].trim());
     assert_eq!(record.answer, join_correction(&plain, &round.correction));
     assert_eq!(round.changed, record.answer != plain);
     assert_eq!(record.summary.changed, usize::from(round.changed));

@@ -75,6 +75,8 @@ pub(super) struct Pending {
     tokens: usize,
     max_tokens: usize,
     one_sentence: bool,
+    /// Text the correction never holds: it ends where one of these begins.
+    stops: Vec<String>,
 }
 
 /// What a correction needs next.
@@ -87,15 +89,11 @@ pub(super) enum Progress {
 
 impl<M: CausalLm> LocalCorrector<'_, M> {
     /// Everything of a correction before its first decoding step: the prompt's cache
-    /// synchronisation and, with `verify_draft`, the verification of `draft` in one pass, whose
-    /// agreeing tokens are taken without decoding.
-    pub(super) fn begin_correction(
-        &mut self,
-        prompt: &str,
-        draft: &str,
-        max_tokens: usize,
-        one_sentence: bool,
-    ) -> Result<Pending> {
+    /// synchronisation and, with `verify_draft`, the verification of the text under correction
+    /// in one pass, whose agreeing tokens are taken without decoding.
+    pub(super) fn begin_correction(&mut self, task: &CorrectionTask<'_>) -> Result<Pending> {
+        let (prompt, draft, max_tokens, one_sentence) = self.task_parts(task)?;
+        let (prompt, draft) = (prompt.as_str(), draft.as_str());
         let ids = self.prompt_ids(prompt)?;
         let draft_ids = if self.config.verify_draft && !draft.is_empty() {
             self.tokenizer.encode(draft, false)?
@@ -130,6 +128,10 @@ impl<M: CausalLm> LocalCorrector<'_, M> {
             tokens: 0,
             max_tokens,
             one_sentence,
+            stops: match task {
+                CorrectionTask::Sentence { .. } => self.sentence_stops.clone(),
+                CorrectionTask::Answer { .. } => self.answer_stops.clone(),
+            },
         })
     }
 
@@ -158,7 +160,11 @@ impl<M: CausalLm> LocalCorrector<'_, M> {
 
     /// `correct`'s last rule: with `reject_repeats`, a correction that repeats text of the
     /// prefix keeps the sentence.
-    fn settle(&self, task: &CorrectionTask<'_>, mut correction: Correction) -> Correction {
+    pub(super) fn settle(
+        &self,
+        task: &CorrectionTask<'_>,
+        mut correction: Correction,
+    ) -> Correction {
         if let CorrectionTask::Sentence { prefix, last, .. } = *task
             && self.config.reject_repeats
             && !correction.text.is_empty()
@@ -191,6 +197,14 @@ impl Pending {
                 break;
             }
             self.text.push_str(&self.stream.push(token)?);
+            let stop = self
+                .stops
+                .iter()
+                .filter_map(|s| self.text.find(s.as_str()))
+                .min();
+            if let Some(at) = stop {
+                self.text.truncate(at);
+            }
             if self.one_sentence {
                 let body = self.text.trim_start();
                 if let Some(end) = first_sentence_end(body) {
@@ -199,6 +213,12 @@ impl Pending {
                         tokens: self.tokens,
                     }));
                 }
+            }
+            if stop.is_some() {
+                return Ok(Progress::Done(Correction {
+                    text: self.text.trim().to_owned(),
+                    tokens: self.tokens,
+                }));
             }
             if self.tokens < self.max_tokens && !cached {
                 return Ok(Progress::Feed(token));
@@ -254,8 +274,7 @@ pub fn correct_batch<M: CausalLm>(
     let mut active: Vec<(usize, Pending)> = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         let corrector = &mut correctors[r.corrector];
-        let (prompt, draft, max_tokens, one_sentence) = corrector.task_parts(&r.task)?;
-        let pending = corrector.begin_correction(&prompt, &draft, max_tokens, one_sentence)?;
+        let pending = corrector.begin_correction(&r.task)?;
         active.push((i, pending));
     }
     while !active.is_empty() {
@@ -311,4 +330,67 @@ pub fn correct_batch<M: CausalLm>(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use aligner_model::{ModelTokenizer, hub};
+
+    use super::*;
+
+    /// A correction whose every token is already chosen (as verified draft tokens are): `text`
+    /// tokenised by the embedded model's tokenizer (imported by `cargo xtask setup`).
+    fn chosen(text: &str, stops: &[&str], one_sentence: bool) -> Pending {
+        let dir = hub::model_dir(&hub::SMOLLM2_135M_INSTRUCT);
+        let tokenizer = ModelTokenizer::from_dir(&dir).expect("run `cargo xtask setup` first");
+        let ids = tokenizer.encode(text, false).expect("encode");
+        Pending {
+            ahead: ids.iter().map(|&t| (t, true)).collect(),
+            logits: None,
+            sampler: Sampler::new(SamplingConfig::greedy()).expect("greedy"),
+            stream: TextStream::new(tokenizer.clone()),
+            eos: tokenizer.eos_ids().to_vec(),
+            text: String::new(),
+            tokens: 0,
+            max_tokens: 1000,
+            one_sentence,
+            stops: stops.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn done(mut pending: Pending) -> Result<String> {
+        match pending.next()? {
+            Progress::Done(c) => Ok(c.text),
+            Progress::Feed(t) => panic!("asked to forward token {t}"),
+        }
+    }
+
+    #[test]
+    fn a_correction_ends_where_a_section_header_begins() {
+        let copied = "Fill the kettle. Let it boil and\n##Correction: Fill the kettle.";
+        let stops = ["##Question:", "##Answer:", "##Correction:"];
+        assert_eq!(
+            done(chosen(copied, &stops, false)).unwrap(),
+            "Fill the kettle. Let it boil and"
+        );
+        // With one sentence, the first sentence still comes first.
+        assert_eq!(
+            done(chosen(copied, &stops, true)).unwrap(),
+            "Fill the kettle."
+        );
+        assert_eq!(
+            done(chosen("Let it boil\n##Correction: x", &stops, true)).unwrap(),
+            "Let it boil"
+        );
+        // The earliest header wins; text before any header is kept whole.
+        assert_eq!(
+            done(chosen("Boil it.##Answer: a ##Question: q", &stops, false)).unwrap(),
+            "Boil it."
+        );
+        // Without stops the same tokens run out, and decoding would need logits.
+        assert!(matches!(
+            done(chosen(copied, &[], false)),
+            Err(Error::Protocol { .. })
+        ));
+    }
 }

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use aligner_data::aligner_config::{AlignerConfig, Prompter};
+use aligner_data::aligner_config::{AlignerConfig, AlignerTask, Prompter};
 use aligner_model::{CausalLm, ModelTokenizer};
 
 use super::Context;
-use super::correct_batch::Progress;
+use super::correct_batch::{CorrectionTask, Progress};
 use crate::machine::{Correction, Corrector};
 use crate::{Error, Result};
 
@@ -68,6 +68,10 @@ pub struct LocalCorrector<'m, M: CausalLm> {
     pub(super) model: &'m M,
     pub(super) tokenizer: ModelTokenizer,
     prompter: Prompter,
+    /// Where a whole-answer correction ends: its format's section headers.
+    pub(super) answer_stops: Vec<String>,
+    /// Where a sentence correction ends: its format's section headers.
+    pub(super) sentence_stops: Vec<String>,
     pub(super) config: CorrectorConfig,
     pub(super) ctx: Context,
     pub(super) forwarded: usize,
@@ -105,6 +109,8 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
         Ok(Self {
             model,
             tokenizer,
+            answer_stops: prompter.section_markers(AlignerTask::Answer),
+            sentence_stops: prompter.section_markers(AlignerTask::Sentence),
             prompter,
             config,
             ctx: Context::new(model),
@@ -140,22 +146,17 @@ impl<'m, M: CausalLm> LocalCorrector<'m, M> {
 
     /// Rewrites a whole answer with the aligner's whole-answer prompt (whole-answer mode).
     pub fn rewrite_answer(&mut self, question: &str, answer: &str) -> Result<Correction> {
-        let prompt = self.answer_prompt(question, answer)?;
-        self.complete(&prompt, answer.trim(), self.config.max_answer_tokens, false)
+        self.complete(&CorrectionTask::Answer { question, answer })
     }
 
-    /// Greedy completion of `prompt`, trimmed; with `one_sentence` it stops after the first
-    /// sentence of the output. `draft` is the text being corrected: with `verify_draft` its
-    /// tokens are checked in one pass and the agreeing ones taken without decoding.
-    fn complete(
-        &mut self,
-        prompt: &str,
-        draft: &str,
-        max_tokens: usize,
-        one_sentence: bool,
-    ) -> Result<Correction> {
+    /// Greedy completion of the task's prompt, trimmed; a sentence correction with
+    /// `one_sentence` stops after the first sentence of the output, and any correction stops
+    /// where the aligner begins a section header of its prompt format
+    /// ([`Prompter::section_markers`]). The text being corrected is, with `verify_draft`,
+    /// checked in one pass and its agreeing tokens taken without decoding.
+    fn complete(&mut self, task: &CorrectionTask<'_>) -> Result<Correction> {
         // The same steps as a batch of corrections (`correct_batch`), one token at a time.
-        let mut pending = self.begin_correction(prompt, draft, max_tokens, one_sentence)?;
+        let mut pending = self.begin_correction(task)?;
         loop {
             match pending.next()? {
                 Progress::Done(correction) => return Ok(correction),
@@ -193,20 +194,12 @@ impl<M: CausalLm> Corrector for LocalCorrector<'_, M> {
     }
 
     fn correct(&mut self, question: &str, prefix: &str, last: &str) -> Result<Correction> {
-        let prompt = self.sentence_prompt(question, prefix, last)?;
-        let mut correction = self.complete(
-            &prompt,
-            last.trim(),
-            self.config.max_sentence_tokens,
-            self.config.one_sentence,
-        )?;
-        if self.config.reject_repeats
-            && !correction.text.is_empty()
-            && correction.text != last.trim()
-            && prefix.contains(correction.text.as_str())
-        {
-            correction.text = last.trim().to_owned();
-        }
-        Ok(correction)
+        let task = CorrectionTask::Sentence {
+            question,
+            prefix,
+            last,
+        };
+        let correction = self.complete(&task)?;
+        Ok(self.settle(&task, correction))
     }
 }

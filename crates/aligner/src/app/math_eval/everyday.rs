@@ -8,7 +8,9 @@
 //!   (upstream sentence, committed sentence) pair, and `aligner_eval::harm` counts the changed
 //!   sentences and the injected final-answer phrases and numbers.
 //! - **whole-answer Aligner**: it rewrites the upstream's whole answer; the pair is (answer,
-//!   rewritten answer), so its figures are per answer.
+//!   rewritten answer), so its figures are per answer. It is also counted in the Stream
+//!   Aligner's unit: the upstream's sentences that the rewrite does not hold word for word and
+//!   in order (`aligner_eval::harm::rewritten_sentences`).
 //!
 //! Writes `everyday/SETTING.jsonl` (per question: id, category, question, the upstream's text,
 //! the aligned text, the sentence pairs) beside the math outputs.
@@ -20,7 +22,7 @@ use serde::Serialize;
 use super::{Context as _, Loaded, Options, Progress, Result, new_corrector, new_upstream};
 use crate::data::aligner_config::PromptOverrides;
 use crate::data::everyday::{Category, EverydayQuestion};
-use crate::eval::harm::HarmReport;
+use crate::eval::harm::{HarmReport, SentenceCount, rewritten_sentences};
 use crate::model::generate::SamplingConfig;
 use crate::stream::machine::join_correction;
 use crate::stream::modes::upstream_only;
@@ -60,6 +62,8 @@ pub struct EverydayHarm {
     pub stream: Option<HarmReport>,
     /// The whole-answer Aligner, per answer; `None` when it did not run.
     pub whole: Option<HarmReport>,
+    /// The whole-answer Aligner, per upstream sentence; `None` when it did not run.
+    pub whole_sentences: Option<SentenceCount>,
 }
 
 impl EverydayHarm {
@@ -83,18 +87,26 @@ impl EverydayHarm {
              answers with an injection |\n|---|---|---:|---:|---:|---:|\n",
             self.questions
         );
+        let percent = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.1}%", 100.0 * x));
         for (name, unit, r) in self.reports() {
             s.push_str(&format!(
                 "| {name} | {unit} | {}/{} | {} | {}/{} | {}/{} |\n",
                 r.changed,
                 r.sentences,
-                r.changed_share
-                    .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x)),
+                percent(r.changed_share),
                 r.answers_changed,
                 r.answers,
                 r.answers_with_injection,
                 r.answers,
             ));
+            if let (EVERYDAY_WHOLE, Some(c)) = (name, self.whole_sentences) {
+                s.push_str(&format!(
+                    "| {name} | upstream sentence | {}/{} | {} | | |\n",
+                    c.changed,
+                    c.sentences,
+                    percent(c.changed_share()),
+                ));
+            }
         }
         s
     }
@@ -111,6 +123,14 @@ impl EverydayHarm {
                 r.answers_with_injection,
                 r.answers,
             ));
+            if let (EVERYDAY_WHOLE, Some(c)) = (name, self.whole_sentences) {
+                s.push_str(&format!(
+                    "{name}: {}/{} upstream sentences changed ({:.1}%)\n",
+                    c.changed,
+                    c.sentences,
+                    100.0 * c.changed_share().unwrap_or(0.0),
+                ));
+            }
         }
         s
     }
@@ -174,13 +194,16 @@ pub(super) fn evaluate(
     if let Some(model) = setup.whole {
         let mut upstream = new_upstream(setup.upstream, &config)?;
         let mut corrector = new_corrector(model, setup.corrector, setup.prompt)?;
+        let mut sentences = SentenceCount::default();
         harm.whole = Some(run(EVERYDAY_WHOLE, questions, &dir, progress, &mut |q| {
             let draft = upstream_only(&mut upstream, &q.question, args.max_tokens, |_| {})?.answer;
             let correction = corrector.rewrite_answer(&q.question, &draft)?;
             let answer = join_correction(&draft, &correction.text);
+            sentences.add(rewritten_sentences(&draft, &answer));
             let pairs = vec![(draft.clone(), answer.clone())];
             Ok((draft, answer, pairs))
         })?);
+        harm.whole_sentences = Some(sentences);
     }
     Ok(harm)
 }
@@ -245,6 +268,7 @@ mod tests {
             questions: 1,
             stream: Some(stream),
             whole: None,
+            whole_sentences: None,
         };
         let md = harm.markdown();
         assert!(
@@ -255,6 +279,36 @@ mod tests {
         assert_eq!(
             harm.summary(),
             "everyday:upstream+stream: 1/2 sentences changed (50.0%), 1 of 1 answers with an injection\n"
+        );
+    }
+
+    #[test]
+    fn the_whole_answer_aligner_is_also_counted_by_sentence() {
+        let (draft, rewritten) = (
+            "Boil water. Add tea. Stir.",
+            "Boil water. Add tea. Stir well.",
+        );
+        let mut whole = HarmReport::default();
+        whole.add("heldout-001", &[(draft, rewritten)]);
+        let harm = EverydayHarm {
+            questions: 1,
+            stream: None,
+            whole: Some(whole),
+            whole_sentences: Some(rewritten_sentences(draft, rewritten)),
+        };
+        let md = harm.markdown();
+        assert!(
+            md.contains(
+                "| everyday:upstream+aligner | answer | 1/1 | 100.0% | 1/1 | 0/1 |\n\
+                         | everyday:upstream+aligner | upstream sentence | 1/3 | 33.3% | | |"
+            ),
+            "{md}"
+        );
+        assert!(
+            harm.summary()
+                .ends_with("everyday:upstream+aligner: 1/3 upstream sentences changed (33.3%)\n"),
+            "{}",
+            harm.summary()
         );
     }
 }
