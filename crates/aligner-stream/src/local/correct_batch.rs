@@ -196,12 +196,9 @@ impl Pending {
             if self.eos.contains(&token) {
                 break;
             }
+            let before = self.text.len();
             self.text.push_str(&self.stream.push(token)?);
-            let stop = self
-                .stops
-                .iter()
-                .filter_map(|s| self.text.find(s.as_str()))
-                .min();
+            let stop = self.stop_in_new_text(before);
             if let Some(at) = stop {
                 self.text.truncate(at);
             }
@@ -225,6 +222,24 @@ impl Pending {
             }
         }
         self.finish()
+    }
+
+    /// Where the earliest stop text begins, if the text from byte `before` on completed one.
+    /// The text before it held none (the correction would have ended), so only the last
+    /// `longest - 1` bytes before it can start one: each step searches a short tail, not the
+    /// whole text again.
+    fn stop_in_new_text(&self, before: usize) -> Option<usize> {
+        let longest = self.stops.iter().map(String::len).max()?;
+        let mut from = before.saturating_sub(longest.saturating_sub(1));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let tail = &self.text[from..];
+        self.stops
+            .iter()
+            .filter_map(|s| tail.find(s.as_str()))
+            .min()
+            .map(|at| from + at)
     }
 
     /// The text so far, as the correction's end.
